@@ -1,6 +1,6 @@
 """Atomic file writes: a reader (or a crash) never sees a half-written file.
 
-Everything is written to a temporary file in the destination folder, flushed to disk, then renamed over
+Arrays, text, JSON and CSV (as text) are written to a temporary file in the destination folder, flushed to disk, then renamed over
 the destination with :func:`os.replace`, which is atomic on POSIX and Windows.
 """
 from __future__ import annotations
@@ -15,6 +15,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
@@ -23,6 +26,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs should get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path

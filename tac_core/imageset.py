@@ -1,26 +1,415 @@
-"""Image files: scanning sources into an image set, and decoding any image a user may have to RGB.
+"""Image sets: which files of a folder, file list or zip the app will use, and why not the others.
 
-(Placeholder: the scanning part is being written; ``open_image_rgb`` is the decoding entry point every
-encoder uses.)
+Every file seen becomes an :class:`ImageRecord` with a status ("ok", "skipped", "duplicate") and a short
+reason, so a network share full of odd files gives a table the user can act on, not an exception.
+Decoding lives in :mod:`tac_core.image_decode`; ``open_image_rgb`` and ``ImageDecodeError`` are re-exported.
+
+Scanning rules:
+- Hidden names (``.`` prefix: ``.DS_Store``, ``._*`` AppleDouble) and OS junk (``Thumbs.db``, ``desktop.ini``,
+  ``__MACOSX``, ...) are skipped; a hidden or system folder is listed once and not entered.
+- Files with an image extension are decoded; other files only when their first bytes are an image signature,
+  so a valid image with a wrong or no extension is used.
+- Links to folders are never followed (no loops, nothing outside the chosen folder) and are listed as skipped.
+  A link to a file is read like the file (the user can open it anyway) under the link's own path.
+- Each image is fully decoded (JPEG at 1/8 scale) and hashed; the first copy of some bytes in ``rel_path``
+  order is "ok", later ones "duplicate". A thread pool reads files (PIL and hashlib release the GIL), and
+  results are always in ``rel_path`` order, so a scan is deterministic.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import stat
+import tempfile
+import zipfile
+import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from itertools import islice
+from typing import Iterable, Optional, Sequence
 
-from PIL import Image, ImageOps
+from .errors import EmptyInputError, InvalidInputError
+from .image_decode import (DEFAULT_MAX_PIXELS, HEAD_BYTES, IMAGE_EXTENSIONS, REASON_EMPTY, REASON_NOT_REGULAR,
+                           ImageDecodeError, check_header, decode_rgb, file_error_reason, open_image_rgb,
+                           sniff_format, unsupported_format_reason)
+from .progress import CancelToken, ProgressFn, check_cancel, report
 
-from .errors import InvalidInputError
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageDecodeError", "ImageRecord", "ImageSet", "extract_zip_safely",
+           "is_hidden_or_system", "open_image_rgb", "scan_files", "scan_folder"]
+
+STAGE = "scanning images"
+REASON_HIDDEN = "hidden or system file"
+REASON_HIDDEN_FOLDER = "hidden or system folder"
+REASON_NOT_IMAGE = "not an image file"
+SYSTEM_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "$recycle.bin",
+                          "system volume information"})
+IN_MEMORY_BYTES = 256 * 1024 * 1024  # larger files are hashed and decoded in two passes, not held in memory
+READ_CHUNK = 1024 * 1024
+DEFAULT_ZIP_MAX_BYTES = 4 * 1024 ** 3
+DEFAULT_ZIP_MAX_FILES = 100_000
+ZIP_MAX_RATIO = 500  # deflate tops out near 1030:1 on constant data; photos and scans stay far below
+ZIP_RATIO_MIN_BYTES = 1024 * 1024  # small members may compress absurdly without harm
+_WINDOWS_RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
+                               *(f"lpt{i}" for i in range(10))})
+_UNSAFE_NAME_CHARS = str.maketrans({**{chr(c): "_" for c in range(32)}, **{c: "_" for c in '<>:"|?*'}})
 
 
-class ImageDecodeError(InvalidInputError):
-    """A file could not be decoded as an image; the message is the per-file reason shown to the user."""
+@dataclass(frozen=True)
+class ImageRecord:
+    """One file seen by a scan. ``width``/``height`` are the upright size (0 unless the image decoded);
+    ``sha256`` is of the file's bytes, empty when the file was not read to the end."""
+
+    path: str
+    rel_path: str
+    sha256: str
+    size_bytes: int
+    width: int
+    height: int
+    status: str
+    reason: str
+    duplicate_of: Optional[str] = None
 
 
-def open_image_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode ``path`` to an 8-bit RGB image with EXIF orientation applied."""
+@dataclass(frozen=True)
+class ImageSet:
+    """The records of one scan in ``rel_path`` order; ``ok`` ones are what the pipeline embeds."""
+
+    root: str
+    records: tuple[ImageRecord, ...]
+
+    @property
+    def ok(self) -> tuple[ImageRecord, ...]:
+        return self._with_status("ok")
+
+    @property
+    def skipped(self) -> tuple[ImageRecord, ...]:
+        return self._with_status("skipped")
+
+    @property
+    def duplicates(self) -> tuple[ImageRecord, ...]:
+        return self._with_status("duplicate")
+
+    @property
+    def paths(self) -> list[str]:
+        return [r.path for r in self.ok]
+
+    @property
+    def keys(self) -> list[str]:
+        """Content hashes of the ok images: cache keys that survive renames and moves."""
+        return [r.sha256 for r in self.ok]
+
+    def summary(self) -> dict[str, int]:
+        """Counts for the UI; ``files`` is every entry listed, folders not entered included."""
+        return {"files": len(self.records), "ok": len(self.ok), "skipped": len(self.skipped),
+                "duplicates": len(self.duplicates)}
+
+    def require_images(self) -> ImageSet:
+        """Return self, or raise :class:`EmptyInputError` when there is nothing to cluster."""
+        if self.ok:
+            return self
+        if not self.records:
+            raise EmptyInputError(f"no usable images in {self.root}: the folder holds no files.")
+        raise EmptyInputError(f"no usable images in {self.root}: 0 of {len(self.records)} files could be "
+                              "read; see the skipped list.")
+
+    def to_frame(self):
+        """The records as a pandas DataFrame, one row per file, for tables and CSV export."""
+        import pandas as pd  # only the UI and exports need pandas
+
+        columns = list(ImageRecord.__dataclass_fields__)
+        return pd.DataFrame([[getattr(r, c) for c in columns] for r in self.records], columns=columns)
+
+    def _with_status(self, status: str) -> tuple[ImageRecord, ...]:
+        return tuple(r for r in self.records if r.status == status)
+
+
+def is_hidden_or_system(name: str) -> bool:
+    """Dot files and OS/desktop junk: never a user's image, even when the bytes are one."""
+    return name.startswith(".") or name.lower() in SYSTEM_NAMES
+
+
+def scan_folder(root: str | os.PathLike, recursive: bool = True, progress: Optional[ProgressFn] = None,
+                cancel: Optional[CancelToken] = None, max_pixels: Optional[int] = None,
+                workers: Optional[int] = None) -> ImageSet:
+    """Scan a folder (and, if ``recursive``, its sub-folders) into an :class:`ImageSet`.
+
+    ``max_pixels`` lowers the process pixel limit for this scan; ``workers`` threads read files (default:
+    CPU count + 4, at most 16, since shares are I/O bound).
+    """
+    root_abs = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root_abs):
+        raise InvalidInputError(f"{root_abs} is not a folder or does not exist; choose a folder of images.")
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return im.convert("RGB")
-    except Exception as exc:  # PIL raises many types for broken files
-        raise ImageDecodeError(f"{os.fspath(path)}: not a readable image ({exc})") from exc
+        os.scandir(root_abs).close()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read folder {root_abs}: {file_error_reason(exc)}.") from exc
+    files, folder_records = _walk(root_abs, recursive)
+    records = _examine_all(files, max_pixels, workers, progress, cancel)
+    return _image_set(root_abs, records + folder_records)
+
+
+def scan_files(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None,
+               progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
+               max_pixels: Optional[int] = None, workers: Optional[int] = None) -> ImageSet:
+    """Scan given files; ``rel_path`` is relative to ``root`` (default: their common folder)."""
+    unique = list(dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths))
+    if root is not None:
+        root_abs = os.path.abspath(os.fspath(root))
+    elif unique:
+        root_abs = os.path.commonpath([os.path.dirname(p) for p in unique])
+    else:
+        root_abs = os.getcwd()
+    files = []
+    for path in unique:
+        rel = os.path.relpath(path, root_abs)
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            raise InvalidInputError(f"{path} is not inside {root_abs}; give a root that contains every file.")
+        files.append((path, _posix(rel)))
+    return _image_set(root_abs, _examine_all(files, max_pixels, workers, progress, cancel))
+
+
+def extract_zip_safely(zip_path: str | os.PathLike, dest_dir: str | os.PathLike,
+                       max_total_bytes: int = DEFAULT_ZIP_MAX_BYTES,
+                       max_files: int = DEFAULT_ZIP_MAX_FILES) -> tuple[list[str], list[tuple[str, str]]]:
+    """Extract a user's zip into ``dest_dir`` without ever writing outside it.
+
+    Returns the extracted paths (archive order) and ``(member name, reason)`` for every member refused:
+    traversal (``../``, absolute paths, drive letters, backslashes), links, encrypted or corrupt members,
+    hidden/system junk such as ``__MACOSX/``, zip-bomb ratios and anything past the size or file limits.
+    """
+    dest = os.path.realpath(dest_dir)
+    os.makedirs(dest, exist_ok=True)
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidInputError(f"{os.fspath(zip_path)} is not a readable zip archive ({exc}); "
+                                "check the file or unpack it yourself and scan the folder.") from exc
+    extracted: list[str] = []
+    rejected: list[tuple[str, str]] = []
+    used_names: set[str] = set()
+    total_bytes = 0
+    with archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            try:
+                rel = _safe_member_path(info)
+                if rel.casefold() in used_names:
+                    raise _Refused("same name as another member")
+                if len(extracted) >= max_files:
+                    raise _Refused(f"over the {max_files}-file limit")
+                if total_bytes + info.file_size > max_total_bytes:
+                    raise _Refused(f"over the {_human_bytes(max_total_bytes)} size limit")
+                target = os.path.join(dest, *rel.split("/"))
+                parent = os.path.realpath(os.path.dirname(target))
+                if os.path.commonpath([parent, dest]) != dest:
+                    raise _Refused("path leaves the folder (through a link)")
+                _extract_member(archive, info, parent, target)
+            except _Refused as refused:
+                rejected.append((info.filename, str(refused)))
+                continue
+            used_names.add(rel.casefold())
+            total_bytes += info.file_size
+            extracted.append(target)
+    return extracted, rejected
+
+
+class _Refused(Exception):
+    """A zip member that will not be extracted; the message is its reason."""
+
+
+def _safe_member_path(info: zipfile.ZipInfo) -> str:
+    """The member's sanitised relative POSIX path, or :class:`_Refused` with the reason."""
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise _Refused("symbolic link")
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+        raise _Refused("not a regular file")
+    if info.flag_bits & 0x1:
+        raise _Refused("encrypted")
+    if info.file_size > ZIP_RATIO_MIN_BYTES and info.file_size > ZIP_MAX_RATIO * max(info.compress_size, 1):
+        ratio = info.file_size // max(info.compress_size, 1)
+        raise _Refused(f"compression ratio {ratio}:1 looks like a zip bomb")
+    name = info.filename.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":" and name[0].isalpha()):
+        raise _Refused("absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise _Refused("path leaves the folder (../)")
+    if not parts:
+        raise _Refused("empty name")
+    if any(is_hidden_or_system(p) for p in parts):
+        raise _Refused(REASON_HIDDEN)
+    return "/".join(_safe_component(p) for p in parts)
+
+
+def _safe_component(part: str) -> str:
+    """Make one path component valid on Windows, macOS and Linux, at most 255 bytes, extension kept."""
+    part = part.translate(_UNSAFE_NAME_CHARS).rstrip(" .") or "_"
+    if part.split(".")[0].lower() in _WINDOWS_RESERVED:
+        part = "_" + part
+    if len(part.encode()) <= 255:
+        return part
+    stem, ext = os.path.splitext(part)
+    if len(ext.encode()) > 16:  # not a real extension
+        stem, ext = part, ""
+    return stem.encode()[:255 - len(ext.encode())].decode(errors="ignore") + ext
+
+
+def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, parent: str, target: str) -> None:
+    """Stream one member to a hidden temporary file beside ``target``, then rename it into place."""
+    try:
+        os.makedirs(parent, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=parent, prefix=".", suffix=".part")
+    except OSError as exc:
+        raise _Refused(_write_error(exc)) from exc
+    try:
+        with os.fdopen(handle, "wb") as out, archive.open(info) as member:
+            shutil.copyfileobj(member, out, READ_CHUNK)
+        os.replace(tmp, target)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise _Refused("corrupt member") from exc
+    except NotImplementedError as exc:
+        raise _Refused("unsupported compression method") from exc
+    except OSError as exc:
+        raise _Refused(_write_error(exc)) from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_error(exc: OSError) -> str:
+    return f"could not write ({(exc.strerror or str(exc)).lower()})"
+
+
+def _walk(root: str, recursive: bool) -> tuple[list[tuple[str, str]], list[ImageRecord]]:
+    """Files to examine and records for folders that are not entered; never follows folder links."""
+    files: list[tuple[str, str]] = []
+    folder_records: list[ImageRecord] = []
+
+    def skip_folder(path: str, reason: str) -> None:
+        folder_records.append(_skipped(path, _posix(os.path.relpath(path, root)), reason))
+
+    def unreadable(exc: OSError) -> None:
+        skip_folder(exc.filename, file_error_reason(exc))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
+        entered = []
+        for name in dirnames if recursive else ():
+            full = os.path.join(dirpath, name)
+            if is_hidden_or_system(name):
+                skip_folder(full, REASON_HIDDEN_FOLDER)
+            elif os.path.islink(full):
+                skip_folder(full, "link to a folder (not followed)")
+            else:
+                entered.append(name)
+        dirnames[:] = entered
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            files.append((full, _posix(os.path.relpath(full, root))))
+    return files, folder_records
+
+
+def _examine_all(files: Sequence[tuple[str, str]], max_pixels: Optional[int], workers: Optional[int],
+                 progress: Optional[ProgressFn], cancel: Optional[CancelToken]) -> list[ImageRecord]:
+    """Examine files on a thread pool, a bounded window ahead, collecting results in input order."""
+    workers = workers or min(16, (os.cpu_count() or 1) + 4)
+    results: list[ImageRecord] = []
+    report(progress, STAGE, 0, len(files))
+    check_cancel(cancel)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
+        queue = iter(files)
+        pending: deque[Future] = deque()
+
+        def top_up() -> None:
+            for path, rel in islice(queue, 2 * workers - len(pending)):
+                pending.append(pool.submit(_examine, path, rel, max_pixels))
+
+        top_up()
+        try:
+            while pending:
+                results.append(pending.popleft().result())
+                report(progress, STAGE, len(results), len(files))
+                check_cancel(cancel)
+                top_up()
+        finally:
+            for future in pending:
+                future.cancel()
+    return results
+
+
+def _examine(path: str, rel_path: str, max_pixels: Optional[int]) -> ImageRecord:
+    """Decide one file's status; every problem becomes a skipped record with a reason, never an exception."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return _skipped(path, rel_path, "broken link" if os.path.islink(path) else "file not found")
+    except OSError as exc:
+        return _skipped(path, rel_path, file_error_reason(exc))
+    size = info.st_size
+    name = os.path.basename(path)
+    if is_hidden_or_system(name):
+        return _skipped(path, rel_path, REASON_HIDDEN, size)
+    if not stat.S_ISREG(info.st_mode):
+        return _skipped(path, rel_path, REASON_NOT_REGULAR, size)
+    if size == 0:
+        return _skipped(path, rel_path, REASON_EMPTY)
+    digest = ""
+    try:
+        if os.path.splitext(name)[1].lower().lstrip(".") not in IMAGE_EXTENSIONS:
+            with open(path, "rb") as fh:
+                head = fh.read(HEAD_BYTES)
+            if sniff_format(head) is None:
+                return _skipped(path, rel_path, unsupported_format_reason(head) or REASON_NOT_IMAGE, size)
+        if size > IN_MEMORY_BYTES:
+            check_header(path, max_pixels=max_pixels)  # refuse a bomb or non-image before reading it all
+        digest, data = _read_and_hash(path, keep=size <= IN_MEMORY_BYTES)
+        _, (width, height) = decode_rgb(path if data is None else data, max_pixels=max_pixels, reduced=True)
+    except ImageDecodeError as exc:
+        return _skipped(path, rel_path, exc.reason, size, digest)
+    except OSError as exc:
+        return _skipped(path, rel_path, file_error_reason(exc), size, digest)
+    return ImageRecord(path, rel_path, digest, size, width, height, "ok", "")
+
+
+def _read_and_hash(path: str, keep: bool) -> tuple[str, Optional[bytes]]:
+    """SHA-256 of the file, streamed; the bytes too when ``keep``, so a share is read once."""
+    digest = hashlib.sha256()
+    chunks: list[bytes] = []
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(READ_CHUNK), b""):
+            digest.update(chunk)
+            if keep:
+                chunks.append(chunk)
+    return digest.hexdigest(), b"".join(chunks) if keep else None
+
+
+def _image_set(root: str, records: Iterable[ImageRecord]) -> ImageSet:
+    """Sort by ``rel_path`` and mark every later copy of already-seen bytes as a duplicate."""
+    first_by_hash: dict[str, str] = {}
+    ordered = []
+    for record in sorted(records, key=lambda r: r.rel_path):
+        if record.status == "ok":
+            first = first_by_hash.setdefault(record.sha256, record.rel_path)
+            if first != record.rel_path:
+                record = replace(record, status="duplicate", reason=f"same content as {first}",
+                                  duplicate_of=first)
+        ordered.append(record)
+    return ImageSet(root, tuple(ordered))
+
+
+def _skipped(path: str, rel_path: str, reason: str, size: int = 0, sha256: str = "") -> ImageRecord:
+    return ImageRecord(path, rel_path, sha256, size, 0, 0, "skipped", reason)
+
+
+def _posix(rel_path: str) -> str:
+    return rel_path.replace(os.sep, "/")
+
+
+def _human_bytes(count: int) -> str:
+    for unit, scale in (("GB", 1024 ** 3), ("MB", 1024 ** 2), ("KB", 1024)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} bytes"

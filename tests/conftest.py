@@ -1,0 +1,72 @@
+"""Shared pytest fixtures. Each section belongs to the module it serves; add new fixtures in a new section."""
+from __future__ import annotations
+
+import importlib.resources
+import shutil
+from pathlib import Path
+
+import pytest
+
+# ---------------------------------------------------------------------------------------------------------
+# Models and real images (tac_core.models, text_encoding, image_encoding, cache, embed)
+# A tiny open_clip architecture (tests/tiny_clip.json), saved as a checkpoint and reloaded through the real
+# loading path, and small real images from the elpv-dataset and conformal-clip-data packages.
+# ---------------------------------------------------------------------------------------------------------
+
+TINY_CLIP_CONFIG = Path(__file__).with_name("tiny_clip.json")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_config() -> Path:
+    """Path to the tiny open_clip model config (embed_dim 32, 32-pixel images, 2-layer towers)."""
+    return TINY_CLIP_CONFIG
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_model_config) -> Path:
+    """Weights of the tiny model (seed-0 random init), saved with ``save_checkpoint``."""
+    from tac_core.models import ModelSpec, load_model, save_checkpoint
+
+    model = load_model(ModelSpec(str(tiny_model_config), pretrained="none"), "cpu").model
+    return save_checkpoint(model, tmp_path_factory.mktemp("tiny-weights") / "tiny_clip.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_model_config, tiny_checkpoint):
+    """The tiny model as a user would name it: a JSON config plus a checkpoint file."""
+    from tac_core.models import ModelSpec
+
+    return ModelSpec(str(tiny_model_config), checkpoint=str(tiny_checkpoint))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_spec):
+    """The tiny model loaded on the CPU through ``load_model``."""
+    from tac_core.models import load_model
+
+    return load_model(tiny_spec, "cpu")
+
+
+@pytest.fixture(scope="session")
+def elpv_images(tmp_path_factory) -> Path:
+    """A folder of 24 real 300×300 grayscale solar-cell PNGs (every 109th image of elpv-dataset)."""
+    source = importlib.resources.files("elpv_dataset") / "data" / "images"
+    chosen = sorted(p.name for p in source.iterdir() if p.name.endswith(".png"))[::109][:24]
+    folder = tmp_path_factory.mktemp("elpv")
+    for name in chosen:
+        with importlib.resources.as_file(source / name) as path:
+            shutil.copy(path, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def textile_images(tmp_path_factory) -> Path:
+    """A folder with sub-folders nominal/, local/, global/ of 4 real textile JPEGs each (conformal-clip-data)."""
+    source = importlib.resources.files("conformal_clip_data") / "data" / "textile_images" / "simulated"
+    folder = tmp_path_factory.mktemp("textile")
+    for label in ("nominal", "local", "global"):
+        (folder / label).mkdir()
+        for name in sorted(p.name for p in (source / label).iterdir() if p.name.endswith(".jpg"))[:4]:
+            with importlib.resources.as_file(source / label / name) as path:
+                shutil.copy(path, folder / label / name)
+    return folder

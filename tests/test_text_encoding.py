@@ -1,0 +1,122 @@
+import copy
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from tac_core import embed, text_encoding
+from tac_core.embed import embed_vocabulary, term_key
+from tac_core.errors import InvalidInputError
+from tac_core.models import ModelSpec, load_model
+from tac_core.progress import CancelToken, Cancelled
+from tac_core.prompts import TAC_TEMPLATES
+from tac_core.text_encoding import encode_texts, encode_vocabulary, supports_truncation
+
+PROMPTS = [
+    "x",
+    "a photo of a cat.",
+    "itap of a hairline crack.",
+    "a bad photo of the solder bridge on a printed circuit board, seen from above in poor light.",
+    "art of the delamination.",
+    "a " + "very " * 90 + "long prompt that the tokenizer cuts at 77 tokens.",
+    "a {} in a video game.",
+    "a photo of the small dog.",
+]
+
+
+def _stock(loaded, texts):
+    with torch.no_grad():
+        return loaded.model.encode_text(loaded.tokenizer(texts), normalize=True).numpy()
+
+
+def test_fast_encoding_equals_stock_encode_text_tiny(tiny_model):
+    assert supports_truncation(tiny_model.model)
+    fast = encode_texts(tiny_model, PROMPTS, batch_size=3)
+    assert fast.dtype == np.float32 and fast.shape == (len(PROMPTS), 32)
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1, atol=1e-5)
+    assert np.abs(fast - _stock(tiny_model, PROMPTS)).max() < 1e-4
+
+
+def test_fast_encoding_equals_stock_encode_text_vit_b32():
+    loaded = load_model(ModelSpec("ViT-B-32", "none"), "cpu")  # random weights: builds without a download
+    assert supports_truncation(loaded.model)
+    prompts = PROMPTS[:5]  # 3 to 22 tokens; the stock pass runs all 77 positions, so keep it short
+    fast = encode_texts(loaded, prompts, batch_size=2)
+    assert fast.shape == (len(prompts), 512)
+    assert np.abs(fast - _stock(loaded, prompts)).max() < 1e-4
+
+
+def test_towers_that_cannot_be_truncated_use_encode_text(tiny_model, monkeypatch):
+    model = copy.deepcopy(tiny_model.model)
+    model.text_pool_type = "last"  # pools the last of 77 positions: padding matters
+    loaded = replace(tiny_model, model=model)
+    assert not supports_truncation(model)
+    expected = _stock(loaded, PROMPTS)
+    calls = []
+    original = model.encode_text
+    monkeypatch.setattr(model, "encode_text", lambda tokens: calls.append(tokens.shape) or original(tokens))
+    result = encode_texts(loaded, PROMPTS, batch_size=5)
+    assert calls == [(5, 77), (3, 77)]
+    np.testing.assert_allclose(result, expected, atol=1e-6)
+
+
+def test_vocabulary_is_the_normalised_mean_over_templates(tiny_model):
+    names = ["cat", "hairline crack", "solder bridge"]
+    vectors = encode_vocabulary(tiny_model, names, TAC_TEMPLATES)
+    prompts = encode_texts(tiny_model, [t.format(n) for n in names for t in TAC_TEMPLATES])
+    means = prompts.reshape(3, len(TAC_TEMPLATES), -1).mean(axis=1)
+    np.testing.assert_allclose(vectors, means / np.linalg.norm(means, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert encode_vocabulary(tiny_model, names, "photo1").shape == (3, 32)
+
+
+def test_progress_counts_names_and_cancel_stops(tiny_model):
+    seen = []
+    encode_vocabulary(tiny_model, ["a", "b", "c"], ["{}", "a {}"], batch_size=2, progress=lambda *a: seen.append(a))
+    assert seen[-1] == (text_encoding.STAGE, 3, 3)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        encode_texts(tiny_model, PROMPTS, cancel=token)
+
+
+def test_text_inputs_are_validated(tiny_model):
+    assert encode_texts(tiny_model, []).shape == (0, 32)
+    with pytest.raises(InvalidInputError, match="single string"):
+        encode_texts(tiny_model, "cat")
+    with pytest.raises(InvalidInputError, match="non-empty"):
+        encode_vocabulary(tiny_model, ["cat", "  "])
+    with pytest.raises(InvalidInputError, match="exactly one"):
+        encode_vocabulary(tiny_model, ["cat"], ["no placeholder"])
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        encode_texts(tiny_model, ["cat"], batch_size=0)
+
+
+def test_embed_vocabulary_caches_by_model_and_templates(tiny_spec, tiny_model, tmp_path, monkeypatch):
+    names = ["cat", " hairline  crack ", "dog", "cat"]
+    first = embed_vocabulary(tiny_spec, names, "tac3", tmp_path, device="cpu")
+    expected = encode_vocabulary(tiny_model, [term_key(n) for n in names], "tac3")
+    np.testing.assert_allclose(first, expected, atol=1e-6)
+
+    model_dir = embed.model_cache_dir(tiny_spec, tmp_path)
+    assert (model_dir / "identity.txt").read_text().strip() == tiny_spec.identity()
+    assert len([p for p in model_dir.iterdir() if p.name.startswith("text-")]) == 1
+
+    def no_model_work(*args, **kwargs):
+        raise AssertionError("cached vocabulary must not load or run the model")
+
+    monkeypatch.setattr(embed, "load_model", no_model_work)
+    monkeypatch.setattr(embed, "encode_vocabulary", no_model_work)
+    np.testing.assert_array_equal(embed_vocabulary(tiny_spec, names[::-1], "tac3", tmp_path), first[::-1])
+
+    monkeypatch.undo()
+    spy = []
+    monkeypatch.setattr(embed, "encode_vocabulary", lambda loaded, chunk, *a, **k: spy.append(list(chunk))
+                        or encode_vocabulary(loaded, chunk, *a, **k))
+    embed_vocabulary(tiny_model, ["cat", "bird"], "tac3", tmp_path)
+    assert spy == [["bird"]]  # only the new term is encoded
+    embed_vocabulary(tiny_model, ["cat"], "tac7", tmp_path)
+    assert spy[-1] == ["cat"]  # another template set is another cache
+    with pytest.raises(InvalidInputError, match="non-empty strings"):
+        embed_vocabulary(tiny_model, ["cat", " "], "tac7", tmp_path)

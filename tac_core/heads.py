@@ -7,6 +7,7 @@ one. The losses follow TAC_METHOD.md step 3b exactly.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import numpy as np
@@ -42,6 +43,15 @@ def cluster_contrastive_loss(p: torch.Tensor, q: torch.Tensor, temperature: floa
     return nn.functional.cross_entropy(sim, target)
 
 
+def anchor_loss(p: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of labelled anchors: -log of the probability the head puts on the anchor's columns.
+
+    ``allowed`` (anchors × K, 0/1) marks the columns that stand for the anchor's cluster (usually one; more
+    when the reviewer merged clusters that the head still keeps apart).
+    """
+    return -torch.log((p * allowed).sum(dim=1).clamp_min(EPS)).mean()
+
+
 def consistency_loss(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy pushing the agreement p_i · q_i of the two heads towards 1."""
     return -torch.log((p * q).sum(dim=1).clamp_min(EPS)).mean()
@@ -61,7 +71,33 @@ def _batch_stream(n: int, batch_size: int, gen: torch.Generator) -> Iterator[tor
             yield order[start:start + batch_size]
 
 
-def train_heads(
+@dataclass
+class TrainedHeads:
+    probabilities: np.ndarray  # (n, K) image head
+    text_probabilities: np.ndarray  # (n, K) text head
+    state: dict  # {"image": state_dict, "text": state_dict}, CPU tensors: reload with ClusterHead + load_state_dict
+
+
+def head_probabilities(state: dict, features: np.ndarray, which: str = "image",
+                       device: str | torch.device = "cpu") -> np.ndarray:
+    """Evaluate one saved head (``state[which]``) on ``features``, in chunks."""
+    weights = state[which]
+    dim, k = weights["net.0.weight"].shape[1], weights["net.3.weight"].shape[0]
+    head = ClusterHead(dim, k).to(device)
+    head.load_state_dict(weights)
+    head.eval()
+    x = torch.as_tensor(features, dtype=torch.float32, device=device)
+    with torch.no_grad(), single_cpu_thread(device):
+        return torch.cat([head(x[s:s + 8192]) for s in range(0, len(x), 8192)]).cpu().numpy()
+
+
+def train_heads(*args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """Train both heads (see :func:`fit_heads`); return the image and text heads' probabilities."""
+    result = fit_heads(*args, **kwargs)
+    return result.probabilities, result.text_probabilities
+
+
+def fit_heads(
     image_embeddings: np.ndarray,
     counterparts: np.ndarray,
     n_clusters: int,
@@ -76,11 +112,22 @@ def train_heads(
     device: str | torch.device = "cpu",
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelToken] = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Train both heads; return the image head's and the text head's probabilities for every sample.
+    initial_state: Optional[dict] = None,
+    anchor_indices: Optional[np.ndarray] = None,
+    anchor_targets: Optional[np.ndarray] = None,
+    anchor_weight: float = 1.0,
+    min_steps: int = MIN_STEPS,
+) -> TrainedHeads:
+    """Train both heads and return their probabilities for every sample and their weights.
 
-    An epoch is one pass over the data, but never fewer than ``MIN_STEPS / epochs`` steps, so a few hundred
+    An epoch is one pass over the data, but never fewer than ``min_steps / epochs`` steps, so a few hundred
     images get as much optimisation as the heads need instead of a handful of steps.
+
+    Fine-tuning (re-clustering with a reviewer's decisions): ``initial_state`` starts both heads from saved
+    weights; ``anchor_indices`` are labelled samples and ``anchor_targets`` (anchors × K, 0/1) their allowed
+    columns. Every step adds ``anchor_weight`` × :func:`anchor_loss` for both heads on a batch of anchors
+    (all of them, or ``max(32, batch_size // 4)`` drawn at random) next to TAC's own losses; the anchors
+    ride in the same forward pass as the batch, so BatchNorm sees one batch.
     """
     seed = 0 if random_state is None else int(random_state)
     gen = torch.Generator().manual_seed(seed)
@@ -89,14 +136,22 @@ def train_heads(
         dim = image_embeddings.shape[1]
         image_head = ClusterHead(dim, n_clusters).to(device)
         text_head = ClusterHead(dim, n_clusters).to(device)
+    if initial_state is not None:
+        image_head.load_state_dict(initial_state["image"])
+        text_head.load_state_dict(initial_state["text"])
     x = torch.as_tensor(image_embeddings, dtype=torch.float32, device=device)
     t = torch.as_tensor(counterparts, dtype=torch.float32, device=device)
     img_nbrs = torch.as_tensor(image_neighbors, dtype=torch.long)
     txt_nbrs = torch.as_tensor(text_neighbors, dtype=torch.long)
+    n_anchors = 0 if anchor_indices is None else len(anchor_indices)
+    if n_anchors:
+        anchors = torch.as_tensor(np.asarray(anchor_indices), dtype=torch.long)
+        allowed = torch.as_tensor(np.asarray(anchor_targets), dtype=torch.float32, device=device)
+        anchor_batch = min(n_anchors, max(32, batch_size // 4))
     optimizer = torch.optim.Adam(list(image_head.parameters()) + list(text_head.parameters()), lr=lr)
     n = x.shape[0]
     batch_size = max(2, min(batch_size, n))
-    steps_per_epoch = max(n // batch_size, -(-MIN_STEPS // max(1, epochs)))
+    steps_per_epoch = max(n // batch_size, -(-min_steps // max(1, epochs)))
     batches = _batch_stream(n, batch_size, gen)
     with single_cpu_thread(device):
         for epoch in range(epochs):
@@ -107,13 +162,22 @@ def train_heads(
                 idx = next(batches)
                 j = img_nbrs[idx, torch.randint(0, img_nbrs.shape[1], (len(idx),), generator=gen)]
                 k = txt_nbrs[idx, torch.randint(0, txt_nbrs.shape[1], (len(idx),), generator=gen)]
+                b = len(idx)
+                if n_anchors:
+                    pick = (torch.arange(n_anchors) if anchor_batch == n_anchors
+                            else torch.randperm(n_anchors, generator=gen)[:anchor_batch])
+                    idx = torch.cat([idx, anchors[pick]])
                 idx, j, k = idx.to(device), j.to(device), k.to(device)
-                p, q = image_head(x[idx]), text_head(t[idx])
+                p_all, q_all = image_head(x[idx]), text_head(t[idx])
+                p, q = p_all[:b], q_all[:b]
                 p_nbr, q_nbr = image_head(x[j]), text_head(t[k])
                 loss = (cluster_contrastive_loss(p, q_nbr, temperature)
                         + cluster_contrastive_loss(q, p_nbr, temperature)
                         + consistency_loss(p, q)
                         - entropy_weight * (batch_entropy(p) + batch_entropy(q)))
+                if n_anchors:
+                    target = allowed[pick.to(device)]
+                    loss = loss + anchor_weight * (anchor_loss(p_all[b:], target) + anchor_loss(q_all[b:], target))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -123,4 +187,6 @@ def train_heads(
         with torch.no_grad():
             p_all = torch.cat([image_head(x[s:s + 8192]) for s in range(0, n, 8192)])
             q_all = torch.cat([text_head(t[s:s + 8192]) for s in range(0, n, 8192)])
-    return p_all.cpu().numpy(), q_all.cpu().numpy()
+    state = {"image": {name: v.detach().cpu().clone() for name, v in image_head.state_dict().items()},
+             "text": {name: v.detach().cpu().clone() for name, v in text_head.state_dict().items()}}
+    return TrainedHeads(p_all.cpu().numpy(), q_all.cpu().numpy(), state)

@@ -24,7 +24,7 @@ import torch
 
 from .anchors import Anchor, cluster_anchors
 from .errors import EmptyInputError, InvalidInputError
-from .heads import train_heads
+from .heads import fit_heads
 from .kmeans import spherical_kmeans
 from .neighbors import cosine_knn
 from .numerics import cluster_unit_means, flush_denormals, normalize_rows
@@ -102,7 +102,8 @@ class TAC:
 
     Fitted attributes: ``labels_``, ``confidence_`` (image-head probability in trained mode; in free mode the
     softmax over centre similarities at temperature 0.05, a smooth function of the nearest/second margin),
-    ``margin_`` (free mode), ``probabilities_`` / ``text_probabilities_`` (trained), ``n_centers_``,
+    ``margin_`` (free mode), ``probabilities_`` / ``text_probabilities_`` / ``text_labels_`` / ``heads_`` (trained;
+    ``heads_`` holds both heads' state dicts), ``n_centers_``,
     ``semantic_centers_``, ``selected_indices_`` (the filtered nouns), ``text_indices_`` (the rows of the text
     space: selected nouns plus domain terms), ``counterparts_``, ``cluster_centers_`` (K × 2d, unit rows,
     in the concatenated space), ``anchors_`` (per cluster, (vocabulary index, score) best first),
@@ -184,7 +185,6 @@ class TAC:
         timings: dict[str, float] = {}
 
         start = time.perf_counter()
-        report(self.progress, "selecting nouns", 0, 2)
         self.n_centers_ = semantic_center_count(len(x), k) if self.n_centers == "auto" else int(self.n_centers)
         centers = spherical_kmeans(x, self.n_centers_, n_init=semantic_center_restarts(len(x), self.n_centers_),
                                    max_iter=self.max_iter, random_state=seed,
@@ -197,7 +197,6 @@ class TAC:
             text_rows = np.union1d(text_rows, np.flatnonzero(domain_mask))
         self.text_indices_ = text_rows
         self.counterparts_ = text_counterparts(x, v[text_rows], self.tau, device)
-        report(self.progress, "selecting nouns", 2, 2)
         timings["select_nouns"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -246,10 +245,12 @@ class TAC:
         report(self.progress, "finding neighbours", 2, 2)
         batch_size = (8192 if k >= 100 else 512) if self.batch_size == "auto" else int(self.batch_size)
         temperature = (5.0 if k >= 100 else 0.5) if self.temperature == "auto" else float(self.temperature)
-        p, q = train_heads(x, self.counterparts_, k, image_nbrs, text_nbrs, epochs=self.epochs,
-                           batch_size=batch_size, lr=self.lr, temperature=temperature,
-                           entropy_weight=self.entropy_weight, random_state=self.random_state, device=device,
-                           progress=self.progress, cancel=self.cancel)
+        heads = fit_heads(x, self.counterparts_, k, image_nbrs, text_nbrs, epochs=self.epochs,
+                          batch_size=batch_size, lr=self.lr, temperature=temperature,
+                          entropy_weight=self.entropy_weight, random_state=self.random_state, device=device,
+                          progress=self.progress, cancel=self.cancel)
+        p, q = heads.probabilities, heads.text_probabilities
+        self.heads_ = heads.state  # {"image", "text"} state dicts: re-clustering fine-tunes from them
         self.probabilities_ = p
         self.text_probabilities_ = q
         self.labels_ = p.argmax(axis=1).astype(np.int64)

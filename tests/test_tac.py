@@ -217,3 +217,17 @@ def test_metrics():
     assert clustering_accuracy(truth, np.array([0, 0, 0, 1, 1, 1])) == pytest.approx(4 / 6)
     with pytest.raises(InvalidInputError):
         evaluate(truth, truth[:3])
+
+
+def test_anchors_prefer_terms_closer_to_this_cluster_than_to_others():
+    from tac_core.anchors import cluster_anchors
+    e = np.eye(3, dtype=np.float32)
+    counterparts = np.stack([e[0], e[0], e[1], e[1]])
+    labels = np.array([0, 0, 1, 1])
+    vocab = unit(np.stack([0.6 * e[0] + 0.8 * e[2],  # specific to cluster 0, cosine 0.6
+                           0.8 * e[0] + 0.9 * e[1]]))  # generic: cosine 0.66 to cluster 0, 0.75 to cluster 1
+    anchors = cluster_anchors(counterparts, labels, 3, vocab, np.array([0, 1]), top=2)
+    assert [term for term, _ in anchors[0]] == [0, 1]  # own term first although its score is lower
+    assert anchors[0][0][1] == pytest.approx(0.6, abs=1e-5)
+    assert [term for term, _ in anchors[1]] == [1, 0]
+    assert anchors[2] == []  # an empty cluster has no anchors

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     tac.add_argument("--seed", type=int, default=0)
     tac.add_argument("--epochs", type=int, default=20, help="trained mode: epochs (default 20)")
     cluster.add_argument("--out", type=Path, required=True, help="output folder")
+    job = commands.add_parser("run-job", help="compute a run of a TAC Studio workspace (started by the app)",
+                              description="Compute the pending run RUN of the workspace folder PATH; see "
+                                          "tac_core/jobs.py for the protocol.")
+    job.add_argument("--workspace", type=Path, required=True, help="workspace folder")
+    job.add_argument("--run", type=int, required=True, help="run id")
     return parser
 
 
@@ -167,6 +172,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     started = time.perf_counter()
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "run-job":
+            from .jobs import main as run_job_main
+            return run_job_main(args.workspace, args.run)
         result = run_cluster(args)
         write_cluster_outputs(result, args.out)
     except TacError as exc:

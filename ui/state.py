@@ -17,6 +17,7 @@ import streamlit as st
 from tac_core import atomic
 from tac_core.errors import TacError
 from tac_core.workspace import Workspace, data_dir, open_workspace
+from ui.text import esc
 
 LOG = logging.getLogger("tac_studio")
 _LAST_OPENED = "last_opened.json"
@@ -28,7 +29,16 @@ def _open(path: str) -> Workspace:
 
 
 def forget_workspace(path: Path | str) -> None:
-    """Drop the cached handle (after a rename or delete) so the next open reads the folder afresh."""
+    """Drop the cached handles (after a rename or delete) so the next open reads the folder afresh.
+
+    The dropped handle's connections are closed (a folder with open files cannot be deleted on Windows);
+    another session still holding it reopens them lazily.
+    """
+    try:
+        if (Path(path) / "workspace.db").exists():
+            _open(str(path)).close()
+    except TacError:
+        pass
     _open.clear()
     if st.session_state.get("workspace") == str(path):
         st.session_state.pop("workspace", None)
@@ -85,7 +95,7 @@ def current_workspace() -> Optional[Workspace]:
     try:
         workspace = _open(path)
     except TacError as exc:
-        st.warning(f"The last workspace could not be opened: {exc}")
+        st.warning(f"The last workspace could not be opened: {esc(exc)}")
         return None
     if st.session_state.get("workspace") != path or st.session_state.get("run_id") != run_id:
         _remember(path, run_id)
@@ -118,7 +128,7 @@ def current_run_id(workspace: Workspace, finished_only: bool = True) -> Optional
 def show_error(exc: BaseException, doing: str) -> None:
     """A user's error in plain words; an engine bug as one line, with the traceback only in the server log."""
     if isinstance(exc, TacError):
-        st.error(f"Could not {doing}: {exc}")
+        st.error(f"Could not {doing}: {esc(exc)}")  # messages name files and values a user typed
     else:
         LOG.exception("unexpected failure while trying to %s", doing)
         st.error(f"Could not {doing} because of an unexpected problem ({type(exc).__name__}). "

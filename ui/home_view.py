@@ -1,0 +1,128 @@
+"""Home page: what TAC Studio does, and the workspaces (list, create, open, rename, delete with confirmation)."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from tac_core.workspace import create_workspace, data_dir, delete_workspace, list_workspaces, rename_workspace
+from ui import state, widgets
+
+_CONFIRM_KEY = "home_confirm_delete"
+
+
+def render() -> None:
+    st.title("TAC Studio")
+    st.markdown(
+        "Group a folder of unlabeled photos by **meaning** (crack, scratch, stain …) rather than by lighting or "
+        "background, then review the groups, fix them and export verified labels. TAC Studio uses **TAC** "
+        "(Text-Aided Clustering, ICML 2024): CLIP image embeddings are paired with text built from WordNet "
+        "nouns and your own domain terms, and clustered together.")
+    st.markdown("A **workspace** keeps one project: its images, vocabulary sets, runs, reviews and exports. "
+                "Every decision is saved the moment you make it.")
+    widgets.show_flashes()
+    current = state.current_workspace()
+    if current is not None:
+        st.success(f"Open workspace: {widgets.esc(current.name)}")
+        _steps()
+    _workspaces(current)
+    st.divider()
+    st.caption("Workspaces are stored in this folder on the machine running TAC Studio:")
+    st.code(str(data_dir()), language=None)
+    st.caption("Set the environment variable TAC_STUDIO_DATA to keep them somewhere else (e.g. a larger disk), "
+               "then restart the app.")
+
+
+def _steps() -> None:
+    st.subheader("Steps")
+    for name in widgets.PAGES:
+        widgets.page_link(name)
+
+
+def _workspaces(current) -> None:
+    st.subheader("Workspaces")
+    infos = list_workspaces()
+    if infos:
+        frame = pd.DataFrame([{"name": i.name, "images": i.image_count, "runs": i.run_count,
+                               "created": i.created[:19].replace("T", " "), "folder": i.path.name,
+                               "problem": i.error} for i in infos])
+        if not frame["problem"].any():
+            frame = frame.drop(columns="problem")
+        st.dataframe(frame, hide_index=True, width="stretch")
+    else:
+        st.info("No workspaces yet: create one below.")
+
+    with st.form("create_workspace", clear_on_submit=True):
+        name = st.text_input("Workspace name", max_chars=100, placeholder="e.g. Line 3 solder joints, March")
+        if st.form_submit_button("Create workspace", type="primary"):
+            ok, workspace = widgets.attempt(lambda: create_workspace(name), "create the workspace")
+            if ok:
+                state.set_workspace(workspace.path)
+                widgets.flash("success", f"Created and opened workspace {workspace.name}.")
+                st.rerun()
+    if not infos:
+        return
+
+    by_path = {str(i.path): i for i in infos}
+    paths = list(by_path)
+    default = paths.index(str(current.path)) if current is not None and str(current.path) in by_path else 0
+    chosen = st.selectbox("Workspace", paths, index=default, format_func=lambda p: _label(by_path[p]),
+                          key="home_workspace")
+    info = by_path[chosen]
+    if info.error:
+        st.error(f"This workspace cannot be opened: {widgets.esc(info.error)}. You can delete it.")
+    cols = st.columns(3)
+    with cols[0]:
+        if st.button("Open workspace", disabled=bool(info.error), width="stretch"):
+            state.set_workspace(info.path)
+            widgets.flash("success", f"Opened workspace {info.name}.")
+            st.rerun()
+    with cols[1]:
+        new_name = st.text_input("New name", key="home_new_name", disabled=bool(info.error))
+        if st.button("Rename workspace", disabled=bool(info.error), width="stretch"):
+            _rename(info, new_name, current)
+    with cols[2]:
+        if st.button("Delete workspace", width="stretch"):
+            st.session_state[_CONFIRM_KEY] = str(info.path)
+    if st.session_state.get(_CONFIRM_KEY) == str(info.path):
+        _confirm_delete(info)
+
+
+def _label(info) -> str:
+    return f"{info.name} — damaged" if info.error else f"{info.name} ({info.image_count} images, {info.run_count} runs)"
+
+
+def _rename(info, new_name: str, current) -> None:
+    ok, _ = widgets.attempt(lambda: rename_workspace(info.path, new_name), "rename the workspace")
+    if not ok:
+        return
+    was_open = current is not None and current.path == info.path
+    state.forget_workspace(info.path)
+    if was_open:
+        state.set_workspace(info.path)
+    widgets.flash("success", f"Renamed {info.name} to {new_name.strip()}.")
+    st.session_state.pop("home_new_name", None)
+    st.rerun()
+
+
+def _confirm_delete(info) -> None:
+    st.warning(f"Delete the workspace {widgets.esc(info.name)} with its copied images, vocabulary sets, runs, "
+               "reviews and exports? Images added from a folder on this machine stay where they are. This cannot "
+               "be undone.")
+    cols = st.columns(2)
+    if cols[0].button("Confirm delete", type="primary", width="stretch"):
+        st.session_state.pop(_CONFIRM_KEY, None)
+        ok, _ = widgets.attempt(lambda: _delete(info), "delete the workspace")
+        if ok:
+            widgets.flash("success", f"Deleted workspace {info.name}.")
+            st.rerun()
+    if cols[1].button("Keep it", width="stretch"):
+        st.session_state.pop(_CONFIRM_KEY, None)
+        st.rerun()
+
+
+def _delete(info) -> None:
+    state.forget_workspace(info.path)
+    delete_workspace(info.path)
+    last = state.current_workspace()
+    if last is not None and last.path == info.path:
+        st.session_state.pop("workspace", None)

@@ -1,0 +1,90 @@
+"""The model and device inputs shared by the vocabulary page (encoding cost) and the cluster page.
+
+Choices are kept in the session (not in widget state, which Streamlit drops when another page is shown), and
+default to the newest run's model, so a refresh starts from what was last used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import streamlit as st
+
+from tac_core.errors import TacError
+from tac_core.models import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR_PREFIX, ModelSpec, describe_devices
+from ui import state
+
+_FIELDS = ("name", "pretrained", "checkpoint")
+
+
+@st.cache_resource(show_spinner=False)
+def detected_devices() -> str:
+    return describe_devices()
+
+
+def _defaults(workspace) -> dict:
+    runs = workspace.runs()
+    if not runs.empty:
+        model = runs.iloc[0]["params"].get("model") or {}
+        if model.get("name"):
+            return {"name": model["name"], "pretrained": model.get("pretrained") or DEFAULT_PRETRAINED,
+                    "checkpoint": model.get("checkpoint") or ""}
+    return {"name": DEFAULT_MODEL, "pretrained": DEFAULT_PRETRAINED, "checkpoint": ""}
+
+
+def _keep(field: str) -> None:
+    st.session_state[f"pref_model_{field}"] = st.session_state[f"w_model_{field}"]
+
+
+def model_inputs(workspace, compact: bool = False) -> Optional[dict]:
+    """Draw the model inputs; returns ``{"name", "pretrained", "checkpoint"}`` or None (problem shown)."""
+    defaults = _defaults(workspace)
+    for field in _FIELDS:
+        st.session_state.setdefault(f"pref_model_{field}", defaults[field])
+        st.session_state[f"w_model_{field}"] = st.session_state[f"pref_model_{field}"]
+    cols = st.columns([3, 2, 3])
+    cols[0].text_input("Model", key="w_model_name", on_change=_keep, args=("name",),
+                       help="An open_clip model name (ViT-B-32, ViT-L-14 …), a folder holding open_clip_config.json "
+                            "and one weights file, or the path of an open_clip model config .json.")
+    cols[1].text_input("Pretrained tag", key="w_model_pretrained", on_change=_keep, args=("pretrained",),
+                       help="Which published weights of an open_clip model (openai, laion2b_s34b_b79k …). Ignored "
+                            "when a checkpoint file is given.")
+    cols[2].text_input("Checkpoint file (optional)", key="w_model_checkpoint", on_change=_keep,
+                       args=("checkpoint",), help="A local weights file; needed offline, and for a model config .json.")
+    if not compact:
+        st.caption("Offline, give a local checkpoint or model folder: published weights are downloaded on first use "
+                   "only where this machine has internet access.")
+    return check_model({field: st.session_state[f"pref_model_{field}"] for field in _FIELDS})
+
+
+def check_model(choice: dict) -> Optional[dict]:
+    """The choice as stored in run parameters, after the cheap checks (no download, no loading)."""
+    name = str(choice.get("name") or "").strip()
+    checkpoint = str(choice.get("checkpoint") or "").strip() or None
+    if name and not name.startswith(LOCAL_DIR_PREFIX) and Path(name).expanduser().is_dir():
+        name = f"{LOCAL_DIR_PREFIX}{Path(name).expanduser().resolve()}"
+    try:
+        spec = ModelSpec(name, str(choice.get("pretrained") or "").strip() or DEFAULT_PRETRAINED, checkpoint)
+        spec.architecture_config()
+        if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+            raise TacError(f"the checkpoint file {checkpoint} does not exist on the machine running TAC Studio; "
+                           "check the path.")
+    except TacError as exc:
+        state.show_error(exc, "use this model")
+        return None
+    return {"name": spec.name, "pretrained": spec.pretrained, "checkpoint": spec.checkpoint}
+
+
+def spec_of(choice: dict) -> ModelSpec:
+    return ModelSpec(choice["name"], choice["pretrained"], choice.get("checkpoint"))
+
+
+def device_input() -> str:
+    options = ["auto", "cuda", "cpu"]
+    st.session_state.setdefault("pref_device", "auto")
+    st.session_state["w_device"] = st.session_state["pref_device"]
+    choice = st.selectbox("Device", options, key="w_device",
+                          on_change=lambda: st.session_state.__setitem__("pref_device", st.session_state["w_device"]),
+                          help="auto uses a CUDA GPU when there is one, else the CPU.")
+    st.caption(f"Detected: {detected_devices()}")
+    return choice

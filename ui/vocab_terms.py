@@ -1,0 +1,184 @@
+"""The vocabulary page's term table (search names and definitions, switch terms on and off), the active-term
+counts, and the one-off encoding cost of the active terms for a chosen model."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import pandas as pd
+import streamlit as st
+
+from tac_core import jobs, vocab_spec
+from tac_core.prompts import template_set
+from tac_core.vocabulary import normalize_term
+from ui import model_picker, widgets
+
+MAX_ROWS = 300
+SHOW = {"all": "all terms", "on": "switched on", "off": "switched off", "domain": "domain terms"}
+CPU_SENTENCES_PER_CORE_S = 30  # measured: ViT-B-32 text tower, 2 cores of this project's CI box ≈ 60/s
+GPU_SENTENCES_S = 4000  # a rough guess for a recent GPU; measure to be sure
+
+
+@st.cache_data(max_entries=6, show_spinner="Building the term list …")
+def _base_frame(base_json: str) -> pd.DataFrame:
+    """Every term of the spec before switching any off (WordNet filtered, packs, own terms)."""
+    from ui.vocabulary_view import wordnet
+
+    frame = vocab_spec.base_vocabulary(json.loads(base_json), wordnet()).to_frame()
+    frame["key"] = [normalize_term(n) for n in frame["name"]]
+    frame["search"] = (frame["name"] + " " + frame["gloss"] + " " + frame["note"]).str.casefold()
+    return frame
+
+
+def _base_json(spec: dict) -> str:
+    return json.dumps({k: v for k, v in spec.items() if k not in ("disabled", "templates")}, sort_keys=True)
+
+
+def _frame(spec: dict) -> pd.DataFrame:
+    frame = _base_frame(_base_json(spec))
+    off = {normalize_term(n) for n in spec["disabled"]}
+    return frame.assign(on=~frame["key"].isin(off))
+
+
+def active_count(edit) -> list[str]:
+    """Draw the counts; returns the active terms' names (for the encoding cost)."""
+    frame = _frame(edit.spec)
+    active = frame[frame["on"]]
+    cols = st.columns(4)
+    cols[0].metric("Active terms", f"{len(active):,}")
+    cols[1].metric("WordNet terms", f"{int(active['sources'].str.contains('wordnet').sum()):,}")
+    cols[2].metric("Domain terms", f"{int(active['sources'].str.contains('domain').sum()):,}")
+    cols[3].metric("Switched off", f"{int((~frame['on']).sum()):,}")
+    if active.empty:
+        st.error("No term is active: switch some on, widen the WordNet filters or add domain terms. Runs need at "
+                 "least one term.")
+    return active["name"].tolist()
+
+
+def browse_section(edit) -> None:
+    st.subheader("Browse and switch terms off")
+    cols = st.columns([3, 2])
+    query = cols[0].text_input("Search terms (names and definitions)", key="vocab_search",
+                               placeholder="e.g. crack, stain, animal")
+    show = cols[1].selectbox("Show", list(SHOW), format_func=SHOW.get, key="vocab_show")
+    frame = _frame(edit.spec)
+    if query.strip():
+        frame = frame[frame["search"].str.contains(query.strip().casefold(), regex=False)]
+    if show == "on":
+        frame = frame[frame["on"]]
+    elif show == "off":
+        frame = frame[~frame["on"]]
+    elif show == "domain":
+        frame = frame[frame["sources"].str.contains("domain")]
+    st.caption(f"{len(frame):,} matching term(s)" + (f"; showing the first {MAX_ROWS} — refine the search to see the "
+                                                     "others" if len(frame) > MAX_ROWS else ""))
+    shown = frame.head(MAX_ROWS)[["on", "name", "sources", "category", "gloss", "synset", "note"]]
+    shown = shown.rename(columns={"gloss": "definition"}).reset_index(drop=True)
+    editor_key = edit.key(f"editor_{hashlib.sha1(f'{query.strip()}|{show}'.encode()).hexdigest()[:8]}")
+    edited = st.data_editor(shown, key=editor_key, hide_index=True, width="stretch", num_rows="fixed",
+                            disabled=[c for c in shown.columns if c != "on"],
+                            column_config={"on": st.column_config.CheckboxColumn("on", help="Use this term")})
+    changed = edited["on"] != shown["on"]
+    if changed.any():
+        turn_on = edited.loc[changed & edited["on"], "name"].tolist()
+        turn_off = edited.loc[changed & ~edited["on"], "name"].tolist()
+
+        def apply(spec):
+            spec = vocab_spec.set_enabled(spec, turn_on, True) if turn_on else spec
+            return vocab_spec.set_enabled(spec, turn_off, False) if turn_off else spec
+        if edit.change(apply, "switch the terms"):
+            widgets.flash("success", f"Switched {len(turn_off)} term(s) off and {len(turn_on)} on.")
+        st.rerun()
+    if query.strip() and len(frame):
+        cols = st.columns(2)
+        names = frame["name"].tolist()
+        if cols[0].button(f"Switch off all {len(frame):,} matches", key="vocab_all_off"):
+            if edit.change(lambda s: vocab_spec.set_enabled(s, names, False), "switch the matches off"):
+                widgets.flash("success", f"Switched {len(names):,} term(s) off.")
+            st.rerun()
+        if cols[1].button(f"Switch on all {len(frame):,} matches", key="vocab_all_on"):
+            if edit.change(lambda s: vocab_spec.set_enabled(s, names, True), "switch the matches on"):
+                widgets.flash("success", f"Switched {len(names):,} term(s) on.")
+            st.rerun()
+
+
+def cost_section(edit, active: list[str]) -> None:
+    st.subheader("Encoding cost")
+    st.caption("Every active term is embedded once per model and template set, then cached in the workspace: later "
+               "runs and other sets reuse it.")
+    model = model_picker.model_inputs(edit.workspace, compact=True)
+    if model is None or not active:
+        return
+    templates = edit.spec["templates"]
+    n_prompts = len(template_set(templates))
+    ok, cached = widgets.attempt(lambda: vocab_spec.cached_term_count(
+        active, model_picker.spec_of(model), templates, edit.workspace.cache_dir), "read the embedding cache")
+    if not ok:
+        return
+    missing = len(dict.fromkeys(active)) - cached
+    device = st.session_state.get("pref_device", "auto")
+    rate, source = _rate(edit.workspace, model, templates, device)
+    st.metric("Terms still to encode", f"{missing:,}", help=f"{cached:,} of the active terms are cached already.")
+    if missing == 0:
+        st.success("Every active term is already encoded for this model: runs skip this step.")
+        return
+    seconds = missing * n_prompts / rate
+    st.markdown(f"About **{_duration(seconds)}** once ({missing:,} terms × {n_prompts} prompts at ~{rate:,.0f} "
+                f"prompts/s, {widgets.esc(source)}).")
+    if seconds > 1800:
+        st.warning("That is long. The full WordNet with the paper's 7 prompts takes hours on a CPU with ViT-B-32 (about "
+                   "60 prompts/s on 2 cores) and minutes on a GPU. To cut it: choose tac3 or photo1 templates, keep "
+                   "only some WordNet categories (e.g. noun.artifact, noun.state), or run on a GPU.")
+    if st.button("Measure encoding speed", help="Loads the model here and encodes 32 terms to time it."):
+        with st.spinner("Measuring …"):
+            ok, measured = widgets.attempt(lambda: _measure(model, templates, device, active[:32]),
+                                           "measure the encoding speed")
+        if ok:
+            st.session_state.setdefault("vocab_measured", {})[_rate_key(model, templates, device)] = measured
+            st.rerun()
+
+
+def _rate_key(model: dict, templates: str, device: str) -> str:
+    return json.dumps([model, templates, device], sort_keys=True)
+
+
+def _rate(workspace, model: dict, templates: str, device: str) -> tuple[float, str]:
+    """Prompts per second: measured here, else from the last run that encoded terms, else a rough guess."""
+    measured = st.session_state.get("vocab_measured", {}).get(_rate_key(model, templates, device))
+    if measured:
+        return measured, "measured just now"
+    runs = workspace.runs()
+    for run in runs.itertuples(index=False):
+        params = run.params
+        if params.get("model") != model or params.get("vocab_spec", {}).get("templates") != templates:
+            continue
+        for stage in jobs.read_stages(workspace, int(run.id)):
+            encoded = stage.get("done", 0) - stage.get("first_done", 0)
+            if stage["stage"] == "embedding vocabulary" and encoded >= 50 and stage.get("seconds", 0) > 0:
+                return encoded * len(template_set(templates)) / stage["seconds"], f"measured in run {run.id}"
+    if model_picker.detected_devices().startswith("cuda") and device != "cpu":
+        return GPU_SENTENCES_S, "a rough guess for a GPU"
+    cores = os.cpu_count() or 1
+    return CPU_SENTENCES_PER_CORE_S * cores, f"a rough guess for {cores} CPU cores"
+
+
+def _measure(model: dict, templates: str, device: str, names: list[str]) -> float:
+    from tac_core.models import load_model
+    from tac_core.text_encoding import encode_vocabulary
+
+    loaded = load_model(model_picker.spec_of(model), device)
+    prompts = template_set(templates)
+    encode_vocabulary(loaded, names[:4], prompts)  # warm-up
+    start = time.perf_counter()
+    encode_vocabulary(loaded, names, prompts)
+    return len(names) * len(prompts) / max(time.perf_counter() - start, 1e-6)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,132 @@
+"""Small drawing helpers shared by the pages: safe text, messages that survive a rerun, progress, thumbnails.
+
+User text (workspace names, file names, terms, labels) is never rendered as markdown or HTML: it goes into
+dataframes, ``st.text``/``st.code``, or through :func:`esc` where a widget label or message needs it.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import streamlit as st
+
+from tac_core.image_encoding import thumbnail_path
+from ui import state
+from ui.text import esc
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = {  # step pages in order: file, link label
+    "images": ("pages/1_Images.py", "1 · Images — add photos"),
+    "vocabulary": ("pages/2_Vocabulary.py", "2 · Vocabulary — terms TAC may use"),
+    "cluster": ("pages/3_Cluster.py", "3 · Cluster — run TAC"),
+    "review": ("pages/4_Review.py", "4 · Review — check and fix groups"),
+    "export": ("pages/5_Export.py", "5 · Export — verified labels as CSV"),
+}
+_FLASH_KEY = "_flash_messages"
+
+
+def page_setup(title: str) -> None:
+    st.set_page_config(page_title=f"{title} · TAC Studio", page_icon="🔎", layout="wide")
+
+
+def page_link(name: str) -> None:
+    """A link to one step page (skipped when that page is not installed, e.g. Review in a partial checkout)."""
+    path, label = PAGES[name]
+    if (ROOT / path).exists():
+        st.page_link(path, label=label)
+
+
+def switch_to(name: str) -> None:
+    path = PAGES[name][0]
+    if (ROOT / path).exists():
+        st.switch_page(path)
+
+
+def sidebar_status(workspace) -> None:
+    """Which workspace is open, in the sidebar (as plain text)."""
+    with st.sidebar:
+        st.caption("Workspace")
+        st.text(workspace.name)
+        counts = workspace.image_counts()
+        st.caption(f"{counts['ok']} usable images")
+
+
+# -- messages that survive st.rerun() -----------------------------------------------------------------
+def flash(kind: str, text: str) -> None:
+    """Show ``text`` (plain, escaped) as st.success/info/warning/error on the next run of the page."""
+    st.session_state.setdefault(_FLASH_KEY, []).append((kind, text))
+
+
+def show_flashes() -> None:
+    for kind, text in st.session_state.pop(_FLASH_KEY, []):
+        getattr(st, kind)(esc(text))
+
+
+def attempt(action: Callable[[], object], doing: str) -> tuple[bool, object]:
+    """Run ``action``; on failure show the error in plain words (never a traceback) and return (False, None)."""
+    try:
+        return True, action()
+    except Exception as exc:  # noqa: BLE001 - the UI must never show a traceback
+        state.show_error(exc, doing)
+        return False, None
+
+
+# -- progress -----------------------------------------------------------------------------------------
+class ProgressBar:
+    """A ``progress(stage, done, total)`` callback drawing one bar with counts, at most ~5 updates a second."""
+
+    def __init__(self, placeholder=None) -> None:
+        self.placeholder = placeholder or st.empty()
+        self.bar = None
+        self.last = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last < 0.2:
+            return
+        self.last = now
+        text = f"{stage}: {done:,} / {total:,}"
+        fraction = min(1.0, done / total) if total else 1.0
+        if self.bar is None:
+            self.bar = self.placeholder.progress(fraction, text=text)
+        else:
+            self.bar.progress(fraction, text=text)
+
+    def clear(self) -> None:
+        self.placeholder.empty()
+
+
+def stage_bars(expected: Sequence[str], reported: Sequence[dict], status: str) -> None:
+    """One bar per stage of a run with its counts and seconds; stages not reached say why."""
+    if status in ("pending", "running") and not reported:
+        st.caption("Starting the job (loading the model libraries takes a few seconds) …")
+    seen = {entry["stage"]: entry for entry in reported}
+    order = list(expected) + [entry["stage"] for entry in reported if entry["stage"] not in expected]
+    last_index = max((order.index(stage) for stage in seen), default=-1)
+    for index, stage in enumerate(order):
+        entry = seen.get(stage)
+        if entry is None:
+            note = ("skipped" if index < last_index or status == "done" else
+                    "waiting" if status in ("pending", "running") else "not reached")
+            st.progress(1.0 if note == "skipped" else 0.0, text=f"{stage}: {note}")
+            continue
+        total, done = int(entry.get("total", 0)), int(entry.get("done", 0))
+        fraction = min(1.0, done / total) if total else 1.0
+        st.progress(fraction, text=f"{stage}: {done:,} / {total:,} · {float(entry.get('seconds', 0.0)):.1f} s")
+
+
+# -- images -------------------------------------------------------------------------------------------
+def thumbnail_grid(thumbs_dir: Path, items: Sequence[tuple[str, str]], columns: int = 8,
+                   missing: Optional[str] = "no thumbnail") -> None:
+    """Thumbnails (sha256, caption) in a grid; captions are escaped file names."""
+    if not items:
+        return
+    cols = st.columns(columns)
+    for index, (sha, caption) in enumerate(items):
+        path = thumbnail_path(thumbs_dir, sha)
+        with cols[index % columns]:
+            if path.exists():
+                st.image(str(path), caption=esc(caption), width="stretch")
+            elif missing:
+                st.caption(esc(f"{caption} ({missing})"))

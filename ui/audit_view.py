@@ -1,0 +1,183 @@
+"""The Audit page: the images most likely to sit in the wrong cluster, one at a time, each with why it is
+there, where it is, where it probably belongs, and one-click decisions.
+
+Buttons keep a fixed order and keys: Keep (K), Move to suggested (S), Move to chosen (M, the cluster in
+"Move to…"), Exclude (X), Skip (N); Undo (U) and Redo (Y). Shortcuts do not fire while typing in a field.
+Keep records ``verify_images``, the moves ``move``, Exclude ``exclude``: one event each, applied before the
+page is drawn. Skip is view state only (the image stays in the queue, after the others).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from tac_core.errors import TacError
+from tac_core.review import ReviewSession
+from tac_core.workspace import Workspace
+from ui import review_actions as actions
+from ui import widgets
+from ui.audit_data import decided_mask, name_reasons, snapshot
+from ui.audit_extras import contact_sheet_section, coverage_section, recluster_section
+from ui.gallery import strip
+from ui.review_data import image_source, pick_run, review_session, run_paths
+from ui.review_view import toolbar
+from ui.safe_text import short
+from ui.state import require_workspace, show_error
+
+UPCOMING = 15
+GOAL = 0.05  # the top 5 % of the queue: where the audit's precision was measured (bench/audit.py)
+MOVE_TO = "audit_move_to"
+
+
+def render_audit_page() -> None:
+    st.title("Audit")
+    workspace = require_workspace()
+    widgets.sidebar_status(workspace)
+    run_id = pick_run(workspace, key="audit_run")
+    if run_id is None:
+        st.info("There is no finished run to audit yet: cluster the images first.")
+        return
+    try:
+        session = review_session(workspace, run_id)
+    except TacError as exc:
+        show_error(exc, f"open run {run_id} for the audit")
+        return
+    toolbar(workspace, session, prefix="audit")
+    decided = decided_mask(workspace, session)
+    force = st.session_state.pop("audit_rescore", False)
+    try:
+        snap, note = snapshot(workspace, session, decided, force=force)
+    except TacError as exc:
+        show_error(exc, "score the images for the audit")
+        snap, note = None, ""
+    if snap is None:
+        if note:
+            st.warning(note)
+    else:
+        queue_section(workspace, session, snap, decided, note)
+    recluster_section(workspace, session)
+    coverage_section(session, snap, decided)
+    contact_sheet_section(workspace, session)
+
+
+def _skipped_key(run_id: int) -> str:
+    return f"audit_skipped_{run_id}"
+
+
+def _skip(run_id: int, position: int) -> None:
+    skipped = st.session_state.setdefault(_skipped_key(run_id), [])
+    skipped.append(int(position))
+
+
+def _keep(workspace, run_id, image_id):
+    actions.act(workspace, run_id, "keep the image", lambda s: s.verify_images([image_id]))
+
+
+def _move(workspace, run_id, image_id, target):
+    actions.act(workspace, run_id, "move the image",
+                lambda s: s.move([image_id], st.session_state.get(MOVE_TO) if target is None else target))
+
+
+def _exclude(workspace, run_id, image_id):
+    actions.act(workspace, run_id, "exclude the image", lambda s: s.exclude([image_id]))
+
+
+def queue_section(workspace: Workspace, session: ReviewSession, snap, decided: np.ndarray, note: str) -> None:
+    run_id = session.run_id
+    paths = run_paths(workspace, run_id)
+    queue = snap.queue
+    done = int(decided[queue].sum())
+    goal = queue[: max(1, int(round(GOAL * len(queue))))] if len(queue) else queue
+    st.subheader("Audit queue")
+    st.progress(done / len(queue) if len(queue) else 1.0, text=f"{done} of {len(queue)} reviewed")
+    st.text(f"Top {GOAL:.0%} of the queue: {int(decided[goal].sum())} of {len(goal)} reviewed.  "
+            f"Scores: {snap.mode} mode.")
+    top = st.columns([5, 1], vertical_alignment="center")
+    if note:
+        top[0].text(note)
+    top[1].button("Rescore queue", key="audit_rescore_button", width="stretch",
+                  on_click=lambda: st.session_state.__setitem__("audit_rescore", True))
+    skipped = np.asarray(st.session_state.get(_skipped_key(run_id), []), np.int64)
+    pending = queue[~decided[queue]]
+    if skipped.size:  # skipped images go to the end, in the order they were skipped
+        later = np.isin(pending, skipped)
+        pending = np.concatenate([pending[~later], [p for p in skipped.tolist() if p in set(pending[later].tolist())]])
+        pending = pending.astype(np.int64)
+    if pending.size == 0:
+        st.success("Every image in the queue has been reviewed.")
+        return
+    current_item(workspace, session, snap, int(pending[0]), paths)
+    upcoming(session, snap, pending[1:UPCOMING + 1], paths)
+
+
+def current_item(workspace: Workspace, session: ReviewSession, snap, pos: int, paths: pd.DataFrame) -> None:
+    run_id, state = session.run_id, session.state
+    image_id = int(state.image_ids[pos])
+    own = int(state.labels[pos])
+    suggested = int(snap.suggested[pos])
+    can_suggest = suggested in state.names and suggested != own
+    row = paths.iloc[pos]
+    st.text(f"#{int(snap.rank[pos]) + 1} in the queue · image {image_id} · {row['rel_path']}")
+    picture, why = st.columns([2, 3], gap="medium")
+    with picture:
+        source = image_source(workspace, row["sha256"], row["path"])
+        if source is None:
+            st.text("(no thumbnail)")
+        else:
+            st.image(source, width="stretch")
+    with why:
+        st.markdown("**Why it is here**")
+        st.text(name_reasons(snap.reasons[pos], session, paths["rel_path"].to_numpy()))
+        st.text(f"Suspicion {snap.score[pos]:.2f} · confidence in its cluster {snap.confidence[pos]:.2f}")
+        st.markdown("**In cluster**")
+        st.text(f"{own} · {state.names[own]}")
+        _examples(workspace, session, own, exclude=image_id)
+        st.markdown("**Suggested cluster**")
+        st.text(f"{suggested} · {state.names[suggested]}" if can_suggest else "No other cluster suggested.")
+        if can_suggest:
+            _examples(workspace, session, suggested, exclude=image_id)
+    cols = st.columns([1, 1.4, 1.6, 1, 1, 1], vertical_alignment="bottom")
+    cols[0].button("Keep", key="audit_keep", shortcut="K", type="primary", width="stretch",
+                   on_click=_keep, args=(workspace, run_id, image_id),
+                   help="It belongs where it is: mark it verified in its cluster.")
+    cols[1].button("Move to suggested", key="audit_move_suggested", shortcut="S", width="stretch",
+                   disabled=not can_suggest, on_click=_move, args=(workspace, run_id, image_id, suggested))
+    others = [c for c in sorted(state.names) if c != own]
+    if st.session_state.get("audit_move_for") != image_id or st.session_state.get(MOVE_TO) not in others:
+        st.session_state["audit_move_for"] = image_id  # a new item: "Move to…" starts at its suggestion
+        st.session_state[MOVE_TO] = suggested if can_suggest else (others[0] if others else None)
+    cols[2].selectbox("Move to…", others, key=MOVE_TO,
+                      format_func=lambda c: short(f"{c} · {state.names.get(c, '?')}", 60))
+    cols[3].button("Move to chosen", key="audit_move", shortcut="M", width="stretch", disabled=not others,
+                   on_click=_move, args=(workspace, run_id, image_id, None))
+    cols[4].button("Exclude", key="audit_exclude", shortcut="X", width="stretch",
+                   on_click=_exclude, args=(workspace, run_id, image_id),
+                   help="Not a usable image (wrong part, blurred, ...): leave it out of every cluster and export.")
+    cols[5].button("Skip", key="audit_skip", shortcut="N", width="stretch", on_click=_skip, args=(run_id, pos),
+                   help="Decide later: it goes to the end of the queue. Nothing is recorded.")
+
+
+def _examples(workspace: Workspace, session: ReviewSession, cluster: int, exclude: int) -> None:
+    members = session.members(cluster)
+    members = members[(members["image_id"] != exclude) & ~members["excluded"]]
+    strip(workspace, members.head(4), columns=4)
+
+
+def upcoming(session: ReviewSession, snap, positions: np.ndarray, paths: pd.DataFrame) -> None:
+    """The next images in the queue, in rank order, with their reasons."""
+    if positions.size == 0:
+        return
+    state = session.state
+    rel = paths["rel_path"].to_numpy()
+    names = state.names
+    st.markdown("**Next in the queue**")
+    st.dataframe(pd.DataFrame({
+        "Rank": snap.rank[positions] + 1, "Image": rel[positions],
+        "Cluster": [names.get(int(c), "?") for c in state.labels[positions]],
+        "Suggested": [names.get(int(c), "—") for c in snap.suggested[positions]],
+        "Suspicion": snap.score[positions],
+        "Why": [name_reasons(snap.reasons[p], session, rel) for p in positions]}),
+        hide_index=True, key="audit_upcoming",
+        column_config={"Suspicion": st.column_config.NumberColumn(format="%.2f")})
+

@@ -21,6 +21,7 @@ PAGES = {  # step pages in order: file, link label
     "vocabulary": ("pages/2_Vocabulary.py", "2 · Vocabulary — terms TAC may use"),
     "cluster": ("pages/3_Cluster.py", "3 · Cluster — run TAC"),
     "review": ("pages/4_Review.py", "4 · Review — check and fix groups"),
+    "audit": ("pages/4_🧭_Audit.py", "4 · Audit — likely misclusters first"),
     "export": ("pages/5_Export.py", "5 · Export — verified labels as CSV"),
 }
 _FLASH_KEY = "_flash_messages"

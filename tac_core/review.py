@@ -116,10 +116,17 @@ class ReviewState:
         if kind == "split":
             return self._split(payload["cluster"], pos, payload["new_cluster"], payload["name"])
         if kind == "move":
-            cluster, old = payload["cluster"], self.labels[pos]
+            cluster, old, old_verified = payload["cluster"], self.labels[pos], self.verified[pos]
             self.labels[pos] = cluster
-            return (lambda: self.labels.__setitem__(pos, old),
-                    f"moved {n} image(s) to cluster {cluster} {self.names[cluster]!r}")
+            verify = payload.get("verify", False)  # logs written before the flag existed hold plain moves
+            if verify:
+                self.verified[pos] = True
+
+            def revert() -> None:
+                self.labels[pos] = old
+                self.verified[pos] = old_verified
+            return revert, (f"moved {n} image(s) to cluster {cluster} {self.names[cluster]!r}"
+                            + (" and verified them" if verify else ""))
         if kind in ("verify_images", "exclude"):
             flags, value = (self.verified if kind == "verify_images" else self.excluded), payload["value"]
             old = flags[pos]
@@ -275,9 +282,12 @@ class ReviewSession:
                     "name": f"cluster {new}" if name is None else self._name(name)}
         return self._record("split", build, lambda p: p["new_cluster"])
 
-    def move(self, image_ids, cluster: int) -> Edit:
+    def move(self, image_ids, cluster: int, verify: bool = False) -> Edit:
+        """Move images to ``cluster``; ``verify=True`` also marks them verified in the same event (a
+        reviewer who chose an image's cluster has decided its label)."""
         return self._record("move", lambda: {"image_ids": self._image_ids(image_ids).tolist(),
-                                             "cluster": self._cluster(cluster)}, lambda p: p["cluster"])
+                                             "cluster": self._cluster(cluster), "verify": bool(verify)},
+                            lambda p: p["cluster"])
 
     def verify_images(self, image_ids, verified: bool = True) -> Edit:
         return self._record("verify_images", lambda: {"image_ids": self._image_ids(image_ids).tolist(),

@@ -99,7 +99,7 @@ def test_queue_in_rank_order_with_reasons_and_decisions(workspace):
     own, suggested = clusters_shown(at)
     assert own != suggested
     click(at, "audit_move_suggested")
-    assert events(ws, run_id)[-1] == ("move", {"image_ids": [second], "cluster": suggested})
+    assert events(ws, run_id)[-1] == ("move", {"image_ids": [second], "cluster": suggested, "verify": True})
     assert progress(at) == "2 of 24 reviewed"
 
     third = current(at)
@@ -119,7 +119,7 @@ def test_queue_in_rank_order_with_reasons_and_decisions(workspace):
     assert at.selectbox(key="audit_move_to").value == suggested  # "Move to…" starts at the suggestion
     at.selectbox(key="audit_move_to").select(other)
     click(at, "audit_move")
-    assert events(ws, run_id)[-1] == ("move", {"image_ids": [fourth], "cluster": other})
+    assert events(ws, run_id)[-1] == ("move", {"image_ids": [fourth], "cluster": other, "verify": True})
     assert progress(at) == "3 of 24 reviewed"
 
     # coverage meter per cluster, contact sheet of a cluster

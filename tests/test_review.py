@@ -358,3 +358,15 @@ def test_50k_images_merge_and_rename_sanity_bound(ws):
     acted = time.perf_counter()
     assert frame.set_index("cluster").loc[9, "size"] >= 5000 and 5 not in set(frame["cluster"])
     assert opened - started < 3 and acted - opened < 3, (opened - started, acted - opened)
+
+
+def test_move_with_verify_is_one_undoable_event(ws, run, session):
+    _, ids = run
+    before = session.edit_count
+    session.move(ids[:2], 1, verify=True)
+    assert session.edit_count == before + 1
+    assert members(session, 1) == sorted([*ids[:2].tolist(), *ids[4:8].tolist()])
+    assert session.state.verified[:2].all() and not session.state.verified[2:].any()
+    assert ReviewSession(ws, run[0]).state.verified[:2].all()  # persisted as one event
+    session.undo()
+    assert not session.state.verified.any() and members(session, 0) == sorted(ids[:4].tolist())

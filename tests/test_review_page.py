@@ -121,7 +121,7 @@ def test_every_action_is_one_persisted_event_and_shows(workspace):
     assert any(t.startswith("2 image(s) selected") for t in texts(at))
     at.selectbox(key="review_move_target").select(1)
     click(at, "review_move")
-    assert events(ws, run_id)[-1] == ("move", {"image_ids": chosen, "cluster": 1})
+    assert events(ws, run_id)[-1] == ("move", {"image_ids": chosen, "cluster": 1, "verify": False})
     assert cluster_table(at).set_index("ID").loc[1, "Size"] == 10
 
     click(at, "review_verify_images")

@@ -76,7 +76,8 @@ def _keep(workspace, run_id, image_id):
 
 def _move(workspace, run_id, image_id, target):
     actions.act(workspace, run_id, "move the image",
-                lambda s: s.move([image_id], st.session_state.get(MOVE_TO) if target is None else target))
+                lambda s: s.move([image_id], st.session_state.get(MOVE_TO) if target is None else target,
+                                   verify=True))
 
 
 def _exclude(workspace, run_id, image_id):

@@ -131,10 +131,12 @@ def layout(workspace: Workspace, run_id: int) -> tuple[np.ndarray, str]:
     embeddings only). A run without one (an old run) gets it computed once, in a background thread, and
     saved as the run's ``projection``; meanwhile the page shows a PCA picture of the same features.
     """
-    n = int(workspace.run(run_id)["n_images"])
+    run = workspace.run(run_id)
+    n = int(run["n_images"])
     xy = run_array(workspace, run_id, LAYOUT_ARRAY)
     if xy is not None and xy.shape == (n, 2):
-        return xy, "UMAP map of the images' image and text features"
+        method = "PCA picture" if run["params"].get("projection") == "pca" else "UMAP map"  # the run's choice
+        return xy, f"{method} of the images' image and text features"
     x = run_array(workspace, run_id, "image_embeddings")
     t = run_array(workspace, run_id, "counterparts")
     if x is None or len(x) != n:

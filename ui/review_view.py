@@ -87,6 +87,9 @@ def current_cluster(session: ReviewSession, clusters: pd.DataFrame) -> int:
     if st.session_state.get(actions.CLUSTER) not in ids:
         st.session_state[actions.CLUSTER] = int(clusters.sort_values("size", ascending=False)["cluster"].iloc[0])
     current = int(st.session_state[actions.CLUSTER])
+    # set again on every run: the select box shows "id · name (size)", and a browser keeps the label it was last
+    # sent, so after a rename or a merge it would send back a label that no longer matches any option
+    st.session_state[actions.CLUSTER] = current
     if st.session_state.get("review_inputs_for") != (session.run_id, current):
         st.session_state["review_inputs_for"] = (session.run_id, current)  # another cluster: clear its inputs
         st.session_state[actions.NEW_NAME] = ""
@@ -208,8 +211,8 @@ def selection_actions(workspace: Workspace, session: ReviewSession, clusters: pd
     st.text(f"{pos.size} image(s) selected ({spread}).")
     source = current if current in counts.index else int(counts.index[0])  # the cluster a split would take from
     others = [c for c in clusters["cluster"].tolist() if c != source] or clusters["cluster"].tolist()
-    if st.session_state.get(actions.MOVE_TARGET) not in clusters["cluster"].tolist():
-        st.session_state[actions.MOVE_TARGET] = others[0]
+    target = st.session_state.get(actions.MOVE_TARGET)  # set on every run, as the cluster in current_cluster
+    st.session_state[actions.MOVE_TARGET] = target if target in clusters["cluster"].tolist() else others[0]
     move, button = st.columns([3, 2], vertical_alignment="bottom")
     move.selectbox("Move to", clusters["cluster"].tolist(), key=actions.MOVE_TARGET, format_func=_option(clusters))
     button.button("Move selected", key="review_move", on_click=actions.move_selection, args=(workspace, run_id),

@@ -1,0 +1,621 @@
+"""The app in a real browser: headless Chromium (Playwright) against a real ``streamlit run app.py`` server.
+
+``test_whole_workflow``: 60 real solar-cell images uploaded as a folder, a domain term, WordNet narrowed to
+one category, a run of the tiny test model as a real ``python -m tac_core run-job`` subprocess, the Review
+page (merge, rename, undo, redo, verify), the Audit page (keep, move to suggested, exclude) and the Export
+page (the CSV downloaded through the browser and checked row by row).
+``test_review_edits_survive_a_server_kill``: edits made in the browser, the server killed with SIGKILL, a new
+server on the same data folder: every edit is back after a reload, and undo/redo still work.
+
+A screenshot of every page goes to ``test-output/screenshots/`` (git-ignored). Chromium is Debian's
+``/usr/bin/chromium`` (``scripts/test.sh`` installs it when run as root); Playwright's own browsers are never
+downloaded. Every step waits for the text or state it expects: Streamlit draws asynchronously.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.resources
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect
+
+from tac_core import jobs, vocab_spec
+from tac_core.workspace import open_workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "test-output" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+STEP_MS = int(os.environ.get("TAC_BROWSER_STEP_MS", "60000"))  # the longest wait for one step (2 shared cores)
+RUN_TIMEOUT_S = 300  # the job: model loading, 60 images, a few hundred terms, K suggestion
+N_IMAGES = 60
+VIEWPORT = {"width": 1400, "height": 3600}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="the browser tests need Debian's chromium at /usr/bin/chromium "
+                                                     "(apt-get install chromium; scripts/test.sh does it as root)"),
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and Debian chromium"),
+]
+
+
+# -- the server --------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``streamlit run app.py`` as a subprocess on ``port`` with its own data folder; log in ``log_path``."""
+
+    def __init__(self, data: Path, port: int, log_path: Path) -> None:
+        self.data, self.port, self.log_path = data, port, log_path
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90.0) -> "Server":
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("TAC_STUDIO_", "STREAMLIT_"))}
+        # jobs inherit this environment: no TAC_STUDIO_JOBS_INLINE (a real job subprocess), offline models
+        env.update(TAC_STUDIO_DATA=str(self.data), HF_HUB_OFFLINE="1", STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
+                   PYTHONUNBUFFERED="1")
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                 "--server.port", str(self.port), "--server.address", "127.0.0.1",
+                 "--browser.gatherUsageStats", "false"],
+                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"streamlit exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"streamlit did not answer on {self.url} within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs (what a power cut or the OOM killer does)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no server log)"
+
+
+@pytest.fixture
+def output_dir(request) -> Path:
+    """``test-output/screenshots/<test name>/`` at the repository root, emptied first."""
+    folder = SHOTS / request.node.name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+@pytest.fixture
+def start_server(tmp_path, output_dir):
+    """Start app servers on the test's data folder (``start_server(port=None)``); all are stopped at the end."""
+    started: list[Server] = []
+
+    def start(port: int | None = None) -> Server:
+        app = Server(tmp_path / "data", port or free_port(), output_dir / f"server-{len(started) + 1}.log")
+        started.append(app)
+        return app.start()
+
+    yield start
+    for app in started:
+        app.stop()
+
+
+@pytest.fixture
+def server(start_server) -> Server:
+    """A running app server on a free port with a fresh data folder."""
+    return start_server()
+
+
+@pytest.fixture(scope="module")
+def playwright_driver():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture
+def page(playwright_driver, tmp_path, output_dir):
+    """A fresh Chromium (new profile folder) and one tab; the tab's console errors are kept in the output."""
+    context = playwright_driver.chromium.launch_persistent_context(
+        str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+        viewport=VIEWPORT, accept_downloads=True)
+    context.set_default_timeout(STEP_MS)
+    context.add_init_script(COUNT_RUNS)
+    tab = context.pages[0] if context.pages else context.new_page()
+    console: list[str] = []
+    tab.on("console", lambda message: console.append(f"{message.type}: {message.text}")
+           if message.type in ("error", "warning") else None)
+    tab.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    tab.on("response", lambda response: console.append(f"http {response.status}: {response.url}")
+           if response.status >= 400 else None)
+    yield tab
+    try:
+        tab.screenshot(path=str(output_dir / "last.png"), full_page=True)  # where a failing test stopped
+    except Exception:  # noqa: BLE001 - a closed tab has nothing to show
+        pass
+    (output_dir / "console.log").write_text("\n".join(console) + "\n", encoding="utf-8")
+    context.close()
+
+
+# -- driving Streamlit ---------------------------------------------------------------------------------------
+COUNT_RUNS = """
+window.__tacRuns = 0;  // script runs finished since the page loaded: stApp's data-test-script-state leaving "running"
+new MutationObserver(records => {
+    for (const record of records) if (record.oldValue === 'running') window.__tacRuns += 1;
+}).observe(document, {subtree: true, attributeOldValue: true, attributeFilter: ['data-test-script-state']});
+"""
+
+
+def runs_done(page) -> int:
+    return page.evaluate("window.__tacRuns")
+
+
+def after_run(page, before: int, timeout: int = STEP_MS) -> None:
+    """Wait until a script run has finished since ``before`` (a :func:`runs_done` count), then settle."""
+    page.wait_for_function("n => window.__tacRuns > n", arg=before, timeout=timeout)
+    settle(page, timeout)
+
+
+def settle(page, timeout: int = STEP_MS) -> None:
+    """Wait until the app's script run is over (``stApp``'s script state; no element left stale from the run
+    before) and every image on the page has loaded. Call it after the text an action leads to has appeared:
+    right after a click the state still says "notRunning", and a run that calls ``st.rerun()`` is two runs."""
+    page.wait_for_function(
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            return app && app.getAttribute('data-test-script-state') === 'notRunning'
+                && app.getAttribute('data-test-connection-state') === 'CONNECTED'
+                && !document.querySelector('[data-stale="true"]')
+                && Array.from(document.images).every(i => i.complete && i.naturalWidth > 0);
+        }""", timeout=timeout)
+
+
+def shot(page, folder: Path, name: str) -> None:
+    """A screenshot of the page down to the end of its content. The window is tall (``VIEWPORT``) so whole pages
+    fit without scrolling: Streamlit scrolls inside its main area, which a full-page screenshot does not see,
+    and resizing the window mid-test makes the next dropdown flaky."""
+    settle(page)
+    bottom = page.evaluate("""() => {
+        const block = document.querySelector('[data-testid="stMainBlockContainer"]');
+        return block ? block.getBoundingClientRect().bottom : 0; }""")
+    height = int(min(max(bottom + 24, 800), VIEWPORT["height"]))
+    page.screenshot(path=str(folder / f"{name}.png"),
+                    clip={"x": 0, "y": 0, "width": VIEWPORT["width"], "height": height})
+
+
+def button(page, name: str, shortcut: str = ""):
+    """The button labelled ``name``; one with a keyboard shortcut is named "<label> Shortcut <key>"."""
+    return page.get_by_role("button", name=f"{name} Shortcut {shortcut}" if shortcut else name, exact=True)
+
+
+def textbox(page, name: str):
+    return page.get_by_role("textbox", name=name, exact=True)
+
+
+def heading(page, name: str):
+    return page.get_by_role("heading", name=name, exact=True)
+
+
+def click(page, target) -> None:
+    """Click ``target`` (a locator) and wait for the script run the click starts."""
+    settle(page)
+    before = runs_done(page)
+    target.click()
+    after_run(page, before)
+
+
+def see(page, text: str | re.Pattern, timeout: int = STEP_MS):
+    """Wait until ``text`` (a substring or a pattern) is visible and the run that drew it is over."""
+    locator = page.get_by_text(text).first
+    locator.wait_for(state="visible", timeout=timeout)
+    settle(page, timeout)
+    return locator
+
+
+def type_into(page, label: str, value: str) -> None:
+    """Fill a text or number input, commit it the way a user does (Enter) and wait for the run it starts."""
+    settle(page)
+    box = page.get_by_label(label, exact=True)
+    before = runs_done(page)
+    box.fill(value)
+    box.press("Enter")
+    after_run(page, before)
+    expect(box).to_have_value(value)
+
+
+def choose(page, label: str, option: str, search: str = "") -> None:
+    """Pick the option starting with ``option`` in the selectbox or multiselect labelled ``label``; typing
+    ``search`` first filters the list (it is virtual: options far down are not in the page until scrolled to)."""
+    settle(page)
+    listbox = page.get_by_role("listbox")  # one open list at a time; its name comes from aria-labelledby
+    for attempt in range(3):  # a click landing while the page redraws may leave the list closed
+        page.get_by_role("combobox", name=label, exact=True).click()
+        try:
+            listbox.wait_for(state="visible", timeout=5000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+    if search:
+        page.keyboard.type(search)
+    before = runs_done(page)
+    page.get_by_role("option", name=re.compile("^" + re.escape(option))).first.click()
+    page.keyboard.press("Escape")
+    expect(listbox).to_have_count(0)
+    after_run(page, before)  # a new choice reruns the script
+    box = page.get_by_role("combobox", name=label, exact=True)
+    widget = page.locator('[data-testid="stMultiSelect"], [data-testid="stSelectbox"]').filter(has=box)
+    if widget.get_attribute("data-testid") == "stSelectbox":  # the choice is the input's text
+        expect(box).to_have_value(re.compile("^" + re.escape(option)))
+    else:  # a chip per choice
+        expect(widget).to_contain_text(option)
+
+
+def go(page, link: str, title: str) -> None:
+    """Follow a step link (``st.page_link``) and wait for the page's title."""
+    page.get_by_role("link", name=link).first.click()
+    heading(page, title).wait_for()
+
+
+def legend(page) -> dict[int, int]:
+    """The map's legend: cluster id -> size (entries read "<id> · <name> (<size>)")."""
+    page.locator(".js-plotly-plot .legendtext").first.wait_for()  # the chart draws after the script run
+    entries = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+    found = [re.match(r"^(\d+) · .* \((\d+)\)$", text) for text in entries]
+    return {int(m[1]): int(m[2]) for m in found if m}
+
+
+def audit_item(page) -> tuple[str, int | None]:
+    """The Audit page's current item: its relative path, and the cluster suggested for it (None if none)."""
+    header = page.get_by_text(re.compile(r"^#\d+ in the queue · image \d+ · ")).inner_text()
+    suggestion = page.get_by_test_id("stMarkdown").filter(has_text="Suggested cluster").locator(
+        "xpath=following::*[@data-testid='stText'][1]").inner_text()
+    found = re.match(r"^(\d+) · ", suggestion)
+    return header.split(" · ", 2)[2], int(found[1]) if found else None
+
+
+def audit_progress(page) -> int:
+    """How many images of the audit queue are reviewed ("<n> of <m> reviewed")."""
+    return int(re.search(r"(\d+) of \d+ reviewed", page.get_by_test_id("stProgress").first.inner_text())[1])
+
+
+def metric(page, label: str):
+    """The value of the ``st.metric`` labelled ``label``."""
+    return page.get_by_test_id("stMetric").filter(
+        has=page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)).get_by_test_id("stMetricValue")
+
+
+# -- images ---------------------------------------------------------------------------------------------------
+def elpv_folder(root: Path) -> Path:
+    """``N_IMAGES`` real elpv solar-cell PNGs (every 43rd) in ``line3/station-a`` and ``line3/station-b``."""
+    source = importlib.resources.files("elpv_dataset") / "data" / "images"
+    names = sorted(p.name for p in source.iterdir() if p.name.endswith(".png"))[::43][:N_IMAGES]
+    folder = root / "line3"
+    for index, name in enumerate(names):
+        target = folder / ("station-a" if index % 2 == 0 else "station-b")
+        target.mkdir(parents=True, exist_ok=True)
+        with importlib.resources.as_file(source / name) as path:
+            shutil.copy(path, target / name)
+    assert len(names) == N_IMAGES
+    return folder
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- the whole workflow ------------------------------------------------------------------------------------
+def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, tiny_checkpoint):
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    folder = elpv_folder(tmp_path / "photos")
+
+    # home: create a workspace
+    page.goto(server.url)
+    heading(page, "TAC Studio").wait_for()  # the first paint can be blank
+    textbox(page, "Workspace name").fill("Line 3 solar cells")
+    button(page, "Create workspace").click()
+    see(page, "Open workspace: Line 3 solar cells")
+    shot(page, output_dir, "1-home")
+
+    # images: upload a whole folder (the directory uploader)
+    go(page, "1 · Images — add photos", "Images")
+    page.locator("input[type=file][webkitdirectory]").set_input_files(folder)  # the browser's folder picker
+    page.wait_for_function(  # every file sent to the server: a chip each, none still spinning or failed
+        """n => document.querySelectorAll('[data-testid="stFileChip"]').length === n && !document.querySelector(
+               '[data-testid="stFileChipIconSpinner"], [data-testid="stFileChipIconError"]')""", arg=N_IMAGES)
+    button(page, "Add uploaded folder").click()
+    see(page, f"Added from uploaded folder line3: {N_IMAGES} new image(s), 0 duplicate(s), 0 skipped")
+    shot(page, output_dir, "2-images")
+    timings["upload"] = time.monotonic() - started
+
+    # vocabulary: a domain term, WordNet narrowed to one small category (the tiny model encodes it in seconds)
+    go(page, "2 · Vocabulary — terms TAC may use", "Vocabulary")
+    see(page, "Saved automatically on every change (version 1)")
+    textbox(page, "Domain term").fill("hairline crack")
+    textbox(page, "Note (optional)").fill("thin dark line across the cell")
+    button(page, "Add domain term").click()
+    see(page, "Added 1 term(s).")
+    choose(page, "WordNet categories", "noun.shape (", search="noun.shape")
+    see(page, "Saved automatically on every change (version 3)")
+    active = metric(page, "Active terms")
+    spec = {**vocab_spec.default_spec(), "categories": ["noun.shape"],
+            "domain_terms": [{"term": "hairline crack", "note": "thin dark line across the cell"}]}
+    expect(active).to_have_text(f"{len(vocab_spec.build_vocabulary(spec)):,}")  # noun.shape and the term
+    shot(page, output_dir, "3-vocabulary")
+
+    # cluster: the tiny model (JSON config + checkpoint), K = 4, the PCA layout (UMAP's numba compile takes a
+    # minute on 2 cores); the run is a real `python -m tac_core run-job` subprocess
+    go(page, "3 · Cluster — run TAC", "Cluster")
+    type_into(page, "Model", str(tiny_model_config))
+    type_into(page, "Checkpoint file (optional)", str(tiny_checkpoint))
+    type_into(page, "Number of clusters (K)", "4")
+    page.get_by_text("More options", exact=True).click()
+    click(page, page.get_by_text("PCA (instant, less faithful)", exact=True))
+    expect(page.get_by_label("Number of clusters (K)", exact=True)).to_have_value("4")
+    expect(page.get_by_role("radio", name="PCA (instant, less faithful)")).to_be_checked()
+    run_started = time.monotonic()
+    button(page, "Start run").click()
+    see(page, "Started run 1.")
+    button(page, "Cancel run").wait_for()
+    shot(page, output_dir, "4-cluster-running")
+    see(page, "Run 1: done", timeout=RUN_TIMEOUT_S * 1000)
+    timings["run"] = time.monotonic() - run_started
+    expect(button(page, "Cancel run")).to_have_count(0)
+    shot(page, output_dir, "5-cluster-done")
+
+    # review: the map and the clusters of run 1
+    button(page, "Review this run").click()
+    heading(page, "Review").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    see(page, "0 edit(s) in effect on run 1.")
+    shot(page, output_dir, "6-review")
+    expect(page.get_by_text("Layout: PCA picture of the images' image and text features")).to_be_visible()
+    sizes = legend(page)
+    assert len(sizes) == 4 and sum(sizes.values()) == N_IMAGES, sizes
+    target = max(sizes, key=sizes.get)  # the page opens the largest cluster
+    expect(page.get_by_text(f"Name: cluster {target}", exact=True)).to_be_visible()
+    source = min((c for c in sizes if c != target), key=sizes.get)
+    closed = next(c for c in sorted(sizes) if c not in (target, source))
+
+    # merge the smallest cluster into the open one
+    choose(page, "Clusters to merge into this one", f"{source} · cluster {source} (")
+    button(page, "Merge").click()
+    see(page, f"Merged cluster {source} 'cluster {source}' into cluster {target}")
+    assert legend(page) == {**{c: n for c, n in sizes.items() if c not in (source, target)},
+                            target: sizes[target] + sizes[source]}
+    # rename it; undo; redo
+    type_into(page, "New name", "hairline cracks")
+    button(page, "Rename cluster").click()
+    see(page, f"Renamed cluster {target} from 'cluster {target}' to 'hairline cracks'.")
+    expect(page.get_by_text("Name: hairline cracks", exact=True)).to_be_visible()
+    button(page, "Undo", "U").click()
+    see(page, re.compile(r"^Undid #2: renamed cluster"))
+    expect(page.get_by_text(f"Name: cluster {target}", exact=True)).to_be_visible()
+    assert legend(page)[target] == sizes[target] + sizes[source]
+    button(page, "Redo", "Y").click()
+    see(page, re.compile(r"^Redid #2: renamed cluster"))
+    expect(page.get_by_text("Name: hairline cracks", exact=True)).to_be_visible()
+    # another cluster: a name a spreadsheet would run as a formula, and the whole cluster verified
+    choose(page, "Cluster", f"{closed} · cluster {closed} (")
+    see(page, f"Name: cluster {closed}")
+    type_into(page, "New name", "=1+1 edge")
+    button(page, "Rename cluster").click()
+    see(page, "Name: =1+1 edge")
+    button(page, "Verify cluster").click()
+    see(page, f"Marked cluster {closed} '=1+1 edge' verified.")
+    expect(page.get_by_text("Verified cluster", exact=True)).to_be_visible()
+    see(page, "4 edit(s) in effect on run 1.")
+    shot(page, output_dir, "7-review-edited")
+
+    # audit: keep the first image of the queue, move the next one that has a suggestion, exclude the next
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=re.compile(r"Audit$")).click()
+    heading(page, "Audit").wait_for()
+    see(page, "4 edit(s) in effect on run 1.")
+    kept, _ = audit_item(page)
+    reviewed = audit_progress(page)
+    button(page, "Keep", "K").click()
+    see(page, "Marked 1 image(s) verified.")
+    assert audit_item(page)[0] != kept and audit_progress(page) == reviewed + 1
+    for _ in range(10):  # skip items without another cluster to suggest (Skip records nothing)
+        moved, suggested = audit_item(page)
+        if suggested is not None:
+            break
+        button(page, "Skip", "N").click()
+        expect(page.get_by_text(re.compile(r"^#\d+ in the queue · image "))).not_to_have_text(
+            re.compile(re.escape(moved) + "$"))
+        settle(page)
+    assert suggested is not None, "no item of the audit queue suggests another cluster"
+    button(page, "Move to suggested", "S").click()
+    see(page, re.compile(rf"^Moved 1 image\(s\) to cluster {suggested} "))
+    assert audit_progress(page) == reviewed + 2
+    excluded, _ = audit_item(page)
+    button(page, "Exclude", "X").click()
+    see(page, "Excluded 1 image(s).")
+    assert audit_progress(page) == reviewed + 3 and audit_item(page)[0] not in (kept, moved, excluded)
+    see(page, "7 edit(s) in effect on run 1.")
+    shot(page, output_dir, "8-audit")
+
+    # export: all rows, downloaded through the browser
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=re.compile(r"Export$")).click()
+    heading(page, "Export").wait_for()
+    see(page, "Preview: the first")
+    expect(page.get_by_role("radio", name="All images (except excluded ones)")).to_be_checked()
+    expect(metric(page, "Rows")).to_have_text(str(N_IMAGES - 1))
+    expect(metric(page, "Excluded images")).to_have_text("1")
+    button(page, "Create export").click()
+    see(page, f"Exported {N_IMAGES - 1} rows. A copy is kept in the workspace:")
+    with page.expect_download() as download_info:
+        button(page, "Download CSV").click()
+    download = download_info.value
+    assert re.fullmatch(r"labels_run1_\d{8}T\d{6}Z\.csv", download.suggested_filename), download.suggested_filename
+    csv_bytes = Path(download.path()).read_bytes()
+    shot(page, output_dir, "9-export")
+    timings["total"] = time.monotonic() - started
+
+    [workspace_dir] = [p for p in server.data.iterdir() if p.is_dir()]
+    assert (workspace_dir / "exports" / download.suggested_filename).read_bytes() == csv_bytes
+    workspace = open_workspace(workspace_dir)
+    try:  # the run was a job subprocess of the server (an inline job stores no pid)
+        run = workspace.run(1)
+        assert run["status"] == "done" and run["pid"] and run["params"]["n_clusters"] == 4
+        assert run["params"]["model"]["checkpoint"] == str(tiny_checkpoint)
+        assert "run 1 done" in jobs.log_tail(workspace, 1)
+    finally:
+        workspace.close()
+    check_export(csv_bytes, folder, merged=source, renamed=target, formula=closed, moved=(moved, suggested),
+                 kept=kept, excluded=excluded)
+    print("browser workflow timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+
+
+def check_export(csv_bytes: bytes, folder: Path, merged: int, renamed: int, formula: int, moved: tuple[str, int],
+                 kept: str, excluded: str) -> None:
+    """The exported CSV holds one row per image not excluded, with the decisions made in the browser."""
+    assert csv_bytes.startswith("\ufeff".encode()) and b"\r\n" in csv_bytes  # BOM for Excel, RFC 4180 line ends
+    rows = list(csv.reader(io.StringIO(csv_bytes.decode("utf-8-sig"), newline="")))
+    header, rows = rows[0], [dict(zip(rows[0], row)) for row in rows[1:]]
+    assert header == ["relative_path", "sha256", "cluster_id", "label", "verified", "confidence", "top_anchors",
+                      "run_id"]
+    files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*.png")}
+    by_path = {row["relative_path"]: row for row in rows}
+    assert len(by_path) == len(rows) == N_IMAGES - 1  # one row per image, the excluded one left out
+    assert set(by_path) == set(files) - {excluded}
+    for path, row in by_path.items():
+        assert row["sha256"] == sha256_of(files[path]), path  # the content hash of the uploaded file
+        assert row["run_id"] == "1"
+        assert 0.0 <= float(row["confidence"]) <= 1.0 and re.fullmatch(r"\d\.\d{4}", row["confidence"])
+        assert row["top_anchors"] and re.fullmatch(r"[^;]+ \(-?\d\.\d\d\)(; [^;]+ \(-?\d\.\d\d\)){0,2}",
+                                                   row["top_anchors"]), row["top_anchors"]
+    clusters = {int(row["cluster_id"]) for row in rows}
+    assert merged not in clusters and {renamed, formula} <= clusters and len(clusters) == 3
+    labels = {int(row["cluster_id"]): row["label"] for row in rows}
+    assert labels[renamed] == "hairline cracks"  # a normal name is left as it is
+    assert labels[formula] == "'=1+1 edge"  # a formula is neutralised with a leading quote
+    other = ({0, 1, 2, 3} - {merged, renamed, formula}).pop()
+    assert labels[other] == f"cluster {other}"
+    assert not any(path.startswith("'") for path in by_path)  # file names are normal text
+    moved_path, moved_to = moved
+    assert int(by_path[moved_path]["cluster_id"]) == moved_to
+    verified = {path for path, row in by_path.items() if row["verified"] == "true"}
+    assert {row["verified"] for row in rows} <= {"true", "false"}
+    in_closed = {path for path, row in by_path.items() if int(row["cluster_id"]) == formula}
+    assert verified == in_closed | {kept, moved_path}  # the verified cluster, the kept and the moved image
+
+
+# -- a server killed in the middle of a review ---------------------------------------------------------------
+def test_review_edits_survive_a_server_kill(start_server, page, output_dir, tmp_path, elpv_images):
+    from review_workspace import real_workspace
+    from tac_core.review import ReviewSession
+
+    workspace, run_id, ids = real_workspace(tmp_path / "data", elpv_images)  # 24 images, 3 clusters (9, 8, 7)
+    workspace.close()
+    first = start_server()
+    page.goto(f"{first.url}/Review?ws={workspace.path.name}&run={run_id}")
+    see(page, f"0 edit(s) in effect on run {run_id}.")
+    assert legend(page) == {0: 9, 1: 8, 2: 7}
+    expect(page.get_by_text("Name: cluster 0", exact=True)).to_be_visible()  # the largest cluster is open
+
+    # edits through the browser: rename, merge, verify a cluster; rename another, verify an image, undo that
+    type_into(page, "New name", "cracks")
+    button(page, "Rename cluster").click()
+    see(page, "Name: cracks")
+    choose(page, "Clusters to merge into this one", "2 · cluster 2 (7)")
+    button(page, "Merge").click()
+    see(page, "Merged cluster 2 'cluster 2' into cluster 0 'cracks'")
+    button(page, "Verify cluster").click()
+    see(page, "Marked cluster 0 'cracks' verified.")
+    choose(page, "Cluster", "1 · cluster 1 (8)")
+    type_into(page, "New name", "fingers")
+    button(page, "Rename cluster").click()
+    see(page, "Name: fingers")
+    first_member = page.get_by_role("checkbox", name=re.compile(r"^Select image \d+$")).first
+    image_id = int(first_member.get_attribute("aria-label").split()[-1])
+    click(page, page.get_by_test_id("stCheckbox").get_by_text(f"Select image {image_id}", exact=True))
+    expect(first_member).to_be_checked()
+    see(page, "1 image(s) selected (1 in cluster 1).")
+    button(page, "Verify selected").click()
+    see(page, "Marked 1 image(s) verified.")
+    button(page, "Undo", "U").click()
+    see(page, "Undid #5: marked 1 image(s) verified.")
+    see(page, f"4 edit(s) in effect on run {run_id}.")
+    expect(button(page, "Redo", "Y")).to_be_enabled()
+    shot(page, output_dir, "1-review-before-kill")
+
+    # SIGKILL the server (no shutdown code runs), start a new one on the same data folder and port, reload
+    first.kill()
+    assert first.process.returncode == -signal.SIGKILL
+    second = start_server(port=first.port)
+    page.reload()
+    see(page, f"4 edit(s) in effect on run {run_id}.")
+    assert legend(page) == {0: 16, 1: 8}
+    assert sorted(page.locator(".js-plotly-plot .legendtext").all_text_contents()) == ["0 · cracks (16)",
+                                                                                     "1 · fingers (8)"]
+    expect(page.get_by_text("Name: cracks", exact=True)).to_be_visible()
+    expect(page.get_by_text("Verified cluster", exact=True)).to_be_visible()
+    shot(page, output_dir, "2-review-after-restart")
+
+    # the undo history goes on: redo the undone edit, then undo two
+    button(page, "Redo", "Y").click()
+    see(page, "Redid #5: marked 1 image(s) verified.")
+    see(page, f"5 edit(s) in effect on run {run_id}.")
+    button(page, "Undo", "U").click()
+    see(page, "Undid #5: marked 1 image(s) verified.")
+    button(page, "Undo", "U").click()
+    see(page, "Undid #4: renamed cluster 1 from 'cluster 1' to 'fingers'.")
+    see(page, f"3 edit(s) in effect on run {run_id}.")
+    assert sorted(page.locator(".js-plotly-plot .legendtext").all_text_contents()) == ["0 · cracks (16)",
+                                                                                     "1 · cluster 1 (8)"]
+    second.stop()
+
+    reopened = open_workspace(workspace.path)
+    try:
+        with reopened.connection() as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        state = ReviewSession(reopened, run_id).state
+        assert state.names == {0: "cracks", 1: "cluster 1"} and state.verified_clusters == {0}
+        assert not state.verified[state.positions([image_id])].any()
+        kinds = [row[0] for row in reopened.connection().execute(
+            "SELECT kind FROM events WHERE run_id = ? ORDER BY id", (run_id,))]
+        assert kinds == ["rename", "merge", "verify_cluster", "rename", "verify_images", "undo", "redo", "undo",
+                         "undo"]
+    finally:
+        reopened.close()

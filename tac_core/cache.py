@@ -3,6 +3,8 @@
 Each :meth:`VectorStore.put_many` writes one shard: ``shard-00001.npy`` (the vectors) and then
 ``shard-00001.keys.txt`` (one key per line), each atomically. A shard counts only once both files exist and
 agree, so a crash loses at most the batch being written and never leaves a store that cannot be opened.
+A shard of the wrong shape or type, or holding NaN or infinite values, is ignored with a warning (its keys are
+encoded again), so a damaged or foreign file never mixes wrong vectors into a run.
 Shards are never rewritten, which keeps concurrent readers safe; a reader picks up shards written by others
 when it looks for a key it does not have.
 """
@@ -156,6 +158,10 @@ class VectorStore:
                 f"Ignoring cache shard {self.folder / name}.npy: it holds {vectors.shape} {vectors.dtype} for "
                 f"{len(keys)} keys, expected float32 vectors of length {self.dim}."
             )
+            self._rejected.add(name)
+            return None
+        if not np.isfinite(vectors).all():  # put_many never writes these: the file was damaged or replaced
+            warnings.warn(f"Ignoring cache shard {self.folder / name}.npy: it holds NaN or infinite values.")
             self._rejected.add(name)
             return None
         return vectors, keys

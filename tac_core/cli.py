@@ -90,6 +90,10 @@ def _progress_printer(stream=sys.stderr):
 
 
 def _check_form(args: argparse.Namespace) -> None:
+    for flag, value, low, what in (("--k", args.k, 2, "clusters"), ("--seed", args.seed, 0, "random seed"),
+                                   ("--epochs", args.epochs, 1, "training epochs")):
+        if value < low:
+            raise InvalidInputError(f"{flag} (the {what}) must be at least {low}; got {value}")
     if (args.images is None) == (args.image_embeddings is None):
         raise InvalidInputError("give either --images DIR or --image-embeddings X.npy (exactly one of them)")
     if args.image_embeddings is not None:
@@ -117,19 +121,38 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise InvalidInputError(f"{what} file {path} is not a readable .npy array ({exc})") from exc
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
-        raise InvalidInputError(f"{what} file {path} must hold a 2-D numeric array; it holds {array.dtype} "
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise InvalidInputError(f"{what} file {path} must hold a 2-D array of real numbers; it holds {array.dtype} "
                                 f"of shape {array.shape}")
-    return array.astype(np.float32)
+    array = array.astype(np.float32)
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        raise InvalidInputError(f"{what} file {path} has NaN or infinite values (or values too large for float32) "
+                                f"in {int(bad.sum())} row(s), first at row {int(np.argmax(bad))}; re-create it")
+    return array
 
 
 def _read_names(path: Path) -> list[str]:
-    """One name per line, in row order (blank lines at the end are ignored)."""
+    """One name per line, in row order (blank lines at the end are ignored).
+
+    Each name follows the rules of a vocabulary term (not empty, no control character, at most 200
+    characters) and names one row only: a repeated name would make anchors ambiguous.
+    """
+    from .vocabulary import _validated_term, normalize_term
+
     try:
-        lines = path.read_text(encoding="utf-8-sig").rstrip("\n").split("\n")
+        lines = path.read_text(encoding="utf-8-sig").rstrip("\r\n").split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"names file {path} could not be read as UTF-8 text ({exc})") from exc
-    return [line.rstrip("\r") for line in lines]
+    names = [line.rstrip("\r").strip() for line in lines]
+    first_line: dict[str, int] = {}
+    for number, name in enumerate(names, start=1):
+        _validated_term(name, f"line {number} of {path}")
+        first = first_line.setdefault(normalize_term(name), number)
+        if first != number:
+            raise InvalidInputError(f"line {number} of {path} repeats the name {name!r} of line {first}; give each "
+                                    "row of the vocabulary embeddings its own name")
+    return names
 
 
 def _comma_list(text: Optional[str]) -> Optional[list[str]]:

@@ -15,6 +15,8 @@ CSV columns: ``relative_path, sha256, cluster_id, label, verified, confidence, t
   ANSI code page and garbles non-English names; pandas (``encoding="utf-8-sig"``) and Python's csv read it.
 - Files: ``<workspace>/exports/labels_run<id>_<UTC time>[_verified].csv`` and ``..._manifest.json``, each
   written atomically (temporary file, fsync, rename), the manifest last, so a manifest means a whole export.
+  The name is reserved first (a hidden ``.<name>.reserved`` file created exclusively, removed after), so two
+  sessions exporting the same run in the same second get ``…`` and ``…-2``, never one file for both.
 """
 from __future__ import annotations
 
@@ -90,8 +92,8 @@ def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace
                          "true" if verified[p] else "false", f"{state.confidence[p]:.4f}", anchor_text[cluster],
                          run_id))
     csv_bytes = ("\ufeff" + buffer.getvalue()).encode("utf-8")
-    csv_path, manifest_path = _destination(Path(dest_dir) if dest_dir else workspace.exports_dir, run_id,
-                                           verified_only)
+    csv_path, manifest_path, reservation = _destination(Path(dest_dir) if dest_dir else workspace.exports_dir,
+                                                        run_id, verified_only)
     manifest = {
         "run_id": run_id, "run_parameters": run["params"], "workspace": workspace.name,
         "verified_only": bool(verified_only), "columns": list(COLUMNS),
@@ -101,17 +103,28 @@ def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace
         "tac_core_version": tac_core.__version__,
         "csv_file": csv_path.name, "csv_sha256": hashlib.sha256(csv_bytes).hexdigest(),
     }
-    atomic.write_bytes(csv_path, csv_bytes)
-    atomic.write_json(manifest_path, manifest)
+    try:
+        atomic.write_bytes(csv_path, csv_bytes)
+        atomic.write_json(manifest_path, manifest)
+    finally:
+        reservation.unlink(missing_ok=True)
     return ExportResult(csv_path, manifest_path, len(positions), csv_bytes, manifest)
 
 
-def _destination(folder: Path, run_id: int, verified_only: bool) -> tuple[Path, Path]:
-    """A CSV path and its manifest path, named by run and UTC time, that do not exist yet."""
+def _destination(folder: Path, run_id: int, verified_only: bool) -> tuple[Path, Path, Path]:
+    """A CSV path and its manifest path, named by run and UTC time, that do not exist yet, and the hidden file
+    reserving the name (created exclusively), so two sessions exporting in the same second never share a name."""
+    folder.mkdir(parents=True, exist_ok=True)
     stem = f"labels_run{run_id}_{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}{'_verified' if verified_only else ''}"
     for attempt in range(1, 1000):
         name = stem if attempt == 1 else f"{stem}-{attempt}"
         csv_path, manifest_path = folder / f"{name}.csv", folder / f"{name}_manifest.json"
-        if not csv_path.exists() and not manifest_path.exists():
-            return csv_path, manifest_path
+        if csv_path.exists() or manifest_path.exists():
+            continue
+        reservation = folder / f".{name}.reserved"
+        try:
+            os.close(os.open(reservation, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        return csv_path, manifest_path, reservation
     raise InvalidInputError(f"{folder} already holds 999 exports of run {run_id} from this second; try again.")

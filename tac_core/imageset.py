@@ -6,7 +6,8 @@ Decoding lives in :mod:`tac_core.image_decode`; ``open_image_rgb`` and ``ImageDe
 
 Scanning rules:
 - Hidden names (``.`` prefix: ``.DS_Store``, ``._*`` AppleDouble) and OS junk (``Thumbs.db``, ``desktop.ini``,
-  ``__MACOSX``, ...) are skipped; a hidden or system folder is listed once and not entered.
+  ``__MACOSX``, ...) are skipped; a hidden or system folder is listed once and not entered. So is a file whose
+  name is not valid UTF-8 (Python gives it surrogate characters that no CSV, table or database can hold).
 - Files with an image extension are decoded; other files only when their first bytes are an image signature,
   so a valid image with a wrong or no extension is used.
 - Links to folders are never followed (no loops, nothing outside the chosen folder) and are listed as skipped.
@@ -43,6 +44,7 @@ STAGE = "scanning images"
 REASON_HIDDEN = "hidden or system file"
 REASON_HIDDEN_FOLDER = "hidden or system folder"
 REASON_NOT_IMAGE = "not an image file"
+REASON_NOT_UTF8 = "the file name is not valid UTF-8; rename the file"
 SYSTEM_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "$recycle.bin",
                           "system volume information"})
 IN_MEMORY_BYTES = 256 * 1024 * 1024  # larger files are hashed and decoded in two passes, not held in memory
@@ -352,6 +354,8 @@ def _examine(path: str, rel_path: str, max_pixels: Optional[int]) -> ImageRecord
     name = os.path.basename(path)
     if is_hidden_or_system(name):
         return _skipped(path, rel_path, REASON_HIDDEN, size)
+    if not _is_text(path):  # bytes that are no UTF-8 (an old Latin-1 share): no table, CSV or database takes it
+        return _skipped(path, rel_path, REASON_NOT_UTF8, size)
     if not stat.S_ISREG(info.st_mode):
         return _skipped(path, rel_path, REASON_NOT_REGULAR, size)
     if size == 0:
@@ -402,6 +406,14 @@ def _image_set(root: str, records: Iterable[ImageRecord]) -> ImageSet:
 
 def _skipped(path: str, rel_path: str, reason: str, size: int = 0, sha256: str = "") -> ImageRecord:
     return ImageRecord(path, rel_path, sha256, size, 0, 0, "skipped", reason)
+
+
+def _is_text(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _posix(rel_path: str) -> str:

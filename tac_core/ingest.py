@@ -11,7 +11,9 @@ cancel never leaves half an add listed. What the app stores:
   :func:`tac_core.imageset.extract_zip_safely` (no ``..``, no absolute paths, no hidden/system junk, names
   valid on every OS), so no name can reach outside the workspace. Zips are extracted with
   ``extract_zip_safely``. Files are first written to a hidden staging folder that is renamed into place when
-  complete. An uploaded folder's own name is dropped from the relative paths, so they match what adding the
+  complete, and only the transaction that stores the source makes them images, so an upload killed half-way
+  never counts half-copied files; what such a crash leaves behind is removed by an upload a day later.
+  An uploaded folder's own name is dropped from the relative paths, so they match what adding the
   same folder by path gives.
 - **Thumbnails** are made once, right after the add, as ``thumbs/<sha256>.jpg`` with the embedding
   pipeline's own writer (:func:`tac_core.image_encoding.thumbnail_path`), so embedding never redoes them.
@@ -143,7 +145,7 @@ def add_uploads(workspace: Workspace, uploads: Sequence[Upload], folder_upload: 
     location, strip = _location(names, folder_upload)
     files_dir = workspace.files_dir
     files_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(files_dir)
+    _remove_stale_uploads(workspace)
     upload_id = f"{kind}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     staging, final = files_dir / f"{_STAGING_PREFIX}{upload_id}", files_dir / upload_id
     staging.mkdir()
@@ -317,11 +319,15 @@ def _rewind(reader: BinaryIO) -> None:
         reader.seek(0)
 
 
-def _remove_stale_staging(files_dir: Path, max_age_s: float = 24 * 3600) -> None:
-    """Staging folders of uploads a crash interrupted more than a day ago (a current one is younger)."""
+def _remove_stale_uploads(workspace: Workspace, max_age_s: float = 24 * 3600) -> None:
+    """Remove what uploads a crash interrupted more than a day ago (an upload in progress is younger): staging
+    folders, and upload folders renamed into place whose source was never committed (no source names them)."""
     import time
 
-    for entry in files_dir.glob(f"{_STAGING_PREFIX}*"):
+    stored = {Path(root).name for root in workspace.sources()["root"]}
+    for entry in workspace.files_dir.iterdir():
+        if not entry.is_dir() or entry.is_symlink() or entry.name in stored:
+            continue
         try:
             if time.time() - entry.stat().st_mtime > max_age_s:
                 shutil.rmtree(entry, ignore_errors=True)

@@ -18,7 +18,7 @@ from .imageset import ImageSet, scan_folder
 from .models import ModelSpec, locate_weights
 from .progress import CancelToken, ProgressFn
 from .results import ClusterRun
-from .tac import TAC
+from .tac import TAC, check_n_clusters
 from .vocabulary import Vocabulary
 
 
@@ -90,7 +90,11 @@ def cluster_images(image_set: ImageSet, vocab: Vocabulary, config: ClusterConfig
     Images that fail to decode while embedding are dropped and listed in ``skipped`` with their reason.
     """
     timings = {} if timings is None else timings
-    image_set.require_images()
+    n_usable = len(image_set.require_images().ok)
+    if n_usable < 2:
+        raise EmptyInputError(f"clustering needs at least 2 images; {image_set.root} has 1 usable image (see the "
+                              "skipped list).")
+    check_n_clusters(config.n_clusters, n_usable)  # before minutes of embedding, not after
     cache_root = config.cache_root or Path.home() / ".cache" / "tac-studio"
     start = time.perf_counter()
     embedded = embed_images(config.model, image_set.paths, image_set.keys, cache_root, device=config.device,

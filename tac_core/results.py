@@ -55,25 +55,33 @@ def _csv_text(header: list[str], rows) -> str:
     return buffer.getvalue()
 
 
+def _text(path: str) -> str:
+    """A path as UTF-8 can hold it: the undecodable bytes of a file name (surrogates) become "?"."""
+    return path.encode("utf-8", "replace").decode("utf-8")
+
+
 def write_cluster_outputs(run: ClusterRun, out_dir: str | Path) -> None:
     """assignments.csv, anchors.csv, selected_vocab.txt, counterparts.npy, skipped.csv and run.json."""
     out = Path(out_dir)
     started = time.perf_counter()
     index = np.arange(len(run.labels))
     if run.paths is not None:
-        rows = zip(index, run.paths, run.labels, (f"{c:.6f}" for c in run.confidence))
+        rows = zip(index, map(_text, run.paths), run.labels, (f"{c:.6f}" for c in run.confidence))
         assignments = _csv_text(["index", "path", "cluster", "confidence"], rows)
     else:
         rows = zip(index, run.labels, (f"{c:.6f}" for c in run.confidence))
         assignments = _csv_text(["index", "cluster", "confidence"], rows)
-    anchor_rows = ((cluster, rank, term, f"{score:.6f}") for cluster, anchors in enumerate(run.anchors)
+    from .export import neutralise  # a term like "=HYPERLINK(…)" stays text in a spreadsheet; paths are absolute
+
+    anchor_rows = ((cluster, rank, neutralise(term), f"{score:.6f}") for cluster, anchors in enumerate(run.anchors)
                    for rank, (term, score) in enumerate(anchors, start=1))
     atomic.write_text(out / "assignments.csv", assignments)
     atomic.write_text(out / "anchors.csv", _csv_text(["cluster", "rank", "term", "score"], anchor_rows))
     atomic.write_text(out / "selected_vocab.txt", "".join(f"{term}\n" for term in run.selected_terms))
     atomic.write_npy(out / "counterparts.npy", run.counterparts.astype(np.float32))
     if run.paths is not None:
-        atomic.write_text(out / "skipped.csv", _csv_text(["path", "reason"], run.skipped))
+        atomic.write_text(out / "skipped.csv", _csv_text(["path", "reason"],
+                                                          ((_text(p), reason) for p, reason in run.skipped)))
     timings = dict(run.timings, write_outputs=time.perf_counter() - started)
     atomic.write_json(out / "run.json", {
         "params": run.params,

@@ -197,9 +197,10 @@ def _domain_section(edit: Editor) -> None:
         if st.button("Remove selected terms", disabled=False):
             if not drop:
                 st.error("Choose the terms to remove first.")
-            elif edit.change(lambda s: vocab_spec.remove_domain_terms(s, drop), "remove the terms"):
-                widgets.flash("success", f"Removed {len(drop)} term(s).")
-                st.rerun()
+            else:
+                if edit.change(lambda s: vocab_spec.remove_domain_terms(s, drop), "remove the terms"):
+                    widgets.flash("success", f"Removed {len(drop)} term(s).")
+                st.rerun()  # also on failure: the error was flashed, and flashes show from the top of the page
 
 
 def _toggle_pack(edit: Editor, pack: str, key: str) -> None:
@@ -222,7 +223,7 @@ def _add(edit: Editor, read_items) -> None:
         if result["already"]:
             text += f" Already there: {', '.join(result['already'][:10])}{' …' if len(result['already']) > 10 else ''}."
         widgets.flash("success" if result["added"] else "info", text)
-        st.rerun()
+    st.rerun()  # also on failure (a term too long, a control character): show the flashed error now, not later
 
 
 def _templates_section(edit: Editor) -> None:

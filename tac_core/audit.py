@@ -30,7 +30,8 @@ Reasons name every signal ≥ 0.5, strongest contribution first, else the strong
 most suspicious. The suggested cluster is a vote: the model's second choice (1), the neighbours' most common
 other cluster (2 × its share), the image view's cluster when it differs (1.5), a near-duplicate's cluster
 (3); ties go to the model's choice. Memory stays bounded at 200k samples: neighbours come from row blocks of
-≤ 2^25 similarities (both spaces in one pass), centre similarities from row chunks; nothing is n × n.
+≤ 2^25 similarities (both spaces in one pass; above 30,000 samples on the CPU an approximate index, see
+:mod:`tac_core.neighbors`), centre similarities from row chunks; nothing is n × n.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 
 from .errors import InvalidInputError
+from .neighbors import approximate_knn, use_approximate
 
 SIGNALS = ("low_confidence", "cross_modal", "neighbours", "atypicality", "duplicates")
 DEFAULT_WEIGHTS = {"low_confidence": 1.0, "cross_modal": 1.0, "neighbours": 0.1, "atypicality": 0.1,
@@ -129,10 +131,19 @@ def _neighbour_pass(x: np.ndarray, t: np.ndarray, k: int, m: int, device) -> tup
     """Top-k neighbours in the concatenated space and top-m in image space, excluding self, in row blocks.
 
     The concatenated cosine of unit [x, t]/√2 rows is (x·x' + t·t') / 2, so both come from the same two
-    products; a block holds at most ``BLOCK_ELEMENTS`` similarities per space.
+    products; a block holds at most ``BLOCK_ELEMENTS`` similarities per space. Above
+    :data:`tac_core.neighbors.APPROX_MIN_ROWS` samples on the CPU both searches use the approximate index of
+    :mod:`tac_core.neighbors` instead (recall ≥ 0.95; near-duplicates share a list, so they are found).
     """
     n = len(x)
     k, m = min(k, n - 1), min(m, n - 1)
+    if use_approximate(n, device):
+        both = np.concatenate([x, t], axis=1) * np.float32(np.sqrt(0.5))  # unit rows: same order as x·x' + t·t'
+        nbr = approximate_knn(both, k, device=device)[0] if k else np.empty((n, 0), np.int64)
+        del both
+        dup_idx, dup_sim, _ = approximate_knn(x, m, device=device) if m else (
+            np.empty((n, 0), np.int64), np.empty((n, 0), np.float32), None)
+        return nbr, dup_idx, dup_sim
     xs, ts = torch.as_tensor(x, device=device), torch.as_tensor(t, device=device)
     nbr, dup_idx, dup_sim = np.empty((n, k), np.int64), np.empty((n, m), np.int64), np.empty((n, m), np.float32)
     rows = max(16, min(4096, BLOCK_ELEMENTS // max(1, n)))

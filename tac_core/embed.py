@@ -19,7 +19,7 @@ from . import image_encoding, text_encoding
 from .atomic import write_text
 from .cache import VectorStore
 from .errors import InvalidInputError
-from .image_encoding import ImageEncodingResult, content_keys, encode_images, thumbnail_path
+from .image_encoding import ImageEncodingResult, content_keys, encode_images, thumbnail_exists, thumbnail_path
 from .models import LoadedModel, ModelSpec, load_model
 from .progress import CancelToken, ProgressFn, report
 from .prompts import template_set
@@ -57,11 +57,13 @@ def embed_images(
     thumb_size: int = 256,
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelToken] = None,
+    precision: str = "auto",
 ) -> ImageEncodingResult:
     """Embeddings of ``paths`` in input order, through the image cache of the model.
 
     ``keys`` are the images' content sha256 (as the image set records them); None computes them. ``device``
-    is used only when a ``ModelSpec`` has to be loaded. See :func:`~tac_core.image_encoding.encode_images`.
+    is used only when a ``ModelSpec`` has to be loaded. See :func:`~tac_core.image_encoding.encode_images`
+    (also for ``precision``).
     """
     spec = _spec_of(spec_or_loaded)
     failed: dict[int, str] = {}
@@ -73,7 +75,7 @@ def embed_images(
     store = VectorStore(model_cache_dir(spec, cache_root) / "images", spec.embed_dim)
     cached, missing = store.get_many([keys[index] for index in readable])
     thumbnails_missing = thumbnails_dir is not None and any(
-        not thumbnail_path(thumbnails_dir, keys[index]).exists() for index in readable
+        not thumbnail_exists(thumbnail_path(thumbnails_dir, keys[index])) for index in readable
     )
     embeddings = np.full((len(paths), spec.embed_dim), np.nan, dtype=np.float32)
     if not missing and not thumbnails_missing:
@@ -92,6 +94,7 @@ def embed_images(
         thumb_size=thumb_size,
         progress=_shifted(progress, len(failed), len(paths)),
         cancel=cancel,
+        precision=precision,
     )
     embeddings[readable] = result.embeddings
     failed.update((readable[index], reason) for index, reason in result.failed.items())

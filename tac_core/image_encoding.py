@@ -1,20 +1,31 @@
 """Image embedding pipeline: decode and preprocess in DataLoader workers, encode batches on the device.
 
-Workers decode each file once and make its thumbnail from the same decoded image. Every finished batch is
+Workers decode each file once and make its thumbnail from the same decoded image (JPEGs decode at a reduced
+scale that keeps twice the model's input size, thumbnails are renamed into place without an fsync: they can
+be made again). On the CPU the model runs on micro-batches of at most :data:`CPU_MICRO_BATCH` and decoding in
+this process runs on one thread (see :func:`encode_images`). ``precision="bf16"`` runs a bfloat16 copy of the
+image tower: on CPUs with AMX matrix units (Intel Xeon 4th generation and later) ViT-B-32 then takes ~8 ms an
+image instead of ~40 (fp32 is compute-bound there), with unit embeddings within ~2e-3 of fp32 (cosine
+> 0.9999), the same trade as fp16 on a GPU; without AMX it is slower than fp32, so it is never chosen by
+itself. Every finished batch is
 written to the :class:`~tac_core.cache.VectorStore` at once, so a crash or cancel loses at most one batch,
 and files whose vector is cached are not decoded at all. A file that cannot be decoded is reported in
 ``failed`` with its reason and the run goes on.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
 import os
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -23,12 +34,17 @@ from torch.utils.data import DataLoader, Dataset
 from .atomic import write_bytes
 from .cache import VectorStore, sha256_file
 from .errors import InvalidInputError
+from .image_decode import crop_extreme_aspect
 from .imageset import ImageDecodeError, open_image_rgb
 from .models import LoadedModel, inference_context
+from .numerics import single_cpu_thread
 from .progress import CancelToken, ProgressFn, check_cancel, report
 
 STAGE = "embedding images"
+PRECISIONS = ("auto", "fp32", "bf16")
+PRECISION_ENV = "TAC_STUDIO_IMAGE_PRECISION"  # what "auto" means when set: fp32 or bf16
 DEFAULT_BATCH_SIZE = 64
+CPU_MICRO_BATCH = 32  # ViT-B-32, 2-core Xeon: 37 ms/image at 8-32 images a pass, 48 at 64, 61 at 1
 _MAX_AUTO_WORKERS = 8
 _THUMBNAIL_QUALITY = 85
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]+$")  # keys become thumbnail file names
@@ -78,6 +94,7 @@ def encode_images(
     thumb_size: int = 256,
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelToken] = None,
+    precision: str = "auto",
 ) -> ImageEncodingResult:
     """Embed the images at ``paths`` with ``loaded``'s image tower.
 
@@ -85,9 +102,17 @@ def encode_images(
     them) name each image in ``store`` and its thumbnail ``<key>.jpg`` (JPEG, longest side ``thumb_size``).
     Files with the same key are decoded and encoded once. ``num_workers="auto"`` uses up to 8 decoding
     processes on a GPU (leaving a core to this process), and none on the CPU or when all fits in one batch.
+
+    On the CPU, decoding in this process runs on one torch thread: turning a decoded image into a tensor took
+    7.5 ms on two threads and 0.7 ms on one (OpenMP threads spin-waiting on a busy machine), more than a
+    fifth of the model's own time per image. The model keeps all threads.
+
+    ``precision``: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere; the environment variable
+    ``TAC_STUDIO_IMAGE_PRECISION=bf16|fp32`` overrides it), ``"fp32"``, or ``"bf16"`` (see the module docstring).
     """
     paths = [Path(p) for p in paths]
     _validate(loaded, paths, keys, store, batch_size, num_workers, thumb_size)
+    precision = resolve_precision(precision)
     failed: dict[int, str] = {}
     if keys is None and (store is not None or thumbnails_dir is not None):
         keys, failed = content_keys(paths)
@@ -109,7 +134,7 @@ def encode_images(
 
     device = loaded.device
     loader = DataLoader(
-        _DecodeDataset(work, loaded.preprocess, thumb_size),
+        _DecodeDataset(work, loaded.preprocess, thumb_size, _decode_min_side(loaded)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=_worker_count(num_workers, len(work), batch_size, device),
@@ -117,16 +142,20 @@ def encode_images(
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    for batch in loader:
+    in_process = loader.num_workers == 0
+    batches = iter(loader)
+    while True:
+        with single_cpu_thread("cpu") if in_process else contextlib.nullcontext():  # decoding here: one thread
+            batch = next(batches, None)
+        if batch is None:
+            break
         check_cancel(cancel)
         for position, reason in batch.failures:
             indices = groups[work[position].key]
             failed.update((index, reason) for index in indices)
             done += len(indices) if work[position].embed else 0
         if batch.images is not None:
-            with inference_context(device):
-                features = loaded.model.encode_image(batch.images.to(device, non_blocking=True))
-            vectors = F.normalize(features.float(), dim=-1).cpu().numpy()
+            vectors = _encode_batch(loaded, batch.images, precision)
             batch_keys = [work[position].key for position in batch.positions]
             if store is not None:
                 store.put_many(batch_keys, vectors)
@@ -137,6 +166,60 @@ def encode_images(
     for index in failed:
         embeddings[index] = np.nan  # a failed thumbnail of a cached image still marks the file as failed
     return ImageEncodingResult(embeddings, dict(sorted(failed.items())))
+
+
+def resolve_precision(precision: str) -> str:
+    """``"auto"`` (or the value of ``TAC_STUDIO_IMAGE_PRECISION``), ``"fp32"`` or ``"bf16"``, checked."""
+    if precision == "auto":
+        precision = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"image precision must be one of {', '.join(PRECISIONS)}; got {precision!r} "
+                                f"(check {PRECISION_ENV}).")
+    return precision
+
+
+def _encode_batch(loaded: LoadedModel, images: torch.Tensor, precision: str = "auto") -> np.ndarray:
+    """Unit image vectors of a batch; on the CPU in micro-batches of at most :data:`CPU_MICRO_BATCH`."""
+    device = loaded.device
+    step = CPU_MICRO_BATCH if device.type == "cpu" and precision != "bf16" else len(images)
+    tower = _bf16_tower(loaded.model) if precision == "bf16" else None
+    context = torch.inference_mode() if precision != "auto" else inference_context(device)
+    parts = []
+    with context:
+        for start in range(0, len(images), step):
+            batch = images[start:start + step].to(device, non_blocking=True)
+            if tower is not None:
+                features = tower(batch.to(torch.bfloat16))
+            elif precision == "bf16":  # another model class: let autocast cast each layer
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    features = loaded.model.encode_image(batch)
+            else:
+                features = loaded.model.encode_image(batch)
+            parts.append(F.normalize(features.float(), dim=-1))
+    return torch.cat(parts).cpu().numpy()
+
+
+_BF16_TOWERS: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = weakref.WeakKeyDictionary()
+
+
+def _bf16_tower(model: torch.nn.Module) -> Optional[torch.nn.Module]:
+    """A bfloat16 copy of the image tower of an open_clip model whose ``encode_image`` is ``visual(x)``, made
+    once per model (autocast would cast every weight on every call, which cost more than it saved)."""
+    if type(model).encode_image not in (open_clip.CLIP.encode_image, open_clip.CustomTextCLIP.encode_image):
+        return None
+    if model not in _BF16_TOWERS:
+        _BF16_TOWERS[model] = copy.deepcopy(model.visual).to(torch.bfloat16).eval()
+    return _BF16_TOWERS[model]
+
+
+def _decode_min_side(loaded: LoadedModel) -> Optional[int]:
+    """Twice the model's input side (what JPEG decoding may reduce to), or None when it is unknown."""
+    size = getattr(getattr(loaded.model, "visual", None), "image_size", None)
+    if isinstance(size, int):
+        return 2 * size
+    if isinstance(size, (tuple, list)) and size and all(isinstance(v, int) for v in size):
+        return 2 * max(size)
+    return None
 
 
 def _fill_from_store(
@@ -159,11 +242,19 @@ def _plan_work(paths: list[Path], groups: dict[object, list[int]], cached_keys: 
     work = []
     for group_key, indices in groups.items():
         thumbnail = None if thumbnails_dir is None else thumbnail_path(thumbnails_dir, str(group_key))
-        if thumbnail is not None and thumbnail.exists():
+        if thumbnail is not None and thumbnail_exists(thumbnail):
             thumbnail = None
         if group_key not in cached_keys or thumbnail is not None:
             work.append(_WorkItem(paths[indices[0]], group_key, group_key not in cached_keys, thumbnail))
     return work
+
+
+def thumbnail_exists(path: Path) -> bool:
+    """An empty thumbnail is one a power cut interrupted (they are written without fsync): make it again."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 class _WorkItem(NamedTuple):
@@ -182,10 +273,12 @@ class _Batch(NamedTuple):
 class _DecodeDataset(Dataset):
     """Runs in the worker processes: decode once, write the thumbnail, preprocess."""
 
-    def __init__(self, work: list[_WorkItem], preprocess: Callable[[Image.Image], torch.Tensor], thumb_size: int):
+    def __init__(self, work: list[_WorkItem], preprocess: Callable[[Image.Image], torch.Tensor], thumb_size: int,
+                 min_side: Optional[int] = None):
         self.work = work
         self.preprocess = preprocess
         self.thumb_size = thumb_size
+        self.min_side = None if min_side is None else max(min_side, thumb_size)
 
     def __len__(self) -> int:
         return len(self.work)
@@ -193,8 +286,8 @@ class _DecodeDataset(Dataset):
     def __getitem__(self, position: int) -> tuple[int, Optional[torch.Tensor], Optional[str]]:
         item = self.work[position]
         try:
-            image = open_image_rgb(item.path)
-            tensor = self.preprocess(image) if item.embed else None
+            image = open_image_rgb(item.path, min_side=self.min_side)
+            tensor = self.preprocess(crop_extreme_aspect(image)) if item.embed else None
             if item.thumbnail is not None:
                 _write_thumbnail(image, item.thumbnail, self.thumb_size)
         except ImageDecodeError as exc:
@@ -215,7 +308,7 @@ def _write_thumbnail(image: Image.Image, path: Path, size: int) -> None:
     image.thumbnail((size, size))  # in place: the model input was already made from the full image
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=_THUMBNAIL_QUALITY)
-    write_bytes(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue(), durable=False)  # a thumbnail can be made again: no fsync
 
 
 def _worker_count(num_workers: int | str, items: int, batch_size: int, device: torch.device) -> int:

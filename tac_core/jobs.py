@@ -11,9 +11,11 @@ Protocol (``python -m tac_core run-job --workspace PATH --run RUN_ID``):
   :data:`PROGRESS_INTERVAL_S` per stage): embedding images, embedding vocabulary, selecting nouns,
   clustering (free) or finding neighbours + training (trained), projection, suggesting K.
 - It ends "done" (``save_run_result`` with anchors and arrays: ``image_embeddings``, ``counterparts``,
-  ``cluster_centers``, ``confidence``, ``projection``; free mode ``margin``; trained mode ``probabilities``,
-  ``text_probabilities`` and the heads' weights ``heads.<image|text>.<parameter>``, see :func:`load_heads`),
-  with ``runs/<id>/summary.json`` (selected terms, images that failed to embed, timings, K suggestion);
+  ``cluster_centers``, ``confidence``, ``projection``, ``text_space`` (the rows counterparts mix); free mode
+  ``margin``; trained mode ``probabilities``, ``text_probabilities`` and the heads' weights
+  ``heads.<image|text>.<parameter>``, see :func:`load_heads`), with the fitted map in ``runs/<id>/map/`` (so
+  :func:`tac_core.projection.place_new` can put later images on it) and ``runs/<id>/summary.json`` (selected
+  terms, τ, images that failed to embed, timings, K suggestion);
   or "failed" with a plain message saying what to do; or "cancelled".
 - Cancel (:func:`cancel_run`): SIGTERM → the job sets a :class:`CancelToken`, stops at the next batch and
   marks the run "cancelled"; embedding caches keep every completed batch. Force (SIGKILL) leaves it
@@ -40,6 +42,7 @@ import numpy as np
 
 from . import atomic
 from .errors import EmptyInputError, InvalidInputError, TacError
+from .projection import MAP_FOLDER, TEXT_SPACE_ARRAY
 from .progress import CancelToken, Cancelled
 from .workspace import Workspace, open_workspace
 
@@ -92,8 +95,15 @@ def validate_params(params: dict) -> dict:
 
 # -- starting, cancelling, reading --------------------------------------------------------------------
 def start_run(workspace: Workspace, params: dict, image_ids=None) -> int:
-    """Create a pending run (default: every usable image) and launch its job; returns the run id."""
+    """Create a pending run (default: every usable image) and launch its job; returns the run id.
+
+    Refused before any run exists: no usable images, K above their number, a vocabulary set with no term left
+    (everything switched off or filtered out).
+    """
+    from .vocab_spec import build_vocabulary
+
     params = validate_params(params)
+    build_vocabulary(params["vocab_spec"])  # EmptyInputError naming the problem; the job would fail on it later
     if image_ids is None:
         image_ids = workspace.images("ok")["id"].to_numpy()
     if len(image_ids) == 0:
@@ -367,7 +377,9 @@ def _compute(workspace: Workspace, run_id: int, params: dict, progress: _Reporte
     features = np.concatenate([x, model.counterparts_], axis=1)
     start = time.perf_counter()
     progress("projection", 0, 2)
-    coords = compute_layout(features, params["projection"], params["seed"], progress)
+    projection = compute_projection(features, params["projection"], params["seed"], progress)
+    projection.save(workspace.run_dir(run_id) / MAP_FOLDER)  # place_new puts later images on this map
+    coords = projection.coordinates
     progress("projection", 2, 2)
     timings["projection"] = time.perf_counter() - start
     suggestion = None
@@ -383,7 +395,8 @@ def _compute(workspace: Workspace, run_id: int, params: dict, progress: _Reporte
     check_cancel(cancel)
     arrays = {"image_embeddings": x.astype(np.float32), "counterparts": model.counterparts_.astype(np.float32),
               "cluster_centers": model.cluster_centers_.astype(np.float32),
-              "confidence": model.confidence_.astype(np.float32), "projection": coords.astype(np.float32)}
+              "confidence": model.confidence_.astype(np.float32), "projection": coords.astype(np.float32),
+              TEXT_SPACE_ARRAY: v[model.text_indices_].astype(np.float32)}
     if params["mode"] == "free":
         arrays["margin"] = model.margin_.astype(np.float32)
     else:
@@ -397,7 +410,8 @@ def _compute(workspace: Workspace, run_id: int, params: dict, progress: _Reporte
         "n_images": int(ok.sum()), "failed_images": failed, "n_vocabulary": len(vocab),
         "n_domain_terms": int(vocab.is_domain.sum()), "vocabulary_fingerprint": vocab.fingerprint(),
         "selected_terms": [names[i] for i in model.selected_indices_], "n_text_terms": int(len(model.text_indices_)),
-        "n_semantic_centers": int(model.n_centers_), "model_identity": spec.identity(), "device": device,
+        "n_semantic_centers": int(model.n_centers_), "tau": float(model.tau), "model_identity": spec.identity(),
+        "device": device,
         "devices_detected": describe_devices(), "k_suggestion": suggestion,
         "seconds": {k: round(s, 3) for k, s in timings.items()}, "versions": package_versions()})
     progress.flush()
@@ -406,17 +420,23 @@ def _compute(workspace: Workspace, run_id: int, params: dict, progress: _Reporte
 
 
 def compute_layout(features: np.ndarray, method: str = "umap", seed: int = 0, progress=None) -> np.ndarray:
-    """2-D coordinates of the rows (the Review page's map), computed once per run.
+    """2-D coordinates of the rows (the Review page's map): :func:`compute_projection`'s coordinates."""
+    return np.asarray(compute_projection(features, method, seed, progress).coordinates, np.float32)
+
+
+def compute_projection(features: np.ndarray, method: str = "umap", seed: int = 0, progress=None):
+    """The fitted 2-D map of the rows (a :class:`~tac_core.projection.Projection`), computed once per run.
 
     ``"umap"`` (the app's default) is :func:`tac_core.projection.fit_projection` (PCA to 50, then cosine UMAP);
-    ``"pca"`` is its instant linear picture (:func:`~tac_core.projection.quick_layout`), for tests and previews.
+    ``"pca"`` is its instant linear picture (:func:`~tac_core.projection.linear_projection`), for tests and
+    previews. Either can place new images later (:func:`tac_core.projection.place_new`).
     """
-    from .projection import fit_projection, quick_layout
+    from .projection import fit_projection, linear_projection
 
     if method == "pca":
-        return quick_layout(features)
+        return linear_projection(features)
     relabelled = None if progress is None else (lambda _stage, done, total: progress("projection", done, total))
-    return np.asarray(fit_projection(features, random_state=seed, progress=relabelled).coordinates, np.float32)
+    return fit_projection(features, random_state=seed, progress=relabelled)
 
 
 def main(workspace: str, run_id: int) -> int:

@@ -79,6 +79,18 @@ def text_counterparts(image_embeddings: np.ndarray, text_space: np.ndarray, tau:
     return out
 
 
+def check_n_clusters(k, n_images: int) -> None:
+    """Raise :class:`InvalidInputError` unless 2 ≤ K ≤ the number of images (checked before embedding, too)."""
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
+        raise InvalidInputError(f"the number of clusters K must be an integer of at least 2; got {k!r}.")
+    if k > n_images:
+        raise InvalidInputError(f"K = {k} is larger than the number of images ({n_images}); choose K ≤ {n_images}.")
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
 def _as_unit_rows(name: str, array) -> np.ndarray:
     a = np.asarray(array, dtype=np.float32)
     if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
@@ -91,6 +103,8 @@ def _as_unit_rows(name: str, array) -> np.ndarray:
     if (norms == 0).any():
         raise InvalidInputError(f"{name} has an all-zero row at {int(np.argmax(norms[:, 0] == 0))}; "
                                 "it has no direction to compare.")
+    if np.abs(norms - 1).max() <= 1e-5:
+        return a  # already unit rows (as embeddings are): no copy (400 MB for 200,000 × 512); never written to
     return a / norms
 
 
@@ -149,11 +163,7 @@ class TAC:
         n = x.shape[0]
         if n < 2:
             raise EmptyInputError(f"clustering needs at least 2 images; got {n}.")
-        k = self.n_clusters
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
-            raise InvalidInputError(f"the number of clusters K must be an integer of at least 2; got {k!r}.")
-        if k > n:
-            raise InvalidInputError(f"K = {k} is larger than the number of images ({n}); choose K ≤ {n}.")
+        check_n_clusters(self.n_clusters, n)
         if self.n_centers != "auto" and not (isinstance(self.n_centers, (int, np.integer)) and 1 <= self.n_centers <= n):
             raise InvalidInputError(f"n_centers must be 'auto' or an integer between 1 and {n}; got {self.n_centers!r}.")
         if domain_mask is None:
@@ -201,6 +211,7 @@ class TAC:
 
         start = time.perf_counter()
         features = np.concatenate([x, self.counterparts_], axis=1)
+        features *= np.float32(np.sqrt(0.5))  # unit rows [x, t]/√2: k-means then needs no normalised copy
         if self.mode == "free":
             self._fit_free(features, k, device)
             timings["cluster"] = time.perf_counter() - start
@@ -227,8 +238,8 @@ class TAC:
         self.labels_ = result.labels
         self.objective_ = result.objective
         self.n_iter_ = result.n_iter
-        unit = features / np.linalg.norm(features, axis=1, keepdims=True)
-        sims = unit @ result.centers.T
+        sims = np.concatenate([_unit(features[s:s + CHUNK_ROWS]) @ result.centers.T
+                               for s in range(0, len(features), CHUNK_ROWS)])  # no second N × 2d copy
         top2 = np.sort(sims, axis=1)[:, -2:] if k > 1 else np.repeat(sims, 2, axis=1)
         self.margin_ = (top2[:, 1] - top2[:, 0]).astype(np.float32)
         logits = sims / FREE_CONFIDENCE_TEMPERATURE

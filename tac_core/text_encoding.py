@@ -6,6 +6,14 @@ tokens is wasted work. Prompts are tokenised, sorted by the position that is poo
 its tokens truncated to its longest prompt, with the positional embedding and causal mask sliced to match.
 The result equals ``model.encode_text`` up to float rounding; text towers for which that does not hold
 (Hugging Face towers, no causal mask, pooling the last position) are encoded with ``encode_text`` itself.
+
+Tokenising is the other cost: open_clip's tokenizer cleans every prompt with ftfy and a regex before BPE,
+~9,000 prompts/s here, so 82k names × 7 templates took a minute, longer than a GPU needs to encode them. A
+vocabulary's prompts are templates around names, and CLIP's BPE never merges across a space or across a
+letter/punctuation boundary, so each name and each template is tokenised once and the pieces are joined
+(:func:`vocabulary_tokens`); names for which joining could differ from tokenising the whole prompt
+(non-ASCII, ``&`` or ``<``, a name ending in punctuation before a template's punctuation) are tokenised whole.
+Tests compare the joined tokens with the tokenizer's on WordNet and on edge cases.
 """
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 import open_clip
+import regex as re
 import torch
 import torch.nn.functional as F
 
@@ -71,6 +80,7 @@ def encode_vocabulary(
         prompt_vectors = _encode_chunk(
             loaded, prompts, batch_size, cancel,
             lambda done, start=start: report(progress, STAGE, start + done // len(templates), len(names)),
+            tokens=vocabulary_tokens(loaded.tokenizer, chunk, templates),
         )
         means = prompt_vectors.reshape(len(chunk), len(templates), -1).mean(axis=1)
         out[start:start + len(chunk)] = means / np.linalg.norm(means, axis=1, keepdims=True)
@@ -95,9 +105,10 @@ def _encode_chunk(
     batch_size: int,
     cancel: Optional[CancelToken],
     on_progress: Callable[[int], None],
+    tokens: Optional[torch.Tensor] = None,
 ) -> np.ndarray:
     model, device = loaded.model, loaded.device
-    tokens = loaded.tokenizer(texts)
+    tokens = loaded.tokenizer(texts) if tokens is None else tokens
     truncate = supports_truncation(model)
     if truncate:
         positions = _pooled_positions(model, tokens)
@@ -119,6 +130,63 @@ def _encode_chunk(
     if batches:
         out[order.numpy()] = torch.cat(batches).cpu().numpy()
     return out
+
+
+def vocabulary_tokens(tokenizer, names: list[str], templates: tuple[str, ...]) -> torch.Tensor:
+    """``tokenizer([t.format(n) for n in names for t in templates])``, tokenising each name and template once.
+
+    Only open_clip's own BPE tokenizer (cleaning ``"lower"``, no reduction) is joined from pieces; any other
+    tokenizer gets the whole prompts. See the module docstring for when a name is tokenised whole.
+    """
+    prompts_of = lambda name: [template.format(name) for template in templates]  # noqa: E731
+    if not _joinable_tokenizer(tokenizer):
+        return tokenizer([prompt for name in names for prompt in prompts_of(name)])
+    pieces = []
+    for template in templates:
+        before, after = template.split("{}")
+        if not (_plain(before) and _plain(after) and (not before or before[-1].isspace())):
+            return tokenizer([prompt for name in names for prompt in prompts_of(name)])
+        pieces.append((_encode_plain(tokenizer, before), _encode_plain(tokenizer, after), after))
+    context = tokenizer.context_length
+    sot, eot = tokenizer.sot_token_id, tokenizer.eot_token_id
+    out = np.zeros((len(names) * len(templates), context), dtype=np.int64)
+    row = 0
+    for name in names:
+        joinable = _plain(name) and name.strip() != ""
+        name_ids = _encode_plain(tokenizer, name) if joinable else None
+        for template, (before_ids, after_ids, after) in zip(templates, pieces):
+            if joinable and (not after or after[0].isspace() or (name.rstrip()[-1:].isalnum() and
+                                                                   not after[0].isalnum() and after[0] != "'")):
+                ids = [sot, *before_ids, *name_ids, *after_ids, eot]
+                if len(ids) > context:
+                    ids = ids[:context]
+                    ids[-1] = eot
+                out[row, :len(ids)] = ids
+            else:
+                out[row] = tokenizer([template.format(name)], context_length=context)[0].numpy()
+            row += 1
+    return torch.from_numpy(out)
+
+
+def _encode_plain(tokenizer, text: str) -> list[int]:
+    """``tokenizer.encode(text)`` for :func:`_plain` text, without ftfy and HTML unescaping (both leave such
+    text unchanged, and were half the tokenizer's time)."""
+    ids = []
+    for token in re.findall(tokenizer.pat, " ".join(text.split()).lower()):
+        token = "".join(tokenizer.byte_encoder[b] for b in token.encode("utf-8"))
+        ids.extend(tokenizer.encoder[piece] for piece in tokenizer.bpe(token).split(" "))
+    return ids
+
+
+def _joinable_tokenizer(tokenizer) -> bool:
+    lower = getattr(open_clip.tokenizer, "_clean_lower", None)
+    return (type(tokenizer) is open_clip.tokenizer.SimpleTokenizer and getattr(tokenizer, "reduction_fn", None) is None
+            and lower is not None and getattr(tokenizer, "clean_fn", None) is lower)
+
+
+def _plain(text: str) -> bool:
+    """Printable ASCII without ``&`` and ``<``: ftfy and HTML unescaping leave it as it is."""
+    return text.isascii() and text.isprintable() and "&" not in text and "<" not in text
 
 
 def _pooled_positions(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,8 @@ be made again). On the CPU the model runs on micro-batches of at most :data:`CPU
 this process runs on one thread (see :func:`encode_images`). ``precision="bf16"`` runs a bfloat16 copy of the
 image tower: on CPUs with AMX matrix units (Intel Xeon 4th generation and later) ViT-B-32 then takes ~8 ms an
 image instead of ~40 (fp32 is compute-bound there), with unit embeddings within ~2e-3 of fp32 (cosine
-> 0.9999), the same trade as fp16 on a GPU; without AMX it is slower than fp32, so it is never chosen by
-itself. Every finished batch is
+> 0.9999), the same trade as fp16 on a GPU, so ``"auto"`` chooses it on such CPUs; without AMX it is slower
+than fp32 and ``"auto"`` stays in fp32. Every finished batch is
 written to the :class:`~tac_core.cache.VectorStore` at once, so a crash or cancel loses at most one batch,
 and files whose vector is cached are not decoded at all. A file that cannot be decoded is reported in
 ``failed`` with its reason and the run goes on.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import os
 import re
@@ -107,12 +108,13 @@ def encode_images(
     7.5 ms on two threads and 0.7 ms on one (OpenMP threads spin-waiting on a busy machine), more than a
     fifth of the model's own time per image. The model keeps all threads.
 
-    ``precision``: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere; the environment variable
-    ``TAC_STUDIO_IMAGE_PRECISION=bf16|fp32`` overrides it), ``"fp32"``, or ``"bf16"`` (see the module docstring).
+    ``precision``: ``"auto"`` (fp16 autocast on CUDA, bf16 on a CPU with AMX, fp32 elsewhere; the environment
+    variable ``TAC_STUDIO_IMAGE_PRECISION=bf16|fp32`` overrides it), ``"fp32"``, or ``"bf16"`` (see the module
+    docstring).
     """
     paths = [Path(p) for p in paths]
     _validate(loaded, paths, keys, store, batch_size, num_workers, thumb_size)
-    precision = resolve_precision(precision)
+    precision = resolve_precision(precision, loaded)
     failed: dict[int, str] = {}
     if keys is None and (store is not None or thumbnails_dir is not None):
         keys, failed = content_keys(paths)
@@ -168,14 +170,27 @@ def encode_images(
     return ImageEncodingResult(embeddings, dict(sorted(failed.items())))
 
 
-def resolve_precision(precision: str) -> str:
-    """``"auto"`` (or the value of ``TAC_STUDIO_IMAGE_PRECISION``), ``"fp32"`` or ``"bf16"``, checked."""
+def resolve_precision(precision: str, loaded: Optional[LoadedModel] = None) -> str:
+    """``"auto"``, ``"fp32"`` or ``"bf16"``, checked. ``"auto"`` becomes the value of
+    ``TAC_STUDIO_IMAGE_PRECISION`` when it is set, else ``"bf16"`` for an open_clip model on a CPU with AMX."""
     if precision == "auto":
         precision = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
     if precision not in PRECISIONS:
         raise InvalidInputError(f"image precision must be one of {', '.join(PRECISIONS)}; got {precision!r} "
                                 f"(check {PRECISION_ENV}).")
+    if (precision == "auto" and loaded is not None and loaded.device.type == "cpu" and cpu_has_amx()
+            and _has_bf16_tower(loaded.model)):
+        return "bf16"
     return precision
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_amx() -> bool:
+    """True when this CPU has AMX bfloat16 matrix units (Linux: the ``amx_bf16`` flag in /proc/cpuinfo)."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text(errors="replace").split()
+    except OSError:
+        return False
 
 
 def _encode_batch(loaded: LoadedModel, images: torch.Tensor, precision: str = "auto") -> np.ndarray:
@@ -205,11 +220,15 @@ _BF16_TOWERS: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = we
 def _bf16_tower(model: torch.nn.Module) -> Optional[torch.nn.Module]:
     """A bfloat16 copy of the image tower of an open_clip model whose ``encode_image`` is ``visual(x)``, made
     once per model (autocast would cast every weight on every call, which cost more than it saved)."""
-    if type(model).encode_image not in (open_clip.CLIP.encode_image, open_clip.CustomTextCLIP.encode_image):
+    if not _has_bf16_tower(model):
         return None
     if model not in _BF16_TOWERS:
         _BF16_TOWERS[model] = copy.deepcopy(model.visual).to(torch.bfloat16).eval()
     return _BF16_TOWERS[model]
+
+
+def _has_bf16_tower(model: torch.nn.Module) -> bool:
+    return type(model).encode_image in (open_clip.CLIP.encode_image, open_clip.CustomTextCLIP.encode_image)
 
 
 def _decode_min_side(loaded: LoadedModel) -> Optional[int]:

@@ -69,7 +69,9 @@ def test_images_form_with_the_tiny_model(elpv_images, tiny_model_config, tiny_ch
     out = tmp_path / "out"
     result = run_cli("cluster", "--images", elpv_images, "--model", tiny_model_config, "--checkpoint",
                      tiny_checkpoint, "--vocab-categories", "noun.shape,noun.motive", "--vocab-extra", terms,
-                     "--k", 3, "--mode", "trained", "--epochs", 2, "--cache", tmp_path / "cache", "--out", out)
+                     "--k", 3, "--mode", "trained", "--epochs", 2, "--cache", tmp_path / "cache", "--out", out,
+                     # fp32 on every CPU: the anchor check below depends on which few nouns get selected
+                     env={"TAC_STUDIO_IMAGE_PRECISION": "fp32"})
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "WARNING" not in result.stderr
     assignments = pd.read_csv(out / "assignments.csv")
@@ -77,7 +79,8 @@ def test_images_form_with_the_tiny_model(elpv_images, tiny_model_config, tiny_ch
     assert sorted(Path(p).name for p in assignments["path"]) == sorted(p.name for p in elpv_images.iterdir())
     assert ((assignments["confidence"] > 0) & (assignments["confidence"] <= 1)).all()
     anchors = pd.read_csv(out / "anchors.csv")
-    assert {"crack", "solder bridge", "dark area"} <= set(anchors["term"])  # domain terms always compete
+    # domain terms always compete: with the few nouns a random tiny model selects here, they reach the top 10
+    assert {"crack", "solder bridge", "dark area"} <= set(anchors["term"])
     run = json.loads((out / "run.json").read_text())
     assert run["params"]["mode"] == "trained" and run["params"]["model"]["checkpoint"] == str(tiny_checkpoint)
     assert {"scan_images", "embed_images", "embed_vocabulary", "tac_train"} <= set(run["seconds"])

@@ -19,10 +19,11 @@ def elpv_paths(elpv_images):
 
 @pytest.fixture
 def count_forward(tiny_model, monkeypatch):
-    """Counts the images that go through the tiny model's image tower."""
+    """Counts the images that go through the tiny model's image tower (in whichever precision)."""
     seen = []
-    original = tiny_model.model.encode_image
-    monkeypatch.setattr(tiny_model.model, "encode_image", lambda images: seen.append(len(images)) or original(images))
+    original = image_encoding._encode_batch
+    monkeypatch.setattr(image_encoding, "_encode_batch",
+                        lambda loaded, images, *args: seen.append(len(images)) or original(loaded, images, *args))
     return seen
 
 

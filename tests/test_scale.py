@@ -188,12 +188,12 @@ def test_an_empty_thumbnail_is_made_again(tiny_model, elpv_images, tmp_path):
 
 def test_cpu_micro_batches_give_the_same_vectors(tiny_model, elpv_images, monkeypatch):
     paths = sorted(elpv_images.glob("*.png"))[:10]
-    whole = image_encoding.encode_images(tiny_model, paths, batch_size=10, num_workers=0).embeddings
+    whole = image_encoding.encode_images(tiny_model, paths, batch_size=10, num_workers=0, precision="fp32").embeddings
     seen = []
     original = tiny_model.model.encode_image
     monkeypatch.setattr(tiny_model.model, "encode_image", lambda images: seen.append(len(images)) or original(images))
     monkeypatch.setattr(image_encoding, "CPU_MICRO_BATCH", 4)
-    split = image_encoding.encode_images(tiny_model, paths, batch_size=10, num_workers=0).embeddings
+    split = image_encoding.encode_images(tiny_model, paths, batch_size=10, num_workers=0, precision="fp32").embeddings
     assert seen == [4, 4, 2]
     np.testing.assert_allclose(split, whole, atol=1e-5)
 
@@ -277,11 +277,15 @@ def test_bf16_image_tower_is_close_to_fp32_and_chosen_by_name_or_environment(tin
 
     paths = sorted(elpv_images.glob("*.png"))[:6]
     fp32 = image_encoding.encode_images(tiny_model, paths, num_workers=0, precision="fp32").embeddings
-    default = image_encoding.encode_images(tiny_model, paths, num_workers=0).embeddings
-    np.testing.assert_allclose(default, fp32, atol=1e-6)  # "auto" on the CPU is fp32
     bf16 = image_encoding.encode_images(tiny_model, paths, num_workers=0, precision="bf16").embeddings
     assert np.abs(bf16 - fp32).max() < 3e-2 and not np.array_equal(bf16, fp32)
     np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1, atol=1e-5)
+    for amx, expected in ((False, fp32), (True, bf16)):  # "auto" on the CPU: bf16 only where AMX makes it fast
+        monkeypatch.setattr(image_encoding, "cpu_has_amx", lambda amx=amx: amx)
+        default = image_encoding.encode_images(tiny_model, paths, num_workers=0).embeddings
+        np.testing.assert_array_equal(default, expected)
+    monkeypatch.setenv(image_encoding.PRECISION_ENV, "fp32")  # the environment overrides "auto"
+    np.testing.assert_array_equal(image_encoding.encode_images(tiny_model, paths, num_workers=0).embeddings, fp32)
     monkeypatch.setenv(image_encoding.PRECISION_ENV, "bf16")
     np.testing.assert_array_equal(image_encoding.encode_images(tiny_model, paths, num_workers=0).embeddings, bf16)
     monkeypatch.setenv(image_encoding.PRECISION_ENV, "fp8")

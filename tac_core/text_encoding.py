@@ -116,20 +116,35 @@ def _encode_chunk(
     else:
         order = torch.arange(len(texts))
     batches = []  # kept on the device until the chunk ends: no GPU sync per batch
-    for done in range(0, len(texts), batch_size):
+    done = 0
+    while done < len(texts):
         check_cancel(cancel)
-        rows = order[done:done + batch_size]
+        rows = order[done:done + (_batch_rows(positions, order, done, batch_size, tokens.shape[1], device)
+                                  if truncate else batch_size)]
         with inference_context(device):
             if truncate:
                 features = _encode_truncated(model, tokens[rows], positions[rows], device)
             else:
                 features = model.encode_text(tokens[rows].to(device))
             batches.append(F.normalize(features.float(), dim=-1))
-        on_progress(done + len(rows))
+        done += len(rows)
+        on_progress(done)
     out = np.empty((len(texts), loaded.embed_dim), dtype=np.float32)
     if batches:
         out[order.numpy()] = torch.cat(batches).cpu().numpy()
     return out
+
+
+def _batch_rows(positions: torch.Tensor, order: torch.Tensor, done: int, batch_size: int, full_length: int,
+                device: torch.device) -> int:
+    """Rows in the next truncated batch: ``batch_size``, or on a GPU as many short prompts as fit the tokens of
+    ``batch_size`` full-length rows (at most 16×). A GPU runs short batches below its capacity: 2,048-4,096
+    prompts of 6-19 tokens went 1.4× faster than 512 on an H200. A CPU is not faster with larger batches."""
+    if device.type == "cpu":
+        return batch_size
+    sorted_lengths = positions[order[done:done + 16 * batch_size]] + 1  # ascending: ``order`` sorts them
+    fits = torch.arange(1, len(sorted_lengths) + 1) * sorted_lengths <= batch_size * full_length
+    return max(batch_size, int(fits.sum()))
 
 
 def vocabulary_tokens(tokenizer, names: list[str], templates: tuple[str, ...]) -> torch.Tensor:

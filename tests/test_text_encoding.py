@@ -47,6 +47,27 @@ def test_fast_encoding_equals_stock_encode_text_vit_b32():
     assert np.abs(fast - _stock(loaded, prompts)).max() < 1e-4
 
 
+def test_gpu_batches_hold_more_short_prompts_and_give_the_same_vectors(tiny_model, monkeypatch):
+    positions = torch.tensor([5, 5, 5, 5, 8, 8, 20, 76, 76])  # the pooled positions, sorted
+    order = torch.arange(len(positions))
+    gpu = torch.device("cuda")
+    assert text_encoding._batch_rows(positions, order, 0, 2, 77, torch.device("cpu")) == 2
+    assert text_encoding._batch_rows(positions, order, 0, 2, 77, gpu) == 7  # 7 rows × 21 tokens <= 2 × 77
+    assert text_encoding._batch_rows(positions, order, 7, 2, 77, gpu) == 2  # never fewer than batch_size
+
+    sizes = []
+    as_on_a_gpu = text_encoding._batch_rows
+
+    def spy(positions, order, done, batch_size, full_length, device):
+        sizes.append(as_on_a_gpu(positions, order, done, batch_size, full_length, gpu))
+        return sizes[-1]
+
+    monkeypatch.setattr(text_encoding, "_batch_rows", spy)
+    fast = encode_texts(tiny_model, PROMPTS, batch_size=2)
+    assert max(sizes) > 2 and sum(sizes) == len(PROMPTS)
+    assert np.abs(fast - _stock(tiny_model, PROMPTS)).max() < 1e-4
+
+
 def test_towers_that_cannot_be_truncated_use_encode_text(tiny_model, monkeypatch):
     model = copy.deepcopy(tiny_model.model)
     model.text_pool_type = "last"  # pools the last of 77 positions: padding matters

@@ -27,6 +27,7 @@ Tests and debugging can run jobs inside the calling process: set ``TAC_STUDIO_JO
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -283,6 +284,8 @@ def run_job(workspace_path: str | os.PathLike, run_id: int, cancel: Optional[Can
             print(f"run {run_id} done", flush=True)
             return "done"
         except Cancelled:
+            with contextlib.suppress(Exception):  # the stages as far as they got (the throttle may hold the last)
+                reporter.flush()
             _finish(workspace, run_id, "cancelled", "cancelled by the user; run it again to continue (finished "
                                                     "embeddings are kept)")
             return "cancelled"

@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
-# TAC Studio GPU check (issue #6): the performance bench's rows on CUDA and the GPU tests, in under 4 minutes
-# on one H100. Run from the repository root of a copy of the working tree on the GPU machine:
+# TAC Studio GPU check (issue #6): the performance bench's rows on CUDA and the GPU tests, in under 9 minutes
+# on one H100 or H200. Run from the repository root of a copy of the working tree on the GPU machine:
 #
 #     bash bench/gpu_check.sh
 #
 # Packages the machine lacks are installed from wheels carried in .whl/ (pip --no-index; see README,
 # "Benchmarks", for the list). elpv images: the elpv-dataset package when installed, else the PNGs in
 # .elpv/ (a few hundred are enough: the bench cycles them to 1,000 paths). Results in $OUT (default
-# /tmp/tac-gpu-check): bench.txt/.json/.log (phase 1), pytest.txt, bench-scale.txt/.json/.log (phase 2).
-# Phase 2 (free TAC at 200k and 1,000,000 images) runs with the time left; each step has its own timeout,
-# so a slow step never takes the others' time, and a stopped phase still shows the rows it finished.
+# /tmp/tac-gpu-check): <step>.txt/.json/.log for the steps text, images, tac-50k and tac-scale (free TAC at
+# 200k and 1,000,000 images), and pytest.txt. Each step has its own time limit (GPU_CHECK_SECONDS, default
+# 540, bounds them all), so a slow step never takes the others' time, and a stopped step still shows the
+# rows it finished. GPU_CHECK_STEPS (a comma list of text, images, tac-50k, tests, tac-scale) runs a subset.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${OUT:-/tmp/tac-gpu-check}
-LIMIT=${GPU_CHECK_SECONDS:-235}
+LIMIT=${GPU_CHECK_SECONDS:-540}
+STEPS=,${GPU_CHECK_STEPS:-text,images,tac-50k,tests,tac-scale},
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 
 if [ -d .whl ]; then
   echo "== installing missing packages from .whl/"
   for pkg in torchvision open_clip_torch ftfy wcwidth regex timm safetensors huggingface_hub tqdm pandas scipy \
-             scikit-learn pillow pytest pytest-timeout elpv-dataset; do
+             scikit-learn pillow pytest pytest-timeout; do
     mod=$(echo "$pkg" | sed 's/open_clip_torch/open_clip/; s/scikit-learn/sklearn/; s/pillow/PIL/;
                              s/pytest-timeout/pytest_timeout/; s/elpv-dataset/elpv_dataset/; s/-/_/g')
     $PY -c "import $mod" 2>/dev/null || $PY -m pip install --no-index --find-links .whl --quiet \
@@ -40,23 +42,26 @@ fi
 ONLY=text,images,tac
 if [ ${#IMAGE_ARGS[@]} -eq 0 ] && ! $PY -c "import elpv_dataset" 2>/dev/null; then ONLY=text,tac; fi
 
-echo "== phase 1: text, images, TAC free and trained at 50k on CUDA ($SECONDS s so far)"
-timeout $((LIMIT - 110 - SECONDS > 60 ? LIMIT - 110 - SECONDS : 60)) $PY -m bench --device cuda --only "$ONLY" \
-    --sizes 50000 --trained-sizes 50000 --images 1000 --rounds 1 ${IMAGE_ARGS[@]+"${IMAGE_ARGS[@]}"} \
-    --json "$OUT/bench.json" 2> "$OUT/bench.log" | tee "$OUT/bench.txt"
-[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "phase 1 stopped (rows so far below)"; grep -a "\] .*\[cuda\]" "$OUT/bench.log"; }
+# step NAME SECONDS ARGS...: one bench run with its own time limit; a stopped step still shows its finished rows
+step() {
+  local name=$1 seconds=$2; shift 2
+  case $STEPS in *,$name,*) ;; *) return ;; esac
+  local left=$((LIMIT - SECONDS))
+  [ "$seconds" -gt "$left" ] && seconds=$left
+  if [ "$seconds" -lt 20 ]; then echo "== $name skipped: only $left s left"; return; fi
+  echo "== $name (limit $seconds s; $SECONDS s so far)"
+  timeout "$seconds" $PY -m bench --device cuda "$@" --json "$OUT/$name.json" 2> "$OUT/$name.log" | tee "$OUT/$name.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "$name stopped (rows so far below)"; grep -a "\] .*\[cuda\]" "$OUT/$name.log"; }
+}
 
-echo "== GPU tests ($SECONDS s so far)"
-timeout $((LIMIT - 75 - SECONDS > 25 ? LIMIT - 75 - SECONDS : 25)) $PY -m pytest -q -p no:cacheprovider \
-    tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/pytest.txt"
+step text 60 --only text --rounds 1
+if [ "$ONLY" = text,images,tac ]; then step images 60 --only images --images 1000 --rounds 1 ${IMAGE_ARGS[@]+"${IMAGE_ARGS[@]}"}; fi
+step tac-50k 150 --only tac --sizes 50000 --trained-sizes 50000 --budget 40
 
-LEFT=$((LIMIT - SECONDS))
-if [ "$LEFT" -ge 40 ]; then
-  echo "== phase 2: TAC free at 200k (with the reference) and 1,000,000 images (engine only) ($LEFT s left)"
-  timeout "$LEFT" $PY -m bench --device cuda --only tac --sizes 200000,1000000 --trained-sizes none \
-      --reference-max 200000 --json "$OUT/bench-scale.json" 2> "$OUT/bench-scale.log" | tee "$OUT/bench-scale.txt"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "phase 2 stopped (rows so far below)"; grep -a "\] .*\[cuda\]" "$OUT/bench-scale.log"; }
-else
-  echo "== phase 2 (200k, 1,000,000 images) skipped: only $LEFT s left"
-fi
+case $STEPS in *,tests,*)
+  echo "== GPU tests ($SECONDS s so far)"
+  timeout 60 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/pytest.txt" ;;
+esac
+
+step tac-scale 200 --only tac --sizes 200000,1000000 --trained-sizes none --reference-max 200000
 echo "== done in $SECONDS s"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import platform
 import time
 from dataclasses import dataclass, field

@@ -70,3 +70,29 @@ def textile_images(tmp_path_factory) -> Path:
             with importlib.resources.as_file(source / label / name) as path:
                 shutil.copy(path, folder / label / name)
     return folder
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The app (pages through AppTest, with jobs run in-process)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_data(tmp_path, monkeypatch) -> Path:
+    """The app's data folder, with runs inline and no folder restriction; afterwards the app's cached workspace
+    handles are dropped and their files closed."""
+    import gc
+
+    import streamlit as st
+
+    from tac_core import ingest, jobs
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("TAC_STUDIO_DATA", str(data))
+    monkeypatch.setenv(jobs.INLINE_ENV, "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv(ingest.ALLOWED_ROOTS_ENV, raising=False)
+    yield data
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    gc.collect()

@@ -23,13 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def data(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "data"
-    monkeypatch.setenv("TAC_STUDIO_DATA", str(folder))
-    monkeypatch.setenv(jobs.INLINE_ENV, "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv(ingest.ALLOWED_ROOTS_ENV, raising=False)
-    return folder
+def data(app_data) -> Path:
+    return app_data
 
 
 def app(page: str | None = None, workspace=None) -> AppTest:

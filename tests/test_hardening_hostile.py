@@ -10,19 +10,17 @@ metrics, toasts) it must arrive escaped, and no element may allow raw HTML.
 """
 from __future__ import annotations
 
-import gc
 import json
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from bad_inputs import encode, pattern
 from review_workspace import planted_arrays
-from tac_core import ingest, jobs, vocab_spec
+from tac_core import ingest, vocab_spec
 from tac_core.errors import InvalidInputError
 from tac_core.workspace import create_workspace
 
@@ -53,13 +51,9 @@ UNSHOWN_FIELDS = {"id", "form_id", "query_param_key", "url", "page", "page_scrip
 
 # -- the workspace ---------------------------------------------------------------------------------------
 @pytest.fixture
-def hostile(tmp_path, monkeypatch, elpv_images):
+def hostile(tmp_path, app_data, elpv_images):
     """A workspace where every user text is hostile: its name, a vocabulary set and a domain term, file names
     (usable, duplicate and skipped), and a finished run with a hostile cluster name and anchor term."""
-    data = tmp_path / "data"
-    monkeypatch.setenv("TAC_STUDIO_DATA", str(data))
-    monkeypatch.setenv(jobs.INLINE_ENV, "1")
-    monkeypatch.delenv(ingest.ALLOWED_ROOTS_ENV, raising=False)
     folder = tmp_path / "share"
     folder.mkdir()
     for path in sorted(elpv_images.iterdir())[:8]:
@@ -67,7 +61,7 @@ def hostile(tmp_path, monkeypatch, elpv_images):
     (folder / FILE_NAME).write_bytes(encode(pattern((40, 30), 301), "PNG"))
     (folder / f"zz {FILE_NAME}").write_bytes(encode(pattern((40, 30), 301), "PNG"))  # a duplicate of it
     (folder / SKIPPED_NAME).write_text("not an image")
-    ws = create_workspace(WORKSPACE_NAME, data)
+    ws = create_workspace(WORKSPACE_NAME, app_data)
     report = ingest.add_folder(ws, folder)
     assert (report.added, report.duplicates, report.skipped) == (9, 1, 1)
     spec = {**vocab_spec.default_spec(), "wordnet": False, "domain_terms": [{"term": TERM, "note": EVIL}]}
@@ -81,9 +75,6 @@ def hostile(tmp_path, monkeypatch, elpv_images):
                        arrays=arrays, cluster_names=[CLUSTER_NAME, "plain", f"={EVIL}"])
     yield ws, run_id
     ws.close()
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    gc.collect()
 
 
 def open_page(name: str, ws, run_id: int) -> AppTest:
@@ -234,17 +225,6 @@ def test_uploaded_names_never_write_outside_the_workspace(tmp_path):
     assert {"nulbyte.png", "%2e%2e/encoded.png", "_CON.png", "tab_name.png", "folder/ok.png"} <= ok
     assert "x" * 251 + ".png" in ok  # cut to 255 bytes, extension kept
     ws.close()
-
-
-@pytest.fixture
-def app_data(tmp_path, monkeypatch):
-    """The app's data folder; afterwards the app's cached workspace handles are dropped and their files closed."""
-    data = tmp_path / "data"
-    monkeypatch.setenv("TAC_STUDIO_DATA", str(data))
-    yield data
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    gc.collect()
 
 
 def test_server_folders_are_restricted_to_the_allowed_roots_on_the_page(tmp_path, monkeypatch, app_data):

@@ -9,7 +9,6 @@ let the interrupted step run again. The table of cases is in docs/HARDENING.md.
 from __future__ import annotations
 
 import csv
-import gc
 import io
 import os
 import select
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -367,17 +365,6 @@ def test_two_review_processes_at_once_one_killed_lose_no_acknowledged_edit(tmp_p
         last_a = max(i for i in range(len(stored["A"])) if i % 3 == 0)
         assert session.state.names[0] == f"A {last_a}"
         session.rename(2, "after the crash")
-
-
-@pytest.fixture
-def app_data(tmp_path, monkeypatch):
-    """The app's data folder; afterwards the app's cached workspace handles are dropped and their files closed."""
-    data = tmp_path / "data"
-    monkeypatch.setenv("TAC_STUDIO_DATA", str(data))
-    yield data
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    gc.collect()
 
 
 def test_two_browser_sessions_edit_one_vocabulary_set(app_data):

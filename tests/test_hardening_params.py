@@ -2,12 +2,10 @@
 CLI, job and page level, and nothing is half-written. The table of cases is in docs/HARDENING.md."""
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from bad_inputs import encode, pattern
@@ -85,6 +83,9 @@ def test_engine_k_equal_to_the_number_of_images_gives_singletons():
     ("nul.csv", b"term\ncr\x00ack\n", InvalidInputError, "control character U\\+0000|not a readable CSV"),
     ("quote.csv", b'term\n"crack\nstain\n', InvalidInputError, "control character U\\+000A"),
     ("terms.xlsx", b"PK\x03\x04", InvalidInputError, "must come from a .txt file"),
+    ("terms.json", b"[]", InvalidInputError, "terms.json.*.txt.*.csv"),
+    ("header.csv", b"term,note\n", EmptyInputError, "header.csv.*no terms"),
+    ("blank.csv", b"term,note\n,orphan note\n", InvalidInputError, "line 2 of blank.csv is empty"),
 ])
 def test_bad_term_files_are_refused_with_the_file_and_line(tmp_path, name, data, error, message):
     path = tmp_path / name
@@ -221,19 +222,6 @@ def test_cli_refuses_bad_values_in_one_line_and_writes_nothing(args, message, cl
 
 
 # -- jobs and pages ---------------------------------------------------------------------------------------
-@pytest.fixture
-def data(tmp_path, monkeypatch):
-    folder = tmp_path / "data"
-    monkeypatch.setenv("TAC_STUDIO_DATA", str(folder))
-    monkeypatch.setenv(jobs.INLINE_ENV, "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv(ingest.ALLOWED_ROOTS_ENV, raising=False)
-    yield folder
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    gc.collect()
-
-
 def tiny_params(tiny_model_config, tiny_checkpoint, **changes) -> dict:
     options = dict(model={"name": str(tiny_model_config), "checkpoint": str(tiny_checkpoint)}, vocab_set="s",
                    vocab_spec={"wordnet": False, "domain_terms": ["crack", "stain", "scratch"], "templates": "photo1"},
@@ -262,9 +250,9 @@ def few_images(ws, folder: Path, n: int) -> None:
     ({"vocab_spec": {"domain_terms": ["ok", "a\x1bb"]}}, InvalidInputError, "domain term 2 .*control character"),
     ({"model": {"name": ""}}, InvalidInputError, "empty"),
 ])
-def test_a_run_with_a_bad_value_is_refused_before_it_exists(data, tmp_path, tiny_model_config, tiny_checkpoint,
+def test_a_run_with_a_bad_value_is_refused_before_it_exists(app_data, tmp_path, tiny_model_config, tiny_checkpoint,
                                                             changes, error, message):
-    ws = create_workspace("params", data)
+    ws = create_workspace("params", app_data)
     few_images(ws, tmp_path / "imgs", 4)
     with pytest.raises(error, match=message):
         jobs.start_run(ws, jobs.make_params(**tiny_params(tiny_model_config, tiny_checkpoint, **changes)))
@@ -272,9 +260,9 @@ def test_a_run_with_a_bad_value_is_refused_before_it_exists(data, tmp_path, tiny
     ws.close()
 
 
-def test_a_run_with_k_equal_to_the_number_of_images_and_duplicate_terms_works(data, tmp_path, tiny_model_config,
+def test_a_run_with_k_equal_to_the_number_of_images_and_duplicate_terms_works(app_data, tmp_path, tiny_model_config,
                                                                               tiny_checkpoint):
-    ws = create_workspace("params", data)
+    ws = create_workspace("params", app_data)
     few_images(ws, tmp_path / "imgs", 4)
     spec = {"wordnet": False, "domain_terms": ["crack", "Crack", "crack ", "stain"], "templates": "photo1"}
     run_id = jobs.start_run(ws, jobs.make_params(**tiny_params(tiny_model_config, tiny_checkpoint, n_clusters=4,
@@ -306,8 +294,8 @@ def errors(at: AppTest) -> list[str]:
     return [e.value.replace("\\", "") for e in at.error]
 
 
-def test_cluster_page_refuses_a_vocabulary_set_with_every_term_off(data, tmp_path):
-    ws = create_workspace("page", data)
+def test_cluster_page_refuses_a_vocabulary_set_with_every_term_off(app_data, tmp_path):
+    ws = create_workspace("page", app_data)
     few_images(ws, tmp_path / "imgs", 4)
     ws.save_vocab_set("all off", {**vocab_spec.default_spec(), "wordnet": False, "domain_terms": ["dent"],
                                   "disabled": ["dent"]})
@@ -319,8 +307,8 @@ def test_cluster_page_refuses_a_vocabulary_set_with_every_term_off(data, tmp_pat
     ws.close()
 
 
-def test_cluster_page_with_one_image_says_what_is_needed(data, tmp_path):
-    ws = create_workspace("one", data)
+def test_cluster_page_with_one_image_says_what_is_needed(app_data, tmp_path):
+    ws = create_workspace("one", app_data)
     few_images(ws, tmp_path / "imgs", 1)
     at = open_page("pages/3_Cluster.py", ws)
     assert any("needs at least 2 usable images" in w.value for w in at.warning)
@@ -328,8 +316,8 @@ def test_cluster_page_with_one_image_says_what_is_needed(data, tmp_path):
     ws.close()
 
 
-def test_vocabulary_page_refuses_bad_terms_and_keeps_duplicates_once(data):
-    ws = create_workspace("vocab", data)
+def test_vocabulary_page_refuses_bad_terms_and_keeps_duplicates_once(app_data):
+    ws = create_workspace("vocab", app_data)
     at = open_page("pages/2_Vocabulary.py", ws)
 
     def add(term: str) -> AppTest:
@@ -355,7 +343,7 @@ def test_vocabulary_page_refuses_bad_terms_and_keeps_duplicates_once(data):
     ws.close()
 
 
-def test_weights_that_do_not_fit_the_model_are_refused_by_name(tmp_path, tiny_model_config, data):
+def test_weights_that_do_not_fit_the_model_are_refused_by_name(tmp_path, tiny_model_config, app_data):
     """A checkpoint of another architecture (its embeddings would have another dimension) or a file that is no
     checkpoint at all: the job fails at once with the file named, nothing is stored."""
     import json
@@ -369,7 +357,7 @@ def test_weights_that_do_not_fit_the_model_are_refused_by_name(tmp_path, tiny_mo
                               tmp_path / "other.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"<html>404</html>")
-    ws = create_workspace("weights", data)
+    ws = create_workspace("weights", app_data)
     few_images(ws, tmp_path / "imgs", 4)
     for checkpoint, message in ((foreign, "does not fit the architecture"), (junk, "could not be read")):
         run_id = jobs.start_run(ws, jobs.make_params(**tiny_params(tiny_model_config, checkpoint)))

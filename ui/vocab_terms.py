@@ -17,8 +17,8 @@ from ui import model_picker, widgets
 
 MAX_ROWS = 300
 SHOW = {"all": "all terms", "on": "switched on", "off": "switched off", "domain": "domain terms"}
-CPU_SENTENCES_PER_CORE_S = 30  # measured: ViT-B-32 text tower, 2 cores of this project's CI box ≈ 60/s
-GPU_SENTENCES_S = 4000  # a rough guess for a recent GPU; measure to be sure
+CPU_SENTENCES_PER_CORE_S = 75  # measured: ViT-B-32's text tower, exact fast path, 2 cores ≈ 150/s (python -m bench)
+GPU_SENTENCES_S = 30000  # an H200 did 65,000-100,000/s; a workstation GPU does less: measure to be sure
 
 
 @st.cache_data(max_entries=6, show_spinner="Building the term list …")
@@ -128,9 +128,9 @@ def cost_section(edit, active: list[str]) -> None:
     st.markdown(f"About **{_duration(seconds)}** once ({missing:,} terms × {n_prompts} prompts at ~{rate:,.0f} "
                 f"prompts/s, {widgets.esc(source)}).")
     if seconds > 1800:
-        st.warning("That is long. The full WordNet with the paper's 7 prompts takes hours on a CPU with ViT-B-32 (about "
-                   "60 prompts/s on 2 cores) and minutes on a GPU. To cut it: choose tac3 or photo1 templates, keep "
-                   "only some WordNet categories (e.g. noun.artifact, noun.state), or run on a GPU.")
+        st.warning("That is long. The full WordNet with the paper's 7 prompts takes about an hour on a 2-core CPU with "
+                   "ViT-B-32 (about 150 prompts/s) and seconds to minutes on a GPU. To cut it: choose tac3 or photo1 "
+                   "templates, keep only some WordNet categories (e.g. noun.artifact, noun.state), or run on a GPU.")
     if st.button("Measure encoding speed", help="Loads the model here and encodes 32 terms to time it."):
         with st.spinner("Measuring …"):
             ok, measured = widgets.attempt(lambda: _measure(model, templates, device, active[:32]),

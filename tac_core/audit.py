@@ -43,6 +43,7 @@ import torch
 
 from .errors import InvalidInputError
 from .neighbors import approximate_knn, use_approximate
+from .numerics import unit_rows_array
 
 SIGNALS = ("low_confidence", "cross_modal", "neighbours", "atypicality", "duplicates")
 DEFAULT_WEIGHTS = {"low_confidence": 1.0, "cross_modal": 1.0, "neighbours": 0.1, "atypicality": 0.1,
@@ -109,19 +110,6 @@ class AuditResult:
         return pd.DataFrame(data).sort_values("rank", kind="stable").reset_index(drop=True)
 
 
-@dataclass
-class ContactSheet:
-    typical: np.ndarray  # closest to the centre, best first
-    boundary: np.ndarray  # smallest margin to another centre, closest call first
-    farthest: np.ndarray  # farthest from the centre, farthest first
-
-
-def _unit(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float32)
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
-    return a / np.where(norms > 0, norms, 1)
-
-
 def _softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -177,7 +165,7 @@ def _check(image_embeddings, counterparts, labels):
                                 "must describe the same samples (n × d, n × d, n).")
     if (labels < -1).any():
         raise InvalidInputError("labels must be cluster ids ≥ 0, or −1 for an excluded image.")
-    return _unit(x), _unit(t), labels
+    return unit_rows_array(x), unit_rows_array(t), labels
 
 
 def audit(image_embeddings, counterparts, labels, cluster_centers=None, *, probabilities=None,
@@ -218,7 +206,7 @@ def audit(image_embeddings, counterparts, labels, cluster_centers=None, *, proba
         empty_rows = np.linalg.norm(centers[:n_ids], axis=1) == 0
         centers[:n_ids][empty_rows] = means[empty_rows]  # a cluster made by an edit has no centre yet
     alive = (np.linalg.norm(centers, axis=1) > 0) & (np.bincount(labels[valid], minlength=len(centers)) > 0)
-    temperature = _calibrate(x, _unit(centers[:, :d]), labels, alive)
+    temperature = _calibrate(x, unit_rows_array(centers[:, :d]), labels, alive)
     v = _centre_views(x, t, np.where(valid, labels, 0), centers, alive, probabilities, text_probabilities,
                       temperature)
     low_conf = np.clip((1 - v["confidence"]) / (1 - 1 / max(2, int(alive.sum()))), 0, 1)
@@ -322,7 +310,7 @@ def _unit_means(x: np.ndarray, t: np.ndarray, labels: np.ndarray, n_ids: int) ->
         sl = slice(start, start + CHUNK_ROWS)
         keep = labels[sl] >= 0
         np.add.at(sums, labels[sl][keep], np.concatenate([x[sl], t[sl]], axis=1)[keep].astype(np.float64))
-    return _unit(sums)
+    return unit_rows_array(sums)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -356,8 +344,8 @@ def _centre_views(x, t, own, centers, alive, probabilities, text_probabilities, 
     choice, and the image / text views (p(own) of the image view, each view's cluster)."""
     n, d = x.shape
     trained = probabilities is not None
-    c_all = _unit(centers)
-    c_img, c_txt = _unit(centers[:, :d]), _unit(centers[:, d:])
+    c_all = unit_rows_array(centers)
+    c_img, c_txt = unit_rows_array(centers[:, :d]), unit_rows_array(centers[:, d:])
     out = {key: np.empty(n, np.float32) for key in ("own_sim", "confidence", "margin", "image_own")}
     out.update({key: np.empty(n, np.int64) for key in ("second", "image_view", "text_view")})
     dead = np.where(alive, 0.0, -np.inf).astype(np.float32)
@@ -420,33 +408,3 @@ def audit_tac(model, image_embeddings, labels=None, **kwargs) -> AuditResult:
         kwargs.setdefault("text_probabilities", model.text_probabilities_)
     centers = None if edited else model.cluster_centers_
     return audit(image_embeddings, model.counterparts_, labels, centers, **kwargs)
-
-
-def contact_sheet(labels, cluster: int, features, centers, n: int = 8) -> ContactSheet:
-    """Indices for a cluster's contact sheet: its ``n`` most typical members (closest to the centre), the
-    ``n`` nearest the boundary (smallest margin to another centre) and the ``n`` farthest from the centre.
-
-    ``features`` and ``centers`` must live in the same space (e.g. [x, t] with ``TAC.cluster_centers_``).
-    An image appears in one list only: typical first, then boundary, then farthest.
-    """
-    labels = np.asarray(labels)
-    features, centers = np.asarray(features, dtype=np.float32), np.asarray(centers, dtype=np.float32)
-    if features.ndim != 2 or centers.ndim != 2 or features.shape[1] != centers.shape[1]:
-        raise InvalidInputError(f"features {features.shape} and centers {centers.shape} must have the same columns.")
-    if not 0 <= cluster < len(centers):
-        raise InvalidInputError(f"cluster {cluster} has no centre (there are {len(centers)}).")
-    members = np.flatnonzero(labels == cluster)
-    empty = np.zeros(0, np.int64)
-    if len(members) == 0:
-        return ContactSheet(empty, empty, empty)
-    sims = _unit(features[members]) @ _unit(centers).T
-    sims[:, np.linalg.norm(centers, axis=1) == 0] = -np.inf
-    own = sims[:, cluster].copy()
-    sims[:, cluster] = -np.inf
-    gap = own - sims.max(axis=1) if len(centers) > 1 else own
-    typical = members[np.argsort(-own, kind="stable")[:n]]
-    shown = set(typical.tolist())
-    boundary = np.array([m for m in members[np.argsort(gap, kind="stable")] if m not in shown][:n], np.int64)
-    shown |= set(boundary.tolist())
-    farthest = np.array([m for m in members[np.argsort(own, kind="stable")] if m not in shown][:n], np.int64)
-    return ContactSheet(typical, boundary, farthest)

@@ -31,6 +31,13 @@ def unit_rows(x: torch.Tensor) -> torch.Tensor:
     return normalize_rows(x)
 
 
+def unit_rows_array(a: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to unit length; all-zero rows stay zero."""
+    a = np.asarray(a, dtype=np.float32)
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    return a / np.where(norms > 0, norms, 1)
+
+
 @contextlib.contextmanager
 def flush_denormals() -> Iterator[None]:
     """Treat subnormal floats as zero on the CPU while inside the block.

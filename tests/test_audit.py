@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import tac_core.audit as audit_module
-from tac_core.audit import SIGNALS, _neighbour_pass, audit, audit_tac, contact_sheet
+from tac_core.audit import SIGNALS, _neighbour_pass, audit, audit_tac
+from tac_core.contact_sheet import contact_sheet
 from tac_core.errors import InvalidInputError
 from tac_core.synthetic import make_clip_like_bed
 from tac_core.tac import TAC

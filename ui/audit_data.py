@@ -23,7 +23,8 @@ from typing import Optional
 import numpy as np
 import streamlit as st
 
-from tac_core.audit import audit, contact_sheet
+from tac_core.audit import audit
+from tac_core.contact_sheet import contact_sheet
 from tac_core.numerics import cluster_unit_means
 from tac_core.review import ReviewSession
 from tac_core.workspace import Workspace

@@ -98,7 +98,7 @@ def embed_images(
     )
     embeddings[readable] = result.embeddings
     failed.update((readable[index], reason) for index, reason in result.failed.items())
-    return ImageEncodingResult(embeddings, dict(sorted(failed.items())))
+    return ImageEncodingResult(embeddings, dict(sorted(failed.items())), result.precision)
 
 
 def embed_vocabulary(

@@ -58,6 +58,7 @@ class ImageEncodingResult:
 
     embeddings: np.ndarray
     failed: dict[int, str]
+    precision: Optional[str] = None  # what encoded the new vectors (fp32, bf16, fp16); None: nothing was encoded
 
     @property
     def ok(self) -> np.ndarray:
@@ -167,7 +168,9 @@ def encode_images(
         report(progress, STAGE, done, len(paths))
     for index in failed:
         embeddings[index] = np.nan  # a failed thumbnail of a cached image still marks the file as failed
-    return ImageEncodingResult(embeddings, dict(sorted(failed.items())))
+    used = ({"auto": "fp16" if device.type == "cuda" else "fp32"}.get(precision, precision)
+            if any(item.embed for item in work) else None)
+    return ImageEncodingResult(embeddings, dict(sorted(failed.items())), used)
 
 
 def resolve_precision(precision: str, loaded: Optional[LoadedModel] = None) -> str:

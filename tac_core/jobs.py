@@ -414,7 +414,7 @@ def _compute(workspace: Workspace, run_id: int, params: dict, progress: _Reporte
         "n_domain_terms": int(vocab.is_domain.sum()), "vocabulary_fingerprint": vocab.fingerprint(),
         "selected_terms": [names[i] for i in model.selected_indices_], "n_text_terms": int(len(model.text_indices_)),
         "n_semantic_centers": int(model.n_centers_), "tau": float(model.tau), "model_identity": spec.identity(),
-        "device": device,
+        "device": device, "image_precision": embedded.precision,
         "devices_detected": describe_devices(), "k_suggestion": suggestion,
         "seconds": {k: round(s, 3) for k, s in timings.items()}, "versions": package_versions()})
     progress.flush()

@@ -71,6 +71,7 @@ def test_cached_images_are_not_decoded_or_encoded(tiny_model, elpv_paths, tmp_pa
     again = encode_images(tiny_model, elpv_paths, keys, store=store, num_workers=0)
     assert count_forward == [10, 10, 4]
     np.testing.assert_array_equal(again.embeddings, first.embeddings)
+    assert first.precision in ("fp32", "bf16") and again.precision is None  # nothing encoded the second time
 
 
 def test_duplicate_files_are_encoded_once(tiny_model, elpv_paths, tmp_path, count_forward):
@@ -116,6 +117,7 @@ def test_embed_images_reruns_cost_no_model_work(tiny_spec, tiny_model, elpv_path
     again = embed_images(tiny_spec, elpv_paths[::-1], keys[::-1], tmp_path / "cache", thumbnails_dir=thumbs)
     np.testing.assert_array_equal(again.embeddings, first.embeddings[::-1])
     assert sum(count_forward) == len(elpv_paths)
+    assert first.precision in ("fp32", "bf16") and again.precision is None
 
 
 def test_embed_images_reports_unreadable_files(tiny_model, elpv_paths, tmp_path):

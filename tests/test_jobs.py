@@ -84,6 +84,7 @@ def test_a_job_subprocess_computes_and_stores_everything(workspace, tiny_model_c
     summary = jobs.read_summary(workspace, run_id)
     assert summary["n_images"] == 24 and summary["failed_images"] == [] and summary["selected_terms"]
     assert summary["k_suggestion"]["best_k"] in (2, 3, 4)
+    assert summary["image_precision"] in ("fp32", "bf16")
     assert "run 1 done" in jobs.log_tail(workspace, run_id)
     print(f"24-image tiny-model run through a subprocess: {seconds:.1f} s")
 

@@ -280,10 +280,11 @@ def test_bf16_image_tower_is_close_to_fp32_and_chosen_by_name_or_environment(tin
     bf16 = image_encoding.encode_images(tiny_model, paths, num_workers=0, precision="bf16").embeddings
     assert np.abs(bf16 - fp32).max() < 3e-2 and not np.array_equal(bf16, fp32)
     np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1, atol=1e-5)
-    for amx, expected in ((False, fp32), (True, bf16)):  # "auto" on the CPU: bf16 only where AMX makes it fast
-        monkeypatch.setattr(image_encoding, "cpu_has_amx", lambda amx=amx: amx)
-        default = image_encoding.encode_images(tiny_model, paths, num_workers=0).embeddings
-        np.testing.assert_array_equal(default, expected)
+    for amx, expected, name in ((False, fp32, "fp32"), (True, bf16, "bf16")):  # "auto" on the CPU: bf16 only
+        monkeypatch.setattr(image_encoding, "cpu_has_amx", lambda amx=amx: amx)  # where AMX makes it fast
+        default = image_encoding.encode_images(tiny_model, paths, num_workers=0)
+        np.testing.assert_array_equal(default.embeddings, expected)
+        assert default.precision == name
     monkeypatch.setenv(image_encoding.PRECISION_ENV, "fp32")  # the environment overrides "auto"
     np.testing.assert_array_equal(image_encoding.encode_images(tiny_model, paths, num_workers=0).embeddings, fp32)
     monkeypatch.setenv(image_encoding.PRECISION_ENV, "bf16")

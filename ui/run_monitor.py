@@ -173,7 +173,9 @@ def _details(workspace, run_id: int, run: dict) -> None:
 
 
 def _summary(summary: dict) -> None:
-    st.caption(f"{summary.get('n_images', 0):,} images clustered on {summary.get('device', '?')}; "
+    precision = summary.get("image_precision")
+    st.caption(f"{summary.get('n_images', 0):,} images clustered on {summary.get('device', '?')}"
+               f"{f' (new image embeddings in {precision})' if precision else ''}; "
                f"{summary.get('n_vocabulary', 0):,} vocabulary terms, {len(summary.get('selected_terms', []))} kept "
                f"by TAC's noun filter; {summary.get('n_semantic_centers', 0)} semantic centres.")
     failed = summary.get("failed_images") or []

@@ -14,7 +14,7 @@ Protocol (``python -m tac_core run-job --workspace PATH --run RUN_ID``):
   ``cluster_centers``, ``confidence``, ``projection``, ``text_space`` (the rows counterparts mix); free mode
   ``margin``; trained mode ``probabilities``, ``text_probabilities`` and the heads' weights
   ``heads.<image|text>.<parameter>``, see :func:`load_heads`), with the fitted map in ``runs/<id>/map/`` (so
-  :func:`tac_core.projection.place_new` can put later images on it) and ``runs/<id>/summary.json`` (selected
+  :func:`tac_core.run_map.place_new` can put later images on it) and ``runs/<id>/summary.json`` (selected
   terms, τ, images that failed to embed, timings, K suggestion);
   or "failed" with a plain message saying what to do; or "cancelled".
 - Cancel (:func:`cancel_run`): SIGTERM → the job sets a :class:`CancelToken`, stops at the next batch and
@@ -43,7 +43,6 @@ import numpy as np
 
 from . import atomic
 from .errors import EmptyInputError, InvalidInputError, TacError
-from .projection import MAP_FOLDER, TEXT_SPACE_ARRAY
 from .progress import CancelToken, Cancelled
 from .workspace import Workspace, open_workspace
 
@@ -57,6 +56,8 @@ STAGES = {"free": ("embedding images", "embedding vocabulary", "selecting nouns"
           "trained": ("embedding images", "embedding vocabulary", "selecting nouns", "finding neighbours", "training",
                       "projection", "suggesting K")}
 OOM_ADVICE = "try device cpu or a smaller image batch size"
+MAP_FOLDER = "map"  # inside a run's folder: its fitted map (tac_core.run_map places later images on it)
+TEXT_SPACE_ARRAY = "text_space"  # the run array holding the text rows counterparts are mixed from
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -72,13 +73,19 @@ def make_params(*, model: dict, vocab_set: str, vocab_spec: dict, n_clusters: in
                             "suggest_k": suggest_k})
 
 
-def validate_params(params: dict) -> dict:
+def run_model_spec(params: dict):
+    """The :class:`~tac_core.models.ModelSpec` of a run's ``params["model"]`` (default weights: openai)."""
     from .models import ModelSpec
+
+    model = params.get("model") or {}
+    return ModelSpec(model.get("name", ""), model.get("pretrained") or "openai", model.get("checkpoint") or None)
+
+
+def validate_params(params: dict) -> dict:
     from .vocab_spec import validate_spec
 
     out = dict(params)
-    model = out.get("model") or {}
-    spec = ModelSpec(model.get("name", ""), model.get("pretrained") or "openai", model.get("checkpoint") or None)
+    spec = run_model_spec(out)
     out["model"] = {"name": spec.name, "pretrained": spec.pretrained, "checkpoint": spec.checkpoint}
     out["vocab_spec"] = validate_spec(out.get("vocab_spec"))
     for key, low in (("n_clusters", 2), ("seed", 0), ("epochs", 1), ("batch_size", 1)):
@@ -339,7 +346,7 @@ def _install_signal_handlers(cancel: CancelToken) -> dict:
 
 def _compute(workspace: Workspace, run_id: int, params: dict, progress: _Reporter, cancel: CancelToken) -> None:
     from .embed import embed_images, embed_vocabulary
-    from .models import ModelSpec, describe_devices, resolve_device
+    from .models import describe_devices, resolve_device
     from .pipeline import ClusterConfig
     from .progress import check_cancel
     from .results import package_versions
@@ -347,7 +354,7 @@ def _compute(workspace: Workspace, run_id: int, params: dict, progress: _Reporte
 
     timings: dict[str, float] = {}
     params = validate_params(params)
-    spec = ModelSpec(params["model"]["name"], params["model"]["pretrained"], params["model"]["checkpoint"])
+    spec = run_model_spec(params)
     vocab = build_vocabulary(params["vocab_spec"])
     device = str(resolve_device(params["device"]))
     image_ids = workspace.run_image_ids(run_id)
@@ -432,7 +439,7 @@ def compute_projection(features: np.ndarray, method: str = "umap", seed: int = 0
 
     ``"umap"`` (the app's default) is :func:`tac_core.projection.fit_projection` (PCA to 50, then cosine UMAP);
     ``"pca"`` is its instant linear picture (:func:`~tac_core.projection.linear_projection`), for tests and
-    previews. Either can place new images later (:func:`tac_core.projection.place_new`).
+    previews. Either can place new images later (:func:`tac_core.run_map.place_new`).
     """
     from .projection import fit_projection, linear_projection
 

@@ -15,8 +15,8 @@ Timings are in :func:`fit_projection`'s docstring. While UMAP runs, the app can 
 Persistence: ``save(folder)`` writes ``coordinates.npy`` (atomically, no pickle) and ``projection.joblib``
 (the fitted models, a pickle). :meth:`Projection.load` unpickles that file, which can run arbitrary code,
 so it must only ever be given a folder of the user's own workspace, never a file from elsewhere. A run's job
-saves its map in ``runs/<id>/map/`` (:data:`MAP_FOLDER`); :func:`place_new` puts images added to the workspace
-later onto that map without recomputing it.
+saves its map in the run's folder; :func:`tac_core.run_map.place_new` puts images added to the workspace later
+onto that map without recomputing it.
 """
 from __future__ import annotations
 
@@ -37,8 +37,6 @@ METRICS = ("cosine", "euclidean", "correlation")
 MIN_POINTS_FOR_UMAP = 4
 COORDINATES_FILE = "coordinates.npy"
 MODELS_FILE = "projection.joblib"
-MAP_FOLDER = "map"  # inside a run's folder
-TEXT_SPACE_ARRAY = "text_space"  # the run array holding the text rows counterparts are mixed from
 
 
 @dataclass
@@ -146,54 +144,6 @@ def linear_projection(features) -> Projection:
     x = _check_features(features, "features")
     linear = LinearLayout.fit(x)
     return Projection(linear.transform(x), x.shape[1], {"method": "pca"}, linear_=linear)
-
-
-def place_new(workspace, run_id: int, image_ids=None, *, device: str = "auto", progress: Optional[ProgressFn] = None,
-              cancel=None) -> tuple[np.ndarray, np.ndarray]:
-    """Place images of ``workspace`` on finished run ``run_id``'s map without moving it: (image ids, N × 2).
-
-    ``image_ids`` default to the workspace's usable images the run does not hold (those added after it). They
-    are embedded with the run's model through the workspace's cache (already embedded ones cost nothing),
-    given text counterparts from the run's text space with the run's τ, and placed by the run's saved map
-    (:meth:`Projection.transform`: UMAP's out-of-sample transform, or the same linear map for a PCA picture).
-    Images that cannot be embedded are left out of the result.
-    """
-    from .embed import embed_images
-    from .jobs import read_summary
-    from .models import ModelSpec, resolve_device
-    from .tac import text_counterparts
-
-    run = workspace.run(run_id)
-    if run["status"] != "done":
-        raise InvalidInputError(f"run {run_id} is {run['status']}; only a finished run has a map to place images on.")
-    projection = Projection.load(workspace.run_dir(run_id) / MAP_FOLDER)
-    text_space = workspace.load_run_array(run_id, TEXT_SPACE_ARRAY)
-    if text_space is None:
-        raise InvalidInputError(f"run {run_id} was computed before maps could take new images; run it again.")
-    usable = workspace.images("ok").set_index("id")
-    if image_ids is None:
-        ids = np.setdiff1d(usable.index.to_numpy(), workspace.run_image_ids(run_id))
-    else:
-        ids = np.asarray(image_ids, dtype=np.int64).reshape(-1)
-        unknown = np.setdiff1d(ids, usable.index.to_numpy())
-        if len(unknown):
-            raise InvalidInputError(f"image id(s) {unknown[:5].tolist()} are not usable images of this workspace.")
-    if len(ids) == 0:
-        return ids.astype(np.int64), np.empty((0, 2), np.float32)
-    params = run["params"]
-    model = params["model"]
-    spec = ModelSpec(model["name"], model.get("pretrained") or "openai", model.get("checkpoint") or None)
-    device = str(resolve_device(device))
-    images = usable.loc[ids]
-    embedded = embed_images(spec, images["path"].tolist(), images["sha256"].tolist(), workspace.cache_dir,
-                            device=device, thumbnails_dir=workspace.thumbs_dir, progress=progress, cancel=cancel)
-    ok = embedded.ok
-    x = embedded.embeddings[ok]
-    if len(x) == 0:
-        return ids[ok], np.empty((0, 2), np.float32)
-    tau = float(read_summary(workspace, run_id).get("tau", 0.005))
-    counterparts = text_counterparts(x, text_space, tau, device)
-    return ids[ok], projection.transform(np.concatenate([x, counterparts], axis=1))
 
 
 def fit_projection(features, random_state: int = 0, pca_dims: int = 50, n_neighbors: int = 15,

@@ -202,7 +202,9 @@ def test_cpu_micro_batches_give_the_same_vectors(tiny_model, elpv_images, monkey
 def test_place_new_puts_a_near_copy_of_a_training_image_next_to_it(tmp_path, elpv_images, tiny_model_config,
                                                                   tiny_checkpoint, monkeypatch):
     from tac_core import ingest, jobs, vocab_spec
-    from tac_core.projection import MAP_FOLDER, Projection, place_new
+    from tac_core.jobs import MAP_FOLDER
+    from tac_core.projection import Projection
+    from tac_core.run_map import place_new
     from tac_core.workspace import create_workspace
 
     monkeypatch.setenv(jobs.INLINE_ENV, "1")

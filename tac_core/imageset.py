@@ -354,7 +354,7 @@ def _examine(path: str, rel_path: str, max_pixels: Optional[int]) -> ImageRecord
     name = os.path.basename(path)
     if is_hidden_or_system(name):
         return _skipped(path, rel_path, REASON_HIDDEN, size)
-    if not _is_text(path):  # bytes that are no UTF-8 (an old Latin-1 share): no table, CSV or database takes it
+    if storable_text(path) != path:  # bytes that are no UTF-8 (an old Latin-1 share): no table, CSV or database
         return _skipped(path, rel_path, REASON_NOT_UTF8, size)
     if not stat.S_ISREG(info.st_mode):
         return _skipped(path, rel_path, REASON_NOT_REGULAR, size)
@@ -408,12 +408,9 @@ def _skipped(path: str, rel_path: str, reason: str, size: int = 0, sha256: str =
     return ImageRecord(path, rel_path, sha256, size, 0, 0, "skipped", reason)
 
 
-def _is_text(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def storable_text(text: str) -> str:
+    """``text`` as UTF-8 can hold it: the undecodable bytes of a file name (surrogates) become "?"."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _posix(rel_path: str) -> str:

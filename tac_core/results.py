@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import __version__, atomic
+from .imageset import storable_text
 
 
 @dataclass
@@ -54,18 +55,13 @@ def _csv_text(header: list[str], rows) -> str:
     return buffer.getvalue()
 
 
-def _text(path: str) -> str:
-    """A path as UTF-8 can hold it: the undecodable bytes of a file name (surrogates) become "?"."""
-    return path.encode("utf-8", "replace").decode("utf-8")
-
-
 def write_cluster_outputs(run: ClusterRun, out_dir: str | Path) -> None:
     """assignments.csv, anchors.csv, selected_vocab.txt, counterparts.npy, skipped.csv and run.json."""
     out = Path(out_dir)
     started = time.perf_counter()
     index = np.arange(len(run.labels))
     if run.paths is not None:
-        rows = zip(index, map(_text, run.paths), run.labels, (f"{c:.6f}" for c in run.confidence))
+        rows = zip(index, map(storable_text, run.paths), run.labels, (f"{c:.6f}" for c in run.confidence))
         assignments = _csv_text(["index", "path", "cluster", "confidence"], rows)
     else:
         rows = zip(index, run.labels, (f"{c:.6f}" for c in run.confidence))
@@ -80,7 +76,7 @@ def write_cluster_outputs(run: ClusterRun, out_dir: str | Path) -> None:
     atomic.write_npy(out / "counterparts.npy", run.counterparts.astype(np.float32))
     if run.paths is not None:
         atomic.write_text(out / "skipped.csv", _csv_text(["path", "reason"],
-                                                          ((_text(p), reason) for p, reason in run.skipped)))
+                                                          ((storable_text(p), reason) for p, reason in run.skipped)))
     timings = dict(run.timings, write_outputs=time.perf_counter() - started)
     atomic.write_json(out / "run.json", {
         "params": run.params,

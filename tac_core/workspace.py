@@ -33,7 +33,7 @@ from typing import Optional
 import pandas as pd
 
 from .errors import InvalidInputError
-from .imageset import ImageSet
+from .imageset import ImageSet, storable_text
 from .store import (ConnectionPool, WorkspaceUnreadableError, connect, damaged_database, migrate, to_json,
                     transaction, utc_now, validate_name)
 from .workspace_runs import RunsMixin
@@ -236,7 +236,7 @@ class Workspace(RunsMixin, AbstractContextManager):
             id_of_rel: dict[str, int] = {}
             for record in image_set.records:
                 status, reason, duplicate_of = record.status, record.reason, None
-                path, rel_path = _storable(record.path), _storable(record.rel_path)
+                path, rel_path = storable_text(record.path), storable_text(record.rel_path)
                 if (path, rel_path) != (record.path, record.rel_path):
                     status, reason = "skipped", "the file name is not valid UTF-8; rename the file"
                 elif status == "ok" and record.sha256 in known:
@@ -319,11 +319,6 @@ class Workspace(RunsMixin, AbstractContextManager):
 
 def _root(root: str | os.PathLike | None) -> Path:
     return (Path(root) if root is not None else data_dir()).expanduser().resolve()
-
-
-def _storable(text: str) -> str:
-    """``text`` as SQLite can store it: undecodable bytes of a file name (surrogates) become "?"."""
-    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
 
 
 def _slug(name: str) -> str:

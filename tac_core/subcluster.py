@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .kmeans import spherical_kmeans
+from .numerics import unit_rows_array
 from .review import Edit, ReviewSession
 from .workspace_runs import MAX_CLUSTER_NAME_LENGTH
 
@@ -83,8 +84,8 @@ def propose_split(session: ReviewSession, cluster: int, image_embeddings: Option
     if len(pos) < MIN_MEMBERS:
         raise InvalidInputError(f"cluster {cluster} has {len(pos)} image(s) that are not excluded; a split needs "
                                 f"at least {MIN_MEMBERS}.")
-    x = _unit(image_embeddings[pos])
-    t = _unit(counterparts[pos])
+    x = unit_rows_array(image_embeddings[pos])
+    t = unit_rows_array(counterparts[pos])
     ids = state.image_ids[pos]
     halves, objective = two_way_labels(np.concatenate([x, t], axis=1), order_key=ids, random_state=random_state)
     return SplitProposal(cluster, np.sort(ids[halves == 0]), np.sort(ids[halves == 1]), objective)
@@ -110,9 +111,3 @@ def _existing(session: ReviewSession, cluster) -> int:
         raise InvalidInputError(f"cluster {cluster} does not exist in run {session.run_id} (it may have been merged "
                                 "away); choose a cluster from the list.")
     return cluster
-
-
-def _unit(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float32)
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
-    return a / np.where(norms > 0, norms, 1)

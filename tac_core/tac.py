@@ -27,7 +27,7 @@ from .errors import EmptyInputError, InvalidInputError
 from .heads import fit_heads
 from .kmeans import spherical_kmeans
 from .neighbors import cosine_knn
-from .numerics import cluster_unit_means, flush_denormals, normalize_rows
+from .numerics import cluster_unit_means, flush_denormals, normalize_rows, unit_rows_array
 from .progress import CancelToken, ProgressFn, report
 
 MODES = ("free", "trained")
@@ -85,10 +85,6 @@ def check_n_clusters(k, n_images: int) -> None:
         raise InvalidInputError(f"the number of clusters K must be an integer of at least 2; got {k!r}.")
     if k > n_images:
         raise InvalidInputError(f"K = {k} is larger than the number of images ({n_images}); choose K ≤ {n_images}.")
-
-
-def _unit(a: np.ndarray) -> np.ndarray:
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
 
 
 def _as_unit_rows(name: str, array) -> np.ndarray:
@@ -238,7 +234,7 @@ class TAC:
         self.labels_ = result.labels
         self.objective_ = result.objective
         self.n_iter_ = result.n_iter
-        sims = np.concatenate([_unit(features[s:s + CHUNK_ROWS]) @ result.centers.T
+        sims = np.concatenate([unit_rows_array(features[s:s + CHUNK_ROWS]) @ result.centers.T
                                for s in range(0, len(features), CHUNK_ROWS)])  # no second N × 2d copy
         top2 = np.sort(sims, axis=1)[:, -2:] if k > 1 else np.repeat(sims, 2, axis=1)
         self.margin_ = (top2[:, 1] - top2[:, 0]).astype(np.float32)

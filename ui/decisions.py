@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tac_core.errors import InvalidInputError
-from tac_core.numerics import cluster_unit_means
+from tac_core.numerics import cluster_unit_means, unit_rows_array
 from tac_core.recluster import recluster
 from tac_core.review import ReviewSession
 from tac_core.workspace import Workspace
@@ -124,7 +124,7 @@ def recluster_into_new_run(workspace: Workspace, session: ReviewSession, log: De
     labels = np.array([compact[c] for c in new_labels.tolist()], np.int64)
     names = [state.names[c] for c in old_ids]
     anchors = [session.anchors(c) for c in old_ids]
-    features = np.concatenate([_unit(x), _unit(t)], axis=1) / np.sqrt(2)
+    features = np.concatenate([unit_rows_array(x), unit_rows_array(t)], axis=1) / np.sqrt(2)
     kept = ~state.excluded
     centers = cluster_unit_means(features[kept], labels[kept], len(old_ids))
     params = dict(workspace.run(parent)["params"])
@@ -172,12 +172,6 @@ def _changes(transitions: dict, names: dict[int, str]) -> pd.DataFrame:
     return pd.DataFrame({"from_id": [a for a, _, _ in rows], "from": [names.get(a, f"cluster {a}") for a, _, _ in rows],
                          "to_id": [b for _, b, _ in rows], "to": [names.get(b, f"cluster {b}") for _, b, _ in rows],
                          "images": [c for _, _, c in rows]})
-
-
-def _unit(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float32)
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
-    return a / np.where(norms > 0, norms, 1)
 
 
 def existing_ids(session: ReviewSession) -> list[int]:

@@ -138,7 +138,7 @@ def _read_names(path: Path) -> list[str]:
     Each name follows the rules of a vocabulary term (not empty, no control character, at most 200
     characters) and names one row only: a repeated name would make anchors ambiguous.
     """
-    from .vocabulary import _validated_term, normalize_term
+    from .vocabulary import validated_term, normalize_term
 
     try:
         lines = path.read_text(encoding="utf-8-sig").rstrip("\r\n").split("\n")
@@ -147,7 +147,7 @@ def _read_names(path: Path) -> list[str]:
     names = [line.rstrip("\r").strip() for line in lines]
     first_line: dict[str, int] = {}
     for number, name in enumerate(names, start=1):
-        _validated_term(name, f"line {number} of {path}")
+        validated_term(name, f"line {number} of {path}")
         first = first_line.setdefault(normalize_term(name), number)
         if first != number:
             raise InvalidInputError(f"line {number} of {path} repeats the name {name!r} of line {first}; give each "

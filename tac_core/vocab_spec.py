@@ -28,8 +28,8 @@ from typing import Iterable, Optional, Sequence
 
 from .errors import EmptyInputError, InvalidInputError, TacError
 from .prompts import DEFAULT_TEMPLATE_SET, TEMPLATE_SETS
-from .vocabulary import (Vocabulary, WordNetNouns, _validated_term, domain_packs, load_domain_pack,
-                         normalize_term)
+from .vocabulary import (Vocabulary, WordNetNouns, domain_packs, load_domain_pack, normalize_term,
+                         validated_term)
 
 SPEC_VERSION = 1
 DEFAULT_SET_NAME = "default"
@@ -125,7 +125,7 @@ def add_domain_terms(spec: dict, items: Iterable[str | tuple[str, str]]) -> tupl
     added, already, new_keys = 0, [], set()
     for number, item in enumerate(items, start=1):
         term, note = (item, "") if isinstance(item, str) else item
-        term = _validated_term(term, f"item {number}")
+        term = validated_term(term, f"item {number}")
         key = normalize_term(term)
         if key in have:
             already.append(term)
@@ -163,7 +163,7 @@ def parse_term_list(text: str, where: str = "the pasted list") -> list[tuple[str
             continue
         sep = "\t" if "\t" in stripped else "," if "," in stripped else None
         term, note = (stripped.split(sep, 1) + [""])[:2] if sep else (stripped, "")
-        items.append((_validated_term(term, f"line {number} of {where}"), note.strip()))
+        items.append((validated_term(term, f"line {number} of {where}"), note.strip()))
     if not items:
         raise EmptyInputError(f"{where} holds no terms; write one term per line.")
     return items
@@ -274,7 +274,7 @@ def _domain_terms(value: object) -> list[dict]:
         if not isinstance(item, dict) or "term" not in item or set(item) - {"term", "note"}:
             raise InvalidInputError(f"domain term {number} must be an object with 'term' (and optionally 'note'), "
                                     f"not {item!r:.80}.")
-        term = _validated_term(item["term"], f"domain term {number}")
+        term = validated_term(item["term"], f"domain term {number}")
         note = item.get("note", "")
         if not isinstance(note, str):
             raise InvalidInputError(f"the note of domain term {number} ({term!r}) must be text, not {note!r:.40}.")

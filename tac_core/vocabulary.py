@@ -158,7 +158,7 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:40] + "…")
 
 
-def _validated_term(text: object, where: str) -> str:
+def validated_term(text: object, where: str) -> str:
     """A user's term as displayed (``_`` as space, whitespace collapsed), or a clear error naming it."""
     if not isinstance(text, str):
         raise InvalidInputError(f"The term at {where} is {text!r}, not text.")
@@ -277,7 +277,7 @@ class Vocabulary:
 
     @classmethod
     def _from_rows(cls, rows: Iterable[tuple[object, str, str]]) -> "Vocabulary":
-        return cls(Term(_validated_term(text, where), ("domain",), note=" ".join(str(note or "").split()))
+        return cls(Term(validated_term(text, where), ("domain",), note=" ".join(str(note or "").split()))
                    for text, note, where in rows)
 
     @classmethod
@@ -314,7 +314,7 @@ class Vocabulary:
             if not set(sources) <= set(SOURCES):
                 raise InvalidInputError(f"{path}: {where} has sources {rec['sources']!r}; expected "
                                         "'wordnet', 'domain' or 'wordnet+domain'.")
-            terms.append(Term(_validated_term(rec["name"], where), sources, tuple(rec["synset"].split()),
+            terms.append(Term(validated_term(rec["name"], where), sources, tuple(rec["synset"].split()),
                               rec["category"] or None, rec["gloss"], rec["note"]))
         return cls(terms)
 

@@ -172,6 +172,14 @@ def integrity_ok(path: Path) -> None:
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
 
 
+def kill_when_ready(script: str, ws: Workspace, *args, log: Path) -> None:
+    """Run ``script`` on ``ws`` until it reaches its stopping point (READY), SIGKILL it, check the database."""
+    child = Child(script, ws.path, *args, log=log)
+    child.wait_for()
+    child.kill()
+    integrity_ok(ws.path)
+
+
 def image_folder(folder: Path, n: int, offset: int = 0) -> Path:
     folder.mkdir(parents=True)
     for i in range(n):
@@ -186,10 +194,7 @@ def test_upload_killed_mid_way_counts_nothing_and_can_be_repeated(tmp_path, poin
     not yet stored): no source, no image, nothing visible counts; the same upload then adds everything."""
     ws = create_workspace("uploads", tmp_path / "data")
     folder = image_folder(tmp_path / "photos", 40)
-    child = Child(INGEST_CHILD, ws.path, "upload", folder, *point, log=tmp_path / "child.log")
-    child.wait_for()
-    child.kill()
-    integrity_ok(ws.path)
+    kill_when_ready(INGEST_CHILD, ws, "upload", folder, *point, log=tmp_path / "child.log")
     assert ws.sources().empty and ws.image_counts()["total"] == 0
     left = list(ws.files_dir.iterdir())
     assert len(left) == 1 and left[0].name.startswith(".staging-") == (point[0] == "saving uploads")
@@ -206,10 +211,7 @@ def test_upload_killed_mid_way_counts_nothing_and_can_be_repeated(tmp_path, poin
 def test_folder_add_killed_while_scanning_stores_nothing(tmp_path):
     ws = create_workspace("scan", tmp_path / "data")
     folder = image_folder(tmp_path / "share", 130)
-    child = Child(INGEST_CHILD, ws.path, "folder", folder, "scanning images", 50, log=tmp_path / "child.log")
-    child.wait_for()
-    child.kill()
-    integrity_ok(ws.path)
+    kill_when_ready(INGEST_CHILD, ws, "folder", folder, "scanning images", 50, log=tmp_path / "child.log")
     assert ws.sources().empty and ws.image_counts()["total"] == 0
     assert ingest.add_folder(ws, folder).added == 130
     ws.close()
@@ -220,10 +222,7 @@ def test_folder_add_killed_while_making_thumbnails_keeps_the_images(tmp_path):
     thumbnail on disk is whole, and the missing ones are made later."""
     ws = create_workspace("thumbs", tmp_path / "data")
     folder = image_folder(tmp_path / "share", 130)
-    child = Child(INGEST_CHILD, ws.path, "folder", folder, "making thumbnails", 64, log=tmp_path / "child.log")
-    child.wait_for()
-    child.kill()
-    integrity_ok(ws.path)
+    kill_when_ready(INGEST_CHILD, ws, "folder", folder, "making thumbnails", 64, log=tmp_path / "child.log")
     assert ws.image_counts() == {"ok": 130, "skipped": 0, "duplicate": 0, "total": 130}
     made = sorted(ws.thumbs_dir.glob("*.jpg"))
     assert 64 <= len(made) < 130
@@ -271,10 +270,7 @@ def assert_no_result(ws: Workspace, run_id: int) -> None:
 
 def test_job_killed_while_embedding_keeps_finished_batches_and_resumes(tmp_path, job_workspace):
     ws, run_id, model = job_workspace
-    child = Child(JOB_CHILD, ws.path, run_id, "embedding images", 8, log=tmp_path / "child.log")
-    child.wait_for()
-    child.kill()
-    integrity_ok(ws.path)
+    kill_when_ready(JOB_CHILD, ws, run_id, "embedding images", 8, log=tmp_path / "child.log")
     assert_no_result(ws, run_id)
     store = VectorStore(model_cache_dir(model, ws.cache_dir) / "images", model.embed_dim)
     keys = ws.images("ok")["sha256"].tolist()
@@ -291,10 +287,7 @@ def test_job_killed_while_clustering_or_saving_leaves_no_half_result(tmp_path, j
     """Killed in k-means, or after some result arrays were written but before the result was committed: the run
     reads "interrupted" with no result; every embedding is cached, so running it again encodes nothing."""
     ws, run_id, _ = job_workspace
-    child = Child(JOB_CHILD, ws.path, run_id, *point, log=tmp_path / "child.log")
-    child.wait_for()
-    child.kill()
-    integrity_ok(ws.path)
+    kill_when_ready(JOB_CHILD, ws, run_id, *point, log=tmp_path / "child.log")
     assert_no_result(ws, run_id)
     arrays = sorted(p.name for p in ws.run_dir(run_id).glob("*.npy"))
     assert len(arrays) == (2 if point[0] == "saving arrays" else 0)

@@ -24,8 +24,7 @@ if [ -d .whl ]; then
   echo "== installing missing packages from .whl/"
   for pkg in torchvision open_clip_torch ftfy wcwidth regex timm safetensors huggingface_hub tqdm pandas scipy \
              scikit-learn pillow pytest pytest-timeout; do
-    mod=$(echo "$pkg" | sed 's/open_clip_torch/open_clip/; s/scikit-learn/sklearn/; s/pillow/PIL/;
-                             s/pytest-timeout/pytest_timeout/; s/elpv-dataset/elpv_dataset/; s/-/_/g')
+    mod=$(echo "$pkg" | sed 's/open_clip_torch/open_clip/; s/scikit-learn/sklearn/; s/pillow/PIL/; s/-/_/g')
     $PY -c "import $mod" 2>/dev/null || $PY -m pip install --no-index --find-links .whl --quiet \
         --disable-pip-version-check "$pkg" 2>&1 | tail -2
   done

@@ -21,11 +21,11 @@ import time
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from tac_core.audit import audit, audit_tac
-from tac_core.metrics import clustering_accuracy
-from tac_core.recluster import recluster, recluster_tac
-from tac_core.synthetic import make_clip_like_bed
-from tac_core.tac import TAC
+from tac_core.cluster.audit import audit, audit_tac
+from tac_core.cluster.metrics import clustering_accuracy
+from tac_core.cluster.recluster import recluster, recluster_tac
+from tac_core.cluster.synthetic import make_clip_like_bed
+from tac_core.cluster.tac import TAC
 
 REPORT_SEEDS = (0, 1, 2, 3, 4)
 TUNING_SEEDS = (100, 101, 102, 103, 104, 105, 106, 107)

@@ -38,14 +38,14 @@ def _sync(device: str) -> None:
 
 
 def _load(model: str, device: str):
-    from tac_core.models import ModelSpec, load_model
+    from tac_core.embedding.models import ModelSpec, load_model
 
     spec = ModelSpec(str(TINY_CONFIG), "none") if model == "tiny" else ModelSpec(model, "none")
     return load_model(spec, device)
 
 
 def _names(n: int, seed: int = 0) -> list[str]:
-    from tac_core.vocabulary import Vocabulary
+    from tac_core.inputs.vocabulary import Vocabulary
 
     names = Vocabulary.wordnet().names
     picked = np.random.default_rng(seed).choice(len(names), size=n, replace=n > len(names))
@@ -71,9 +71,9 @@ def case_text(model: str, n_prompts: int, device: str, rounds: int = 2) -> dict:
     context). Also times stock ``encode_text`` alone on ready tokens, and checks prompt-level exactness."""
     import torch
 
-    from tac_core.models import inference_context
-    from tac_core.prompts import TAC_TEMPLATES
-    from tac_core.text_encoding import DEFAULT_BATCH_SIZE, encode_texts, encode_vocabulary
+    from tac_core.embedding.models import inference_context
+    from tac_core.inputs.prompts import TAC_TEMPLATES
+    from tac_core.embedding.text_encoding import DEFAULT_BATCH_SIZE, encode_texts, encode_vocabulary
 
     loaded = _load(model, device)
     names = _names(max(1, n_prompts // len(TAC_TEMPLATES)))
@@ -108,9 +108,9 @@ def case_tokens(n_names: int) -> dict:
     """Tokenising a vocabulary: the tokenizer on every prompt vs names and templates tokenised once."""
     import torch
 
-    from tac_core.prompts import TAC_TEMPLATES
-    from tac_core.text_encoding import vocabulary_tokens
-    from tac_core.vocabulary import Vocabulary
+    from tac_core.inputs.prompts import TAC_TEMPLATES
+    from tac_core.embedding.text_encoding import vocabulary_tokens
+    from tac_core.inputs.vocabulary import Vocabulary
 
     tokenizer = _load("ViT-B-32", "cpu").tokenizer
     names = Vocabulary.wordnet().names[:n_names]
@@ -145,8 +145,8 @@ def case_images(n_images: int, device: str, rounds: int = 2, image_dir: str | No
     import torch
     from PIL import Image
 
-    from tac_core.cache import VectorStore, sha256_file
-    from tac_core.image_encoding import cpu_has_amx, encode_images, resolve_precision
+    from tac_core.embedding.cache import VectorStore, sha256_file
+    from tac_core.embedding.image_encoding import cpu_has_amx, encode_images, resolve_precision
 
     loaded = _load("ViT-B-32", device)
     paths = elpv_paths(n_images, image_dir)
@@ -188,7 +188,7 @@ def case_images(n_images: int, device: str, rounds: int = 2, image_dir: str | No
 
 def case_bed(n: int, folder: str, seed: int = 0) -> dict:
     """Write the synthetic bed of ``n`` images and the full-size vocabulary to ``folder`` (x, v, labels .npy)."""
-    from tac_core.synthetic import make_clip_like_bed
+    from tac_core.cluster.synthetic import make_clip_like_bed
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,8 +207,8 @@ def _read_bed(folder: str):
 
 def case_tac(folder: str, mode: str, impl: str, device: str, budget_s: float = 60.0, epochs: int = 20) -> dict:
     """One TAC fit on a saved bed: the engine (``impl="engine"``) or the reference-style configuration."""
-    import tac_core.models  # noqa: F401  (imports open_clip: seconds a running app has already paid)
-    from tac_core.metrics import evaluate
+    import tac_core.embedding.models  # noqa: F401  (imports open_clip: seconds a running app has already paid)
+    from tac_core.cluster.metrics import evaluate
 
     x, v, truth = _read_bed(folder)
     rss_inputs = _rss_mb()
@@ -217,8 +217,8 @@ def case_tac(folder: str, mode: str, impl: str, device: str, budget_s: float = 6
     started = time.perf_counter()
     out: dict = {"n": len(x), "rss_inputs_mb": rss_inputs}
     if impl == "engine":
-        from tac_core.neighbors import approximate_knn, use_approximate
-        from tac_core.tac import TAC
+        from tac_core.cluster.neighbors import approximate_knn, use_approximate
+        from tac_core.cluster.tac import TAC
 
         model = TAC(10, mode=mode, device=device, random_state=0, epochs=epochs).fit(x, v)
         _sync(device)
@@ -243,8 +243,8 @@ def case_umap(folder: str, variant: str, n_new: int = 1000) -> dict:
     """The map of [image, counterpart] features: PCA 50 then UMAP (the engine), or UMAP on the raw features."""
     import umap  # noqa: F401  (imported before timing: numba's import is slow)
 
-    from tac_core.projection import fit_projection
-    from tac_core.tac import TAC
+    from tac_core.cluster.projection import fit_projection
+    from tac_core.cluster.tac import TAC
 
     x, v, _ = _read_bed(folder)
     model = TAC(10, random_state=0).fit(x, v)
@@ -271,7 +271,7 @@ def case_review(n_images: int, reps: int = 7) -> dict:
     """Review actions on a 50k-image run (bench/review_actions.py), each against re-opening the session (a
     full replay of the event log: what a page without incremental state would pay per action)."""
     from bench.review_actions import build_workspace, timed
-    from tac_core.review import ReviewSession
+    from tac_core.workspace.review import ReviewSession
 
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory(prefix="tac-bench-review-") as root:

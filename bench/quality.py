@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from tac_core.errors import TacError
-from tac_core.kmeans import spherical_kmeans
-from tac_core.metrics import evaluate
-from tac_core.synthetic import make_clip_like_bed
-from tac_core.tac import TAC
+from tac_core.cluster.kmeans import spherical_kmeans
+from tac_core.cluster.metrics import evaluate
+from tac_core.cluster.synthetic import make_clip_like_bed
+from tac_core.cluster.tac import TAC
 
 METHODS = ("k-means on images", "TAC free", "TAC trained")
 
@@ -83,10 +83,10 @@ def print_seed_stability(beds: list, n_seeds: int) -> None:
 
 
 def labelled_folder(args) -> None:
-    from tac_core.embed import embed_images, embed_vocabulary
-    from tac_core.imageset import scan_folder
-    from tac_core.models import ModelSpec
-    from tac_core.vocabulary import Vocabulary
+    from tac_core.embedding.embed import embed_images, embed_vocabulary
+    from tac_core.inputs.imageset import scan_folder
+    from tac_core.embedding.models import ModelSpec
+    from tac_core.inputs.vocabulary import Vocabulary
 
     image_set = scan_folder(args.images).require_images()
     classes = [Path(r.rel_path).parts[0] for r in image_set.ok]

@@ -107,10 +107,10 @@ def reference_tac(x: np.ndarray, v: np.ndarray, n_clusters: int, mode: str = "fr
     """TAC as the reference configures it: faiss-style k-means (10 restarts for the semantic centres, 20 for
     the final clustering), exact neighbours for trained mode; noun selection, counterparts and the heads are
     the engine's own (the same maths). Returns labels, seconds per stage and whether any stage was estimated."""
-    from tac_core.heads import fit_heads
-    from tac_core.neighbors import exact_knn
+    from tac_core.cluster.heads import fit_heads
+    from tac_core.cluster.neighbors import exact_knn
     from tac_core.numerics import flush_denormals
-    from tac_core.tac import select_nouns, semantic_center_count, text_counterparts
+    from tac_core.cluster.tac import select_nouns, semantic_center_count, text_counterparts
 
     stages: dict[str, float] = {}
     estimated = False

@@ -16,10 +16,10 @@ from typing import Callable
 
 import numpy as np
 
-from tac_core.export import export_labels
-from tac_core.imageset import ImageRecord, ImageSet
-from tac_core.review import ReviewSession
-from tac_core.workspace import Workspace, create_workspace
+from tac_core.workspace.export import export_labels
+from tac_core.inputs.imageset import ImageRecord, ImageSet
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import Workspace, create_workspace
 
 
 def build_workspace(root: str, n_images: int, n_clusters: int, n_events: int, seed: int = 0) -> tuple[Workspace, int]:

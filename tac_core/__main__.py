@@ -1,6 +1,6 @@
-"""``python -m tac_core …``: see :mod:`tac_core.cli`."""
+"""``python -m tac_core …``: see :mod:`tac_core.run.cli`."""
 import sys
 
-from .cli import main
+from .run.cli import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 # ---------------------------------------------------------------------------------------------------------
-# Models and real images (tac_core.models, text_encoding, image_encoding, cache, embed)
+# Models and real images (tac_core.embedding.models, text_encoding, image_encoding, cache, embed)
 # A tiny open_clip architecture (tests/tiny_clip.json), saved as a checkpoint and reloaded through the real
 # loading path, and small real images from the elpv-dataset and conformal-clip-data packages.
 # ---------------------------------------------------------------------------------------------------------
@@ -25,7 +25,7 @@ def tiny_model_config() -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_model_config) -> Path:
     """Weights of the tiny model (seed-0 random init), saved with ``save_checkpoint``."""
-    from tac_core.models import ModelSpec, load_model, save_checkpoint
+    from tac_core.embedding.models import ModelSpec, load_model, save_checkpoint
 
     model = load_model(ModelSpec(str(tiny_model_config), pretrained="none"), "cpu").model
     return save_checkpoint(model, tmp_path_factory.mktemp("tiny-weights") / "tiny_clip.pt")
@@ -34,7 +34,7 @@ def tiny_checkpoint(tmp_path_factory, tiny_model_config) -> Path:
 @pytest.fixture(scope="session")
 def tiny_spec(tiny_model_config, tiny_checkpoint):
     """The tiny model as a user would name it: a JSON config plus a checkpoint file."""
-    from tac_core.models import ModelSpec
+    from tac_core.embedding.models import ModelSpec
 
     return ModelSpec(str(tiny_model_config), checkpoint=str(tiny_checkpoint))
 
@@ -42,7 +42,7 @@ def tiny_spec(tiny_model_config, tiny_checkpoint):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_spec):
     """The tiny model loaded on the CPU through ``load_model``."""
-    from tac_core.models import load_model
+    from tac_core.embedding.models import load_model
 
     return load_model(tiny_spec, "cpu")
 
@@ -85,7 +85,8 @@ def app_data(tmp_path, monkeypatch) -> Path:
 
     import streamlit as st
 
-    from tac_core import ingest, jobs
+    from tac_core.workspace import ingest
+    from tac_core.run import jobs
 
     data = tmp_path / "data"
     monkeypatch.setenv("TAC_STUDIO_DATA", str(data))

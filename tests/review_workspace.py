@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tac_core.image_encoding import thumbnail_path
-from tac_core.imageset import ImageRecord, ImageSet, scan_folder
-from tac_core.workspace import Workspace, create_workspace
+from tac_core.inputs.thumbnails import thumbnail_path
+from tac_core.inputs.imageset import ImageRecord, ImageSet, scan_folder
+from tac_core.workspace.workspace import Workspace, create_workspace
 
 DIM = 16
 MISLABELLED = 2  # position of the image the run put in the wrong cluster (re-clustering should fix it)

@@ -15,9 +15,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bad_inputs import encode, pattern
-from tac_core import ingest, jobs, vocab_spec
-from tac_core.review import ReviewSession
-from tac_core.workspace import create_workspace, list_workspaces
+from tac_core.workspace import ingest
+from tac_core.run import jobs
+from tac_core.run import params as run_params
+from tac_core.inputs import vocab_spec
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import create_workspace, list_workspaces
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -283,7 +286,7 @@ def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choic
 
 
 def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_choice):
-    params = jobs.make_params(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=2,
+    params = run_params.make_params(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=2,
                               projection="pca", suggest_k=False)
     run_id = images_ws.create_run(params, images_ws.images("ok")["id"].to_numpy())
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -297,7 +300,7 @@ def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_cho
 
 # -- export ------------------------------------------------------------------------------------------------
 def test_export_page_writes_the_verified_rows(images_ws, tiny_choice):
-    params = jobs.make_params(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=3,
+    params = run_params.make_params(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=3,
                               projection="pca", suggest_k=False)
     run_id = jobs.start_run(images_ws, params)
     review = ReviewSession(images_ws, run_id)

@@ -3,12 +3,13 @@ on the synthetic bed."""
 import numpy as np
 import pytest
 
-import tac_core.audit as audit_module
-from tac_core.audit import SIGNALS, _neighbour_pass, audit, audit_tac
-from tac_core.contact_sheet import contact_sheet
+import tac_core.cluster.audit_signals as audit_signals
+from tac_core.cluster.audit import SIGNALS, audit, audit_tac
+from tac_core.cluster.audit_signals import neighbour_pass
+from tac_core.cluster.contact_sheet import contact_sheet
 from tac_core.errors import InvalidInputError
-from tac_core.synthetic import make_clip_like_bed
-from tac_core.tac import TAC
+from tac_core.cluster.synthetic import make_clip_like_bed
+from tac_core.cluster.tac import TAC
 
 D = 16
 
@@ -181,8 +182,8 @@ def test_bad_shapes_are_explained():
 def test_neighbour_blocks_match_brute_force(monkeypatch):
     rng = np.random.default_rng(4)
     x, t = unit(rng.normal(size=(200, D))), unit(rng.normal(size=(200, D)))
-    monkeypatch.setattr(audit_module, "BLOCK_ELEMENTS", 200 * 16)  # 16-row blocks
-    nbr, dup_idx, dup_sim = _neighbour_pass(x, t, 7, 3, "cpu")
+    monkeypatch.setattr(audit_signals, "BLOCK_ELEMENTS", 200 * 16)  # 16-row blocks
+    nbr, dup_idx, dup_sim = neighbour_pass(x, t, 7, 3, "cpu")
     both = (x @ x.T + t @ t.T) / 2
     np.fill_diagonal(both, -np.inf)
     np.testing.assert_array_equal(np.sort(nbr, 1), np.sort(np.argsort(-both, 1)[:, :7], 1))

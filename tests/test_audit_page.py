@@ -13,7 +13,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from review_workspace import MISLABELLED, real_workspace
-from tac_core.review import ReviewSession
+from tac_core.workspace.review import ReviewSession
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "4_🧭_Audit.py")
 

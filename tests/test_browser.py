@@ -32,8 +32,9 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
-from tac_core import jobs, vocab_spec
-from tac_core.workspace import open_workspace
+from tac_core.run import jobs
+from tac_core.inputs import vocab_spec
+from tac_core.workspace.workspace import open_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -544,7 +545,7 @@ def check_export(csv_bytes: bytes, folder: Path, merged: int, renamed: int, form
 # -- a server killed in the middle of a review ---------------------------------------------------------------
 def test_review_edits_survive_a_server_kill(start_server, page, output_dir, tmp_path, elpv_images):
     from review_workspace import real_workspace
-    from tac_core.review import ReviewSession
+    from tac_core.workspace.review import ReviewSession
 
     workspace, run_id, ids = real_workspace(tmp_path / "data", elpv_images)  # 24 images, 3 clusters (9, 8, 7)
     workspace.close()

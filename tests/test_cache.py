@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from tac_core.cache import VectorStore, sha256_file
+from tac_core.embedding.cache import VectorStore, sha256_file
 from tac_core.errors import InvalidInputError
 
 

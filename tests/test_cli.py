@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tac_core.cli import main
-from tac_core.synthetic import make_clip_like_bed
-from tac_core.tac import TAC
+from tac_core.run.cli import main
+from tac_core.cluster.synthetic import make_clip_like_bed
+from tac_core.cluster.tac import TAC
 
 ROOT = Path(__file__).resolve().parent.parent
 

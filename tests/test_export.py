@@ -11,10 +11,10 @@ import pytest
 
 from tac_core import atomic
 from tac_core.errors import InvalidInputError
-from tac_core.export import COLUMNS, export_labels, neutralise
-from tac_core.imageset import ImageRecord, ImageSet
-from tac_core.review import ReviewSession
-from tac_core.workspace import create_workspace
+from tac_core.workspace.export import COLUMNS, export_labels, neutralise
+from tac_core.inputs.imageset import ImageRecord, ImageSet
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import create_workspace
 
 REL_PATHS = ["a/ok.png", "=HYPERLINK(\"http://x\")", "+1.png", "-2.png", "@SUM(A1).png", "\tx.png", "\rx.png",
              "ünï 工場.png"]

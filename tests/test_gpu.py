@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tac_core.kmeans import spherical_kmeans
-from tac_core.metrics import clustering_accuracy, evaluate
-from tac_core.neighbors import approximate_knn, exact_knn, recall_at_k
-from tac_core.synthetic import make_clip_like_bed
-from tac_core.tac import TAC
+from tac_core.cluster.kmeans import spherical_kmeans
+from tac_core.cluster.metrics import clustering_accuracy, evaluate
+from tac_core.cluster.neighbors import approximate_knn, exact_knn, recall_at_k
+from tac_core.cluster.synthetic import make_clip_like_bed
+from tac_core.cluster.tac import TAC
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -53,9 +53,9 @@ def test_neighbours_on_cuda(bed):
 
 
 def test_image_and_text_encoding_on_cuda_match_the_cpu(tiny_spec, tmp_path):
-    from tac_core.image_encoding import encode_images
-    from tac_core.models import load_model
-    from tac_core.text_encoding import encode_texts
+    from tac_core.embedding.image_encoding import encode_images
+    from tac_core.embedding.models import load_model
+    from tac_core.embedding.text_encoding import encode_texts
 
     rng = np.random.default_rng(0)
     paths = []

@@ -21,13 +21,17 @@ import pytest
 
 from bad_inputs import (Case, encode, make_bad_input_corpus, make_empty_folder, make_folder_without_images,
                         make_hostile_zip, pattern)
-from tac_core import ingest, jobs, vocab_spec
-from tac_core.cli import main as cli_main
+from tac_core.workspace import ingest
+from tac_core.run import jobs
+from tac_core.run import params as run_params
+from tac_core.run import job
+from tac_core.inputs import vocab_spec
+from tac_core.run.cli import main as cli_main
 from tac_core.errors import EmptyInputError
-from tac_core.export import export_labels, neutralise
-from tac_core.imageset import scan_folder
-from tac_core.review import ReviewSession
-from tac_core.workspace import create_workspace
+from tac_core.workspace.export import export_labels, neutralise
+from tac_core.inputs.imageset import scan_folder
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import create_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 FORMULA_NAMES = ("=1+2.png", "+SUM(A1).png", "-2.png", "@cmd.png", "\tstarts_with_tab.png")
@@ -111,11 +115,11 @@ def clustered(corpus, tmp_path_factory, tiny_model_config, tiny_checkpoint):
     report = ingest.add_folder(ws, root)
     spec = {**vocab_spec.default_spec(), "categories": ["noun.shape"], "templates": "photo1",
             "domain_terms": [{"term": "=crack", "note": ""}, {"term": "hairline crack", "note": ""}]}
-    params = jobs.make_params(model={"name": str(tiny_model_config), "checkpoint": str(tiny_checkpoint)},
+    params = run_params.make_params(model={"name": str(tiny_model_config), "checkpoint": str(tiny_checkpoint)},
                               vocab_set="corpus", vocab_spec=spec, n_clusters=4, projection="pca", seed=0,
                               batch_size=16, suggest_k=False)
     run_id = ws.create_run(params, ws.images("ok")["id"].to_numpy())
-    status = jobs.run_job(ws.path, run_id)
+    status = job.run_job(ws.path, run_id)
     yield ws, report, run_id, status
     ws.close()
 
@@ -218,7 +222,7 @@ def test_folders_with_nothing_to_cluster_are_refused_with_a_reason(kind, tmp_pat
         (folder / "only copy.png").write_bytes(encode(pattern((20, 20), 240), "PNG"))
         message = "needs at least 2 images"
         assert ingest.add_folder(ws, folder).added == 1
-    params = jobs.make_params(model={"name": str(tiny_model_config), "checkpoint": str(tiny_checkpoint)},
+    params = run_params.make_params(model={"name": str(tiny_model_config), "checkpoint": str(tiny_checkpoint)},
                               vocab_set="d", vocab_spec={"wordnet": False, "domain_terms": ["crack"]}, n_clusters=2)
     with pytest.raises(Exception, match="no usable images|more than the 1 usable"):
         jobs.start_run(ws, params)
@@ -254,8 +258,8 @@ def test_extreme_aspect_strips_reach_the_model_cropped(tmp_path, tiny_model):
 
     from PIL import Image
 
-    from tac_core.image_decode import MAX_ASPECT_RATIO, crop_extreme_aspect
-    from tac_core.image_encoding import encode_images
+    from tac_core.inputs.image_decode import MAX_ASPECT_RATIO, crop_extreme_aspect
+    from tac_core.embedding.image_encoding import encode_images
 
     sizes = []
 

@@ -20,9 +20,10 @@ from streamlit.testing.v1 import AppTest
 
 from bad_inputs import encode, pattern
 from review_workspace import planted_arrays
-from tac_core import ingest, vocab_spec
+from tac_core.workspace import ingest
+from tac_core.inputs import vocab_spec
 from tac_core.errors import InvalidInputError
-from tac_core.workspace import create_workspace
+from tac_core.workspace.workspace import create_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = ("<img src=x onerror=alert(1)>", "**bold**", "[link](javascript:alert(1))", ":red[x]", "$x$")
@@ -262,7 +263,7 @@ def test_upload_and_zip_limits_are_configured_and_documented():
     limit_mb = config["server"]["maxUploadSize"]
     assert isinstance(limit_mb, int) and 0 < limit_mb <= 16 * 1024
     assert config["client"]["showErrorDetails"] == "none"  # no traceback reaches a browser
-    from tac_core.imageset import DEFAULT_ZIP_MAX_BYTES, DEFAULT_ZIP_MAX_FILES, ZIP_MAX_RATIO
+    from tac_core.inputs.zips import DEFAULT_ZIP_MAX_BYTES, DEFAULT_ZIP_MAX_FILES, ZIP_MAX_RATIO
 
     doc = (ROOT / "docs" / "HARDENING.md").read_text(encoding="utf-8")
     assert "maxUploadSize" in doc and f"{limit_mb}" in doc

@@ -25,15 +25,19 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from bad_inputs import encode, pattern
-from tac_core import ingest, jobs, vocab_spec
-from tac_core.cache import VectorStore
-from tac_core.embed import model_cache_dir
-from tac_core.export import export_labels
-from tac_core.image_encoding import thumbnail_path
-from tac_core.imageset import ImageRecord, ImageSet
-from tac_core.models import ModelSpec
-from tac_core.review import ReviewSession
-from tac_core.workspace import Workspace, create_workspace
+from tac_core.workspace import ingest
+from tac_core.run import jobs
+from tac_core.run import params as run_params
+from tac_core.run import job
+from tac_core.inputs import vocab_spec
+from tac_core.embedding.cache import VectorStore
+from tac_core.embedding.embed import model_cache_dir
+from tac_core.workspace.export import export_labels
+from tac_core.inputs.thumbnails import thumbnail_path
+from tac_core.inputs.imageset import ImageRecord, ImageSet
+from tac_core.embedding.models import ModelSpec
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import Workspace, create_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -47,8 +51,8 @@ def wait_here():
 """
 INGEST_CHILD = WAIT + """
 from pathlib import Path
-from tac_core import ingest
-from tac_core.workspace import Workspace
+from tac_core.workspace import ingest
+from tac_core.workspace.workspace import Workspace
 workspace, how, folder, stage, count = sys.argv[1:6]
 def progress(name, done, total):
     if name == stage and done >= int(count):
@@ -62,7 +66,8 @@ else:
 print("FINISHED", flush=True)
 """
 JOB_CHILD = WAIT + """
-from tac_core import jobs, workspace_runs
+from tac_core.run import job
+from tac_core.workspace import runs as workspace_runs
 workspace, run_id, point, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 if point == "saving arrays":
     save, saved = workspace_runs.RunsMixin.save_run_array, []
@@ -74,20 +79,20 @@ if point == "saving arrays":
         return path
     workspace_runs.RunsMixin.save_run_array = save_and_wait
 else:
-    report = jobs._Reporter.__call__
+    report = job._Reporter.__call__
     def report_and_wait(self, stage, done, total):
         report(self, stage, done, total)
         if stage == point and done >= count:
             self.flush()
             wait_here()
-    jobs._Reporter.__call__ = report_and_wait
-print(jobs.run_job(workspace, run_id), flush=True)
+    job._Reporter.__call__ = report_and_wait
+print(job.run_job(workspace, run_id), flush=True)
 """
 EXPORT_CHILD = WAIT + """
 from tac_core import atomic
-from tac_core.export import export_labels
-from tac_core.review import ReviewSession
-from tac_core.workspace import Workspace
+from tac_core.workspace.export import export_labels
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import Workspace
 write_json = atomic.write_json
 def write_and_wait(dest, obj):
     if str(dest).endswith("_manifest.json"):
@@ -99,8 +104,8 @@ export_labels(ReviewSession(ws, int(sys.argv[2])), ws, int(sys.argv[2]))
 """
 REVIEW_CHILD = """
 import sys
-from tac_core.review import ReviewSession
-from tac_core.workspace import Workspace
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import Workspace
 ws = Workspace(sys.argv[1])
 tag, cluster, edits = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 session = ReviewSession(ws, int(sys.argv[2]), session_id=tag)
@@ -245,7 +250,7 @@ def job_workspace(tmp_path, elpv_images, tiny_model_config, tiny_checkpoint):
     spec = {**vocab_spec.default_spec(), "categories": ["noun.shape"], "templates": "photo1",
             "domain_terms": [{"term": "hairline crack", "note": ""}]}
     model = {"name": str(tiny_model_config), "checkpoint": str(tiny_checkpoint)}
-    params = jobs.make_params(model=model, vocab_set="s", vocab_spec=spec, n_clusters=3, projection="pca",
+    params = run_params.make_params(model=model, vocab_set="s", vocab_spec=spec, n_clusters=3, projection="pca",
                               suggest_k=False, batch_size=4, seed=0)
     run_id = ws.create_run(params, ws.images("ok")["id"].to_numpy())
     yield ws, run_id, ModelSpec(model["name"], checkpoint=model["checkpoint"])
@@ -256,7 +261,7 @@ def run_again(ws: Workspace, run_id: int) -> dict:
     """What "Run again" does, computed in this process: the run back to pending, then its job."""
     assert ws.run(run_id)["status"] == "interrupted"
     ws.set_run_status(run_id, "pending")
-    assert jobs.run_job(ws.path, run_id) == "done", ws.run(run_id)["error"]
+    assert job.run_job(ws.path, run_id) == "done", ws.run(run_id)["error"]
     return {s["stage"]: s for s in jobs.read_stages(ws, run_id)}
 
 

@@ -9,15 +9,18 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bad_inputs import encode, pattern
-from tac_core import ingest, jobs, vocab_spec
-from tac_core.cache import VectorStore
-from tac_core.cli import main as cli_main
-from tac_core.embed import embed_images, embed_vocabulary, model_cache_dir
+from tac_core.workspace import ingest
+from tac_core.run import jobs
+from tac_core.run import params as run_params
+from tac_core.inputs import vocab_spec
+from tac_core.embedding.cache import VectorStore
+from tac_core.run.cli import main as cli_main
+from tac_core.embedding.embed import embed_images, embed_vocabulary, model_cache_dir
 from tac_core.errors import EmptyInputError, InvalidInputError
-from tac_core.models import ModelSpec
-from tac_core.tac import TAC
-from tac_core.vocabulary import Vocabulary
-from tac_core.workspace import create_workspace
+from tac_core.embedding.models import ModelSpec
+from tac_core.cluster.tac import TAC
+from tac_core.inputs.vocabulary import Vocabulary
+from tac_core.workspace.workspace import create_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG_TERM = "crack " * 83 + "xx"  # 500 characters
@@ -123,7 +126,7 @@ def test_bad_vocabulary_sets_are_refused(spec, error, message):
 def test_a_damaged_or_foreign_cache_shard_is_never_mixed_in(tmp_path, tiny_spec, elpv_images, damage):
     paths = sorted(elpv_images.iterdir())[:6]
     clean = embed_images(tiny_spec, paths, None, tmp_path / "clean", device="cpu").embeddings
-    from tac_core.cache import sha256_file
+    from tac_core.embedding.cache import sha256_file
 
     keys = [sha256_file(p) for p in paths]
     folder = model_cache_dir(tiny_spec, tmp_path / "cache") / "images"
@@ -255,7 +258,7 @@ def test_a_run_with_a_bad_value_is_refused_before_it_exists(app_data, tmp_path, 
     ws = create_workspace("params", app_data)
     few_images(ws, tmp_path / "imgs", 4)
     with pytest.raises(error, match=message):
-        jobs.start_run(ws, jobs.make_params(**tiny_params(tiny_model_config, tiny_checkpoint, **changes)))
+        jobs.start_run(ws, run_params.make_params(**tiny_params(tiny_model_config, tiny_checkpoint, **changes)))
     assert ws.runs().empty and not any((ws.path / "runs").iterdir())
     ws.close()
 
@@ -265,7 +268,7 @@ def test_a_run_with_k_equal_to_the_number_of_images_and_duplicate_terms_works(ap
     ws = create_workspace("params", app_data)
     few_images(ws, tmp_path / "imgs", 4)
     spec = {"wordnet": False, "domain_terms": ["crack", "Crack", "crack ", "stain"], "templates": "photo1"}
-    run_id = jobs.start_run(ws, jobs.make_params(**tiny_params(tiny_model_config, tiny_checkpoint, n_clusters=4,
+    run_id = jobs.start_run(ws, run_params.make_params(**tiny_params(tiny_model_config, tiny_checkpoint, n_clusters=4,
                                                                vocab_spec=spec)))
     run = ws.run(run_id)
     assert run["status"] == "done", run["error"]
@@ -348,7 +351,7 @@ def test_weights_that_do_not_fit_the_model_are_refused_by_name(tmp_path, tiny_mo
     checkpoint at all: the job fails at once with the file named, nothing is stored."""
     import json
 
-    from tac_core.models import load_model, save_checkpoint
+    from tac_core.embedding.models import load_model, save_checkpoint
 
     other = json.loads(tiny_model_config.read_text())
     other["embed_dim"] = 16
@@ -360,7 +363,7 @@ def test_weights_that_do_not_fit_the_model_are_refused_by_name(tmp_path, tiny_mo
     ws = create_workspace("weights", app_data)
     few_images(ws, tmp_path / "imgs", 4)
     for checkpoint, message in ((foreign, "does not fit the architecture"), (junk, "could not be read")):
-        run_id = jobs.start_run(ws, jobs.make_params(**tiny_params(tiny_model_config, checkpoint)))
+        run_id = jobs.start_run(ws, run_params.make_params(**tiny_params(tiny_model_config, checkpoint)))
         run = ws.run(run_id)
         assert run["status"] == "failed" and str(checkpoint) in run["error"] and message in run["error"], run["error"]
         assert ws.run_assignments(run_id).empty and not list(ws.run_dir(run_id).glob("*.npy"))

@@ -10,9 +10,9 @@ from PIL import Image, ImageFile
 from bad_inputs import (BLUE, GREEN, LONG_NAME, RED, UNICODE_NAME, WHITE, bomb_png, encode, make_bad_input_corpus,
                         pattern)
 from tac_core.errors import InvalidInputError
-from tac_core.image_decode import (DEFAULT_MAX_PIXELS, decode_rgb, file_error_reason, set_max_pixels,
+from tac_core.inputs.image_decode import (DEFAULT_MAX_PIXELS, decode_rgb, file_error_reason, set_max_pixels,
                                    unidentified_reason)
-from tac_core.imageset import ImageDecodeError, open_image_rgb
+from tac_core.inputs.imageset import ImageDecodeError, open_image_rgb
 
 
 @pytest.fixture(scope="module")

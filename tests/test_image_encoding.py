@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tac_core import embed, image_encoding
-from tac_core.cache import VectorStore, sha256_file
-from tac_core.embed import embed_images
+from tac_core.embedding import embed
+from tac_core.embedding import image_encoding
+from tac_core.embedding.cache import VectorStore, sha256_file
+from tac_core.embedding.embed import embed_images
 from tac_core.errors import InvalidInputError
-from tac_core.image_encoding import encode_images, thumbnail_path
+from tac_core.embedding.image_encoding import encode_images
+from tac_core.inputs.thumbnails import thumbnail_path
 from tac_core.progress import CancelToken, Cancelled
 
 

@@ -13,9 +13,10 @@ import pytest
 
 from bad_inputs import (encode, make_bad_input_corpus, make_empty_folder, make_folder_without_images,
                         make_hostile_zip, pattern)
-from tac_core import imageset
+from tac_core.inputs import imageset
 from tac_core.errors import EmptyInputError, InvalidInputError
-from tac_core.imageset import (ImageRecord, ImageSet, extract_zip_safely, open_image_rgb, scan_files,
+from tac_core.inputs.zips import extract_zip_safely
+from tac_core.inputs.imageset import (ImageRecord, ImageSet, open_image_rgb, scan_files,
                                scan_folder)
 from tac_core.progress import CancelToken, Cancelled
 

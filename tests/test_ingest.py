@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from bad_inputs import encode, make_bad_input_corpus, make_hostile_zip, pattern
-from tac_core import ingest
+from tac_core.workspace import ingest
 from tac_core.errors import EmptyInputError, InvalidInputError
-from tac_core.image_encoding import thumbnail_path
+from tac_core.inputs.thumbnails import thumbnail_path
 from tac_core.progress import CancelToken, Cancelled
-from tac_core.workspace import create_workspace
+from tac_core.workspace.workspace import create_workspace
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_add_folder_stores_images_and_makes_thumbnails_once(ws, elpv_images):
 
 
 def test_embedding_reuses_the_ingest_thumbnails(ws, elpv_images, tiny_spec):
-    from tac_core.embed import embed_images
+    from tac_core.embedding.embed import embed_images
 
     ingest.add_folder(ws, elpv_images)
     before = {p.name: p.stat().st_mtime_ns for p in ws.thumbs_dir.iterdir()}

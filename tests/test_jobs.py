@@ -13,9 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tac_core import ingest, jobs, vocab_spec
+from tac_core.workspace import ingest
+from tac_core.run import jobs
+from tac_core.run import params as run_params
+from tac_core.run import job
+from tac_core.inputs import vocab_spec
 from tac_core.errors import EmptyInputError, InvalidInputError
-from tac_core.workspace import create_workspace, open_workspace
+from tac_core.workspace.workspace import create_workspace, open_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -30,7 +34,7 @@ def params_for(tiny_model_config, tiny_checkpoint, **changes) -> dict:
     options = dict(model={"name": str(tiny_model_config), "pretrained": "openai", "checkpoint": str(tiny_checkpoint)},
                    vocab_set="small", vocab_spec=small_spec(), n_clusters=3, projection="pca", seed=1)
     options.update(changes)
-    return jobs.make_params(**options)
+    return run_params.make_params(**options)
 
 
 @pytest.fixture
@@ -79,7 +83,7 @@ def test_a_job_subprocess_computes_and_stores_everything(workspace, tiny_model_c
                         ("confidence", (24,)), ("margin", (24,)), ("projection", (24, 2))]:
         array = workspace.load_run_array(run_id, name)
         assert array is not None and array.shape == shape and np.isfinite(array).all(), name
-    assert [s["stage"] for s in stages] == list(jobs.STAGES["free"])
+    assert [s["stage"] for s in stages] == list(run_params.STAGES["free"])
     assert all(s["done"] == s["total"] for s in stages)
     summary = jobs.read_summary(workspace, run_id)
     assert summary["n_images"] == 24 and summary["failed_images"] == [] and summary["selected_terms"]
@@ -90,7 +94,7 @@ def test_a_job_subprocess_computes_and_stores_everything(workspace, tiny_model_c
 
 
 def test_trained_mode_keeps_probabilities_and_heads(workspace, tiny_model_config, tiny_checkpoint, monkeypatch):
-    from tac_core.heads import head_probabilities
+    from tac_core.cluster.heads import head_probabilities
 
     monkeypatch.setenv(jobs.INLINE_ENV, "1")  # same process: the subprocess path is covered above
     run_id = jobs.start_run(workspace, params_for(tiny_model_config, tiny_checkpoint, mode="trained", epochs=2,
@@ -151,19 +155,19 @@ def test_a_pending_run_cancelled_before_its_job_starts_never_runs(workspace, tin
     run_id = workspace.create_run(params_for(tiny_model_config, tiny_checkpoint),
                                   workspace.images("ok")["id"].to_numpy())
     assert jobs.cancel_run(workspace, run_id) == "cancelled"
-    assert jobs.run_job(workspace.path, run_id) == "cancelled"
+    assert job.run_job(workspace.path, run_id) == "cancelled"
     assert workspace.run(run_id)["status"] == "cancelled" and jobs.read_stages(workspace, run_id) == []
 
 
 def test_failures_are_explained_in_plain_words(workspace, tiny_model_config, tiny_checkpoint, tmp_path):
     missing = tmp_path / "gone.pt"
     run_id = workspace.create_run(params_for(tiny_model_config, missing), workspace.images("ok")["id"].to_numpy())
-    assert jobs.run_job(workspace.path, run_id) == "failed"
+    assert job.run_job(workspace.path, run_id) == "failed"
     run = workspace.run(run_id)
     assert run["status"] == "failed" and f"Checkpoint file {missing} does not exist" in run["error"]
-    oom = jobs.explain_failure(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), Path("job.log"))
+    oom = job.explain_failure(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), Path("job.log"))
     assert "ran out of memory" in oom and "try device cpu or a smaller" in oom
-    bug = jobs.explain_failure(KeyError("x"), Path("/w/runs/1/job.log"))
+    bug = job.explain_failure(KeyError("x"), Path("/w/runs/1/job.log"))
     assert "unexpected failure (KeyError" in bug and "/w/runs/1/job.log" in bug
 
 
@@ -180,7 +184,7 @@ def test_starting_a_run_checks_its_inputs(tmp_path, workspace, tiny_model_config
     with pytest.raises(EmptyInputError, match="no usable images"):
         jobs.start_run(empty, params_for(tiny_model_config, tiny_checkpoint))
     assert workspace.runs().empty and empty.runs().empty
-    assert jobs.make_params(model={"name": "ViT-B-32"}, vocab_set="d", vocab_spec={}, n_clusters=5)["projection"] \
+    assert run_params.make_params(model={"name": "ViT-B-32"}, vocab_set="d", vocab_spec={}, n_clusters=5)["projection"] \
         == "umap"  # the app's default layout is UMAP; tests pass "pca" to skip numba's compile
 
 
@@ -191,7 +195,7 @@ def test_run_job_command_reports_a_bad_workspace_in_one_line(tmp_path):
 
 
 def test_the_default_layout_is_the_umap_projection(monkeypatch):
-    import tac_core.projection as projection
+    import tac_core.cluster.projection as projection
 
     calls = []
 
@@ -205,7 +209,7 @@ def test_the_default_layout_is_the_umap_projection(monkeypatch):
 
     monkeypatch.setattr(projection, "fit_projection", fake_fit)
     seen = []
-    xy = jobs.compute_layout(np.zeros((5, 8), np.float32), "umap", seed=7, progress=lambda *a: seen.append(a))
+    xy = job.compute_layout(np.zeros((5, 8), np.float32), "umap", seed=7, progress=lambda *a: seen.append(a))
     assert calls == [((5, 8), 7)] and seen == [("projection", 1, 2)] and xy.dtype == np.float32
-    quick = jobs.compute_layout(np.random.default_rng(0).random((5, 8)).astype(np.float32), "pca")
+    quick = job.compute_layout(np.random.default_rng(0).random((5, 8)).astype(np.float32), "pca")
     assert quick.shape == (5, 2) and len(calls) == 1

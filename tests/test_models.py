@@ -6,15 +6,13 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from tac_core.cache import sha256_file
+from tac_core.embedding.cache import sha256_file
 from tac_core.errors import InvalidInputError, WeightsUnavailableError
-from tac_core.models import (
+from tac_core.embedding.models import (
     LOCAL_DIR_CONFIG,
     ModelSpec,
     clear_model_cache,
-    describe_devices,
     load_model,
-    resolve_device,
     save_checkpoint,
 )
 
@@ -152,15 +150,3 @@ def test_bad_config_files(tmp_path):
         ModelSpec(str(not_a_config), "none").architecture_config()
     with pytest.raises(InvalidInputError, match="hf-hub"):
         ModelSpec("hf-hub:org/repo")
-
-
-def test_resolve_device():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in {"cuda", "mps", "cpu"}
-    with pytest.raises(InvalidInputError, match="Unknown device"):
-        resolve_device("tpu")
-    if not torch.cuda.is_available():
-        assert resolve_device("auto") != torch.device("cuda")
-        with pytest.raises(InvalidInputError, match="detected: no CUDA GPU"):
-            resolve_device("cuda")
-    assert "CPU with" in describe_devices()

@@ -8,8 +8,8 @@ import pytest
 from sklearn.decomposition import PCA
 
 from tac_core.errors import InvalidInputError
-from tac_core.projection import Projection, fit_projection, quick_layout
-from tac_core.synthetic import make_clip_like_bed
+from tac_core.cluster.projection import Projection, fit_projection, quick_layout
+from tac_core.cluster.synthetic import make_clip_like_bed
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from bench.audit import review, true_clusters
-from tac_core.audit import audit_tac
+from tac_core.cluster.audit import audit_tac
 from tac_core.errors import InvalidInputError
-from tac_core.heads import fit_heads, head_probabilities
-from tac_core.metrics import clustering_accuracy
-from tac_core.recluster import recluster, recluster_tac
-from tac_core.synthetic import make_clip_like_bed
-from tac_core.tac import TAC
+from tac_core.cluster.heads import fit_heads, head_probabilities
+from tac_core.cluster.metrics import clustering_accuracy
+from tac_core.cluster.recluster import recluster, recluster_tac
+from tac_core.cluster.synthetic import make_clip_like_bed
+from tac_core.cluster.tac import TAC
 
 D = 8
 

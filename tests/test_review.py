@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from tac_core.errors import InvalidInputError
-from tac_core.imageset import ImageRecord, ImageSet
-from tac_core.review import ReviewSession
-from tac_core.store import WorkspaceUnreadableError
-from tac_core.workspace import Workspace, create_workspace
+from tac_core.inputs.imageset import ImageRecord, ImageSet
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.store import WorkspaceUnreadableError
+from tac_core.workspace.workspace import Workspace, create_workspace
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
@@ -286,8 +286,8 @@ def test_sessions_in_threads_keep_every_edit(ws, run):
 # -- crash safety ----------------------------------------------------------------------------------------------
 CHILD = """
 import sys
-from tac_core.review import ReviewSession
-from tac_core.workspace import Workspace
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import Workspace
 ws = Workspace(sys.argv[1])
 session = ReviewSession(ws, int(sys.argv[2]), session_id="child")
 ids = session.state.image_ids

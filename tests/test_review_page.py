@@ -13,7 +13,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import tac_core.projection
+import tac_core.cluster.projection
 from review_workspace import real_workspace
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "4_Review.py")
@@ -209,7 +209,7 @@ def test_a_run_without_a_map_gets_one_computed_once_and_saved(data_dir, elpv_ima
         calls.append(features.shape)
         return Fitted(features)
 
-    monkeypatch.setattr(tac_core.projection, "fit_projection", fake_fit)
+    monkeypatch.setattr(tac_core.cluster.projection, "fit_projection", fake_fit)
     try:
         at = open_page(ws, run_id)
         assert any("PCA picture" in c.value for c in at.caption)

@@ -10,11 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from tac_core import atomic, audit as audit_mod, image_encoding, kmeans, neighbors, numerics
-from tac_core.image_decode import decode_rgb
-from tac_core.kmeans import spherical_kmeans
-from tac_core.neighbors import approximate_knn, block_rows, cosine_knn, exact_knn, recall_at_k
-from tac_core.synthetic import make_clip_like_bed
+from tac_core import atomic
+from tac_core.cluster import audit as audit_mod
+from tac_core.cluster import audit_signals
+from tac_core.embedding import image_encoding
+from tac_core.cluster import kmeans
+from tac_core.cluster import neighbors
+from tac_core import numerics
+from tac_core.inputs.image_decode import decode_rgb
+from tac_core.cluster.kmeans import spherical_kmeans
+from tac_core.cluster.neighbors import approximate_knn, block_rows, cosine_knn, exact_knn, recall_at_k
+from tac_core.cluster.synthetic import make_clip_like_bed
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +91,12 @@ def test_audit_switches_to_the_approximate_search_above_the_threshold(points, mo
     rng = np.random.default_rng(0)
     t = make_clip_like_bed(n_samples=3000, n_classes=10, dim=64, n_distractor_nouns=10, random_state=8).image_embeddings
     labels = rng.integers(0, 5, len(points))
-    exact = audit_mod._neighbour_pass(points, t, 10, 5, "cpu")
+    exact = audit_signals.neighbour_pass(points, t, 10, 5, "cpu")
     monkeypatch.setattr(neighbors, "APPROX_MIN_ROWS", 1000)
     calls = []
     original = neighbors.approximate_knn
-    monkeypatch.setattr(audit_mod, "approximate_knn", lambda *a, **kw: calls.append(a[1]) or original(*a, **kw))
-    approx = audit_mod._neighbour_pass(points, t, 10, 5, "cpu")
+    monkeypatch.setattr(audit_signals, "approximate_knn", lambda *a, **kw: calls.append(a[1]) or original(*a, **kw))
+    approx = audit_signals.neighbour_pass(points, t, 10, 5, "cpu")
     assert calls == [10, 5]
     both = np.concatenate([points, t], axis=1) / np.sqrt(2)
     true_both = np.take_along_axis(both @ both.T, exact[0], axis=1)
@@ -201,11 +207,14 @@ def test_cpu_micro_batches_give_the_same_vectors(tiny_model, elpv_images, monkey
 # --- placing new images on a run's map ----------------------------------------------------------------------
 def test_place_new_puts_a_near_copy_of_a_training_image_next_to_it(tmp_path, elpv_images, tiny_model_config,
                                                                   tiny_checkpoint, monkeypatch):
-    from tac_core import ingest, jobs, vocab_spec
-    from tac_core.jobs import MAP_FOLDER
-    from tac_core.projection import Projection
-    from tac_core.run_map import place_new
-    from tac_core.workspace import create_workspace
+    from tac_core.workspace import ingest
+    from tac_core.run import jobs
+    from tac_core.run import params as run_params
+    from tac_core.inputs import vocab_spec
+    from tac_core.run.params import MAP_FOLDER
+    from tac_core.cluster.projection import Projection
+    from tac_core.run.run_map import place_new
+    from tac_core.workspace.workspace import create_workspace
 
     monkeypatch.setenv(jobs.INLINE_ENV, "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -213,7 +222,7 @@ def test_place_new_puts_a_near_copy_of_a_training_image_next_to_it(tmp_path, elp
     try:
         ingest.add_folder(ws, elpv_images)
         spec = {**vocab_spec.default_spec(), "categories": ["noun.shape"], "templates": "photo1"}
-        params = jobs.make_params(model={"name": str(tiny_model_config), "pretrained": "openai",
+        params = run_params.make_params(model={"name": str(tiny_model_config), "pretrained": "openai",
                                          "checkpoint": str(tiny_checkpoint)}, vocab_set="small", vocab_spec=spec,
                                   n_clusters=3, projection="pca", seed=1, suggest_k=False)
         run_id = jobs.start_run(ws, params)
@@ -246,9 +255,9 @@ def test_place_new_puts_a_near_copy_of_a_training_image_next_to_it(tmp_path, elp
 
 # --- tokenising a vocabulary ---------------------------------------------------------------------------------
 def test_joined_vocabulary_tokens_equal_the_tokenizer(tiny_model):
-    from tac_core.prompts import TAC_TEMPLATES
-    from tac_core.text_encoding import vocabulary_tokens
-    from tac_core.vocabulary import Vocabulary
+    from tac_core.inputs.prompts import TAC_TEMPLATES
+    from tac_core.embedding.text_encoding import vocabulary_tokens
+    from tac_core.inputs.vocabulary import Vocabulary
 
     tokenizer = tiny_model.tokenizer
     names = Vocabulary.wordnet().names[::10] + [
@@ -261,7 +270,7 @@ def test_joined_vocabulary_tokens_equal_the_tokenizer(tiny_model):
 
 
 def test_other_tokenizers_tokenise_whole_prompts(tiny_model, monkeypatch):
-    from tac_core.text_encoding import vocabulary_tokens
+    from tac_core.embedding.text_encoding import vocabulary_tokens
 
     calls = []
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from tac_core.errors import InvalidInputError
-from tac_core.imageset import ImageRecord, ImageSet
-from tac_core.review import ReviewSession
-from tac_core.subcluster import propose_split, split_cluster, two_way_labels
-from tac_core.workspace import create_workspace
+from tac_core.inputs.imageset import ImageRecord, ImageSet
+from tac_core.workspace.review import ReviewSession
+from tac_core.cluster.subcluster import two_way_labels
+from tac_core.workspace.auto_split import propose_split, split_cluster
+from tac_core.workspace.workspace import create_workspace
 
 D = 16
 

@@ -5,9 +5,9 @@ from sklearn.metrics import silhouette_score
 
 from tac_core.errors import InvalidInputError, TacError
 from tac_core.progress import CancelToken, Cancelled
-from tac_core.suggest_k import (KSuggestion, cosine_silhouette, default_k_range, suggest_k,
+from tac_core.cluster.suggest_k import (KSuggestion, cosine_silhouette, default_k_range, suggest_k,
                                 suggest_k_on_features)
-from tac_core.synthetic import make_clip_like_bed
+from tac_core.cluster.synthetic import make_clip_like_bed
 
 N_STYLES = 3
 

@@ -5,12 +5,12 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from tac_core.errors import EmptyInputError, InvalidInputError
-from tac_core.heads import batch_entropy, cluster_contrastive_loss, consistency_loss
-from tac_core.kmeans import spherical_kmeans
-from tac_core.metrics import clustering_accuracy, evaluate
+from tac_core.cluster.heads import batch_entropy, cluster_contrastive_loss, consistency_loss
+from tac_core.cluster.kmeans import spherical_kmeans
+from tac_core.cluster.metrics import clustering_accuracy, evaluate
 from tac_core.progress import CancelToken, Cancelled
-from tac_core.synthetic import make_clip_like_bed
-from tac_core.tac import TAC, select_nouns, semantic_center_count, text_counterparts
+from tac_core.cluster.synthetic import make_clip_like_bed
+from tac_core.cluster.tac import TAC, select_nouns, semantic_center_count, text_counterparts
 
 
 def unit(a):
@@ -220,7 +220,7 @@ def test_metrics():
 
 
 def test_anchors_prefer_terms_closer_to_this_cluster_than_to_others():
-    from tac_core.anchors import cluster_anchors
+    from tac_core.cluster.anchors import cluster_anchors
     e = np.eye(3, dtype=np.float32)
     counterparts = np.stack([e[0], e[0], e[1], e[1]])
     labels = np.array([0, 0, 1, 1])

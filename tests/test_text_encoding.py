@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from tac_core import embed, text_encoding
-from tac_core.embed import embed_vocabulary, term_key
+from tac_core.embedding import embed
+from tac_core.embedding import text_encoding
+from tac_core.embedding.embed import embed_vocabulary, term_key
 from tac_core.errors import InvalidInputError
-from tac_core.models import ModelSpec, load_model
+from tac_core.embedding.models import ModelSpec, load_model
 from tac_core.progress import CancelToken, Cancelled
-from tac_core.prompts import TAC_TEMPLATES
-from tac_core.text_encoding import encode_texts, encode_vocabulary, supports_truncation
+from tac_core.inputs.prompts import TAC_TEMPLATES
+from tac_core.embedding.text_encoding import encode_texts, encode_vocabulary, supports_truncation
 
 PROMPTS = [
     "x",

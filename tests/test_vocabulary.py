@@ -11,16 +11,9 @@ import numpy as np
 import pytest
 
 from tac_core.errors import EmptyInputError, InvalidInputError
-from tac_core.prompts import TAC_TEMPLATES, TEMPLATE_SETS, template_set
-from tac_core.vocabulary import (
-    WORDNET_ASSET,
-    Term,
-    Vocabulary,
-    WordNetNouns,
-    domain_packs,
-    load_domain_pack,
-    normalize_term,
-)
+from tac_core.inputs.prompts import TAC_TEMPLATES, TEMPLATE_SETS, template_set
+from tac_core.inputs.vocabulary import Term, Vocabulary, domain_packs, load_domain_pack
+from tac_core.inputs.wordnet import WORDNET_ASSET, WordNetNouns, normalize_term
 
 REPO = Path(__file__).resolve().parent.parent
 

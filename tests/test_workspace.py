@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tac_core import workspace as workspace_module
+from tac_core.workspace import workspace as workspace_module
 from tac_core.errors import EmptyInputError, InvalidInputError
-from tac_core.imageset import ImageRecord, ImageSet
-from tac_core.store import SCHEMA_VERSION, WorkspaceUnreadableError
-from tac_core.workspace import (DB_NAME, Workspace, create_workspace, data_dir, delete_workspace, list_workspaces,
+from tac_core.inputs.imageset import ImageRecord, ImageSet
+from tac_core.workspace.store import SCHEMA_VERSION, WorkspaceUnreadableError
+from tac_core.workspace.workspace import (DB_NAME, Workspace, create_workspace, data_dir, delete_workspace, list_workspaces,
                                 open_workspace, rename_workspace)
 
 HOSTILE_NAMES = ["a/b", "..", "../../etc/passwd", "ünïcødé 工場 ✓", "<script>alert(1)</script>", ".", "C:\\x",
@@ -471,7 +471,7 @@ def test_arrays_are_written_before_the_run_is_done(ws_with_images, monkeypatch):
 def test_progress_written_by_another_process_is_seen(ws_with_images):
     ws, ids = ws_with_images
     run_id = ws.create_run({}, ids)
-    code = ("import sys; from tac_core.workspace import Workspace; ws = Workspace(sys.argv[1]); "
+    code = ("import sys; from tac_core.workspace.workspace import Workspace; ws = Workspace(sys.argv[1]); "
             "r = int(sys.argv[2]); ws.set_run_status(r, 'running'); ws.update_run_progress(r, 'tac', 7, 9); "
             "ws.set_run_status(r, 'failed', error='stopped on purpose')")
     subprocess.run([sys.executable, "-c", code, str(ws.path), str(run_id)], check=True,

@@ -1,6 +1,6 @@
 """The audit queue's data: scores computed once per run and review state, kept as a snapshot while decided.
 
-Scoring every image (``tac_core.audit``) costs O(n²) neighbour search: ~0.4 s for 2k images, ~5 s for 10k,
+Scoring every image (``tac_core.cluster.audit``) costs O(n²) neighbour search: ~0.4 s for 2k images, ~5 s for 10k,
 35–50 s for 50k 512-d images on two CPU cores. So the queue is a *snapshot*: computed for one review state,
 cached per server process (``st.cache_resource``, keyed by run and a digest of labels, exclusions and
 decisions, so a second browser session or a return to the page costs nothing), and kept while the reviewer
@@ -23,11 +23,11 @@ from typing import Optional
 import numpy as np
 import streamlit as st
 
-from tac_core.audit import audit
-from tac_core.contact_sheet import contact_sheet
+from tac_core.cluster.audit import audit
+from tac_core.cluster.contact_sheet import contact_sheet
 from tac_core.numerics import cluster_unit_means
-from tac_core.review import ReviewSession
-from tac_core.workspace import Workspace
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import Workspace
 from ui.decisions import DecisionLog
 from ui.review_data import original_labels, run_array, state_digest
 

@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from tac_core.errors import TacError
-from tac_core.review import ReviewSession
-from tac_core.workspace import Workspace
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import Workspace
 from ui.audit_data import decision_log, sheet_positions
 from ui.decisions import recluster_into_new_run
 from ui.gallery import frame_for_positions, strip

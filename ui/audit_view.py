@@ -13,8 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from tac_core.errors import TacError
-from tac_core.review import ReviewSession
-from tac_core.workspace import Workspace
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import Workspace
 from ui import review_actions as actions
 from ui import widgets
 from ui.audit_data import decided_mask, name_reasons, snapshot

@@ -12,7 +12,7 @@ renames decide nothing about single images. The audit's "n of m reviewed" counts
 stay as they are, so the reviewer can go back):
 - fixed (keep their cluster): verified images, members of verified clusters, and moved images — a move is a
   decision about that image, so re-clustering must not move it back; verified clusters are closed
-  (``tac_core.recluster``). Excluded images stay excluded. Everything else is re-assigned (free mode:
+  (``tac_core.cluster.recluster``). Excluded images stay excluded. Everything else is re-assigned (free mode:
   constrained spherical k-means on [image, counterpart]).
 - the new run has the same images in the same order, the same layout (so the map does not jump), the same
   embeddings and counterparts (hard links when the file system allows, else copies), new centres and
@@ -35,9 +35,9 @@ import pandas as pd
 
 from tac_core.errors import InvalidInputError
 from tac_core.numerics import cluster_unit_means, unit_rows_array
-from tac_core.recluster import recluster
-from tac_core.review import ReviewSession
-from tac_core.workspace import Workspace
+from tac_core.cluster.recluster import recluster
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import Workspace
 
 DECIDING = ("move", "verify_images", "exclude")
 CARRIED_ARRAYS = ("image_embeddings", "counterparts", "projection")

@@ -9,8 +9,8 @@ import tempfile
 import pandas as pd
 import streamlit as st
 
-from tac_core.export import export_labels
-from tac_core.review import ReviewSession
+from tac_core.workspace.export import export_labels
+from tac_core.workspace.review import ReviewSession
 from ui import state, widgets
 
 PREVIEW_ROWS = 100

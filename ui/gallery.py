@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from tac_core.workspace import Workspace
+from tac_core.workspace.workspace import Workspace
 from ui.map_view import selected_ids, set_selection
 from ui.review_data import image_source
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from tac_core.workspace import create_workspace, data_dir, delete_workspace, list_workspaces, rename_workspace
+from tac_core.workspace.workspace import create_workspace, data_dir, delete_workspace, list_workspaces, rename_workspace
 from ui import state, widgets
 
 _CONFIRM_KEY = "home_confirm_delete"

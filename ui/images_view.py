@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from tac_core import ingest
-from tac_core.export import neutralise
+from tac_core.workspace import ingest
+from tac_core.workspace.export import neutralise
 from ui import state, widgets
 
 SAMPLE_SIZE = 24

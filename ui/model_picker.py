@@ -11,7 +11,8 @@ from typing import Optional
 import streamlit as st
 
 from tac_core.errors import TacError
-from tac_core.models import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR_PREFIX, ModelSpec, describe_devices
+from tac_core.devices import describe_devices
+from tac_core.embedding.models import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR_PREFIX, ModelSpec
 from ui import state
 
 _FIELDS = ("name", "pretrained", "checkpoint")

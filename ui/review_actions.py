@@ -13,10 +13,10 @@ import numpy as np
 import streamlit as st
 
 from tac_core.errors import TacError
-from tac_core.review import Edit, ReviewSession
-from tac_core.subcluster import SUFFIX, split_cluster
-from tac_core.workspace import Workspace
-from tac_core.workspace_runs import MAX_CLUSTER_NAME_LENGTH
+from tac_core.workspace.review import Edit, ReviewSession
+from tac_core.workspace.auto_split import SUFFIX, split_cluster
+from tac_core.workspace.workspace import Workspace
+from tac_core.workspace.runs import MAX_CLUSTER_NAME_LENGTH
 from ui.map_view import selected_ids, set_selection
 from ui.review_data import cached_session, run_array
 

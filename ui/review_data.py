@@ -1,7 +1,7 @@
 """What the Review and Audit pages share: the open ReviewSession, the run picker, cached run arrays and layout.
 
 Decisions live in the workspace (the review log); this module holds only handles and caches:
-- one :class:`~tac_core.review.ReviewSession` per browser session and run, in ``st.session_state``, refreshed
+- one :class:`~tac_core.workspace.review.ReviewSession` per browser session and run, in ``st.session_state``, refreshed
   on every rerun so edits made in another browser session appear;
 - run arrays (embeddings, counterparts, the 2-D layout) loaded once per server process and run
   (``st.cache_resource``: no copy per rerun — at 50k images they are hundreds of MB);
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from tac_core.image_encoding import thumbnail_path
-from tac_core.review import ReviewSession
-from tac_core.workspace import Workspace
+from tac_core.inputs.thumbnails import thumbnail_path
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import Workspace
 from ui.safe_text import short
 from ui.state import current_run_id, set_run
 
@@ -150,7 +150,7 @@ def layout(workspace: Workspace, run_id: int) -> tuple[np.ndarray, str]:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _quick_layout(workspace_path: str, run_id: int, _features: np.ndarray) -> np.ndarray:
-    from tac_core.projection import quick_layout
+    from tac_core.cluster.projection import quick_layout
 
     xy = quick_layout(_features)
     xy.setflags(write=False)
@@ -162,7 +162,7 @@ def _background_umap(workspace_path: str, run_id: int, _workspace: Workspace, _f
     """Start computing the run's UMAP map once per server process; it is saved when done."""
     def work() -> None:
         try:
-            from tac_core.projection import fit_projection
+            from tac_core.cluster.projection import fit_projection
 
             coordinates = fit_projection(_features).coordinates
             _workspace.save_run_array(run_id, LAYOUT_ARRAY, np.asarray(coordinates, np.float32))

@@ -8,7 +8,8 @@ from typing import Optional
 import pandas as pd
 import streamlit as st
 
-from tac_core import jobs
+from tac_core.run import jobs
+from tac_core.run import params as run_params
 from ui import state, widgets
 
 SELECTED_KEY = "cluster_selected_run"
@@ -59,7 +60,7 @@ def _live(workspace, watched: tuple[int, ...]) -> None:
         params = run["params"]
         st.markdown(f"**Run {run_id}** · K = {params['n_clusters']} · {params['mode']} · "
                     f"{STATUS_TEXT[run['status']]}")
-        widgets.stage_bars(jobs.STAGES[params["mode"]], jobs.read_stages(workspace, run_id), run["status"])
+        widgets.stage_bars(run_params.STAGES[params["mode"]], jobs.read_stages(workspace, run_id), run["status"])
         _cancel_buttons(workspace, run_id, "live")
 
 
@@ -160,7 +161,7 @@ def _details(workspace, run_id: int, run: dict) -> None:
     elif status in ACTIVE:
         cols[0].caption("Progress and the Cancel run button are under Start run above.")
     with st.expander("Stages", expanded=status != "done"):
-        widgets.stage_bars(jobs.STAGES.get(params.get("mode"), ()), jobs.read_stages(workspace, run_id), status)
+        widgets.stage_bars(run_params.STAGES.get(params.get("mode"), ()), jobs.read_stages(workspace, run_id), status)
     summary = jobs.read_summary(workspace, run_id)
     if summary:
         _summary(summary)

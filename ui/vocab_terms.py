@@ -10,9 +10,11 @@ import time
 import pandas as pd
 import streamlit as st
 
-from tac_core import jobs, vocab_spec
-from tac_core.prompts import template_set
-from tac_core.vocabulary import normalize_term
+from tac_core.run import jobs
+from tac_core.inputs import vocab_spec
+from tac_core.embedding.embed import cached_term_count
+from tac_core.inputs.prompts import template_set
+from tac_core.inputs.wordnet import normalize_term
 from ui import model_picker, widgets
 
 MAX_ROWS = 300
@@ -113,7 +115,7 @@ def cost_section(edit, active: list[str]) -> None:
         return
     templates = edit.spec["templates"]
     n_prompts = len(template_set(templates))
-    ok, cached = widgets.attempt(lambda: vocab_spec.cached_term_count(
+    ok, cached = widgets.attempt(lambda: cached_term_count(
         active, model_picker.spec_of(model), templates, edit.workspace.cache_dir), "read the embedding cache")
     if not ok:
         return
@@ -165,8 +167,8 @@ def _rate(workspace, model: dict, templates: str, device: str) -> tuple[float, s
 
 
 def _measure(model: dict, templates: str, device: str, names: list[str]) -> float:
-    from tac_core.models import load_model
-    from tac_core.text_encoding import encode_vocabulary
+    from tac_core.embedding.models import load_model
+    from tac_core.embedding.text_encoding import encode_vocabulary
 
     loaded = load_model(model_picker.spec_of(model), device)
     prompts = template_set(templates)

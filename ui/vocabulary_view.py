@@ -9,9 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from tac_core import vocab_spec
-from tac_core.prompts import TEMPLATE_SETS
-from tac_core.vocabulary import WordNetNouns, domain_packs, load_domain_pack
+from tac_core.inputs import vocab_spec
+from tac_core.inputs.prompts import TEMPLATE_SETS
+from tac_core.inputs.vocabulary import domain_packs, load_domain_pack
+from tac_core.inputs.wordnet import WordNetNouns
 from ui import state, vocab_terms, widgets
 
 SET_KEY = "vocab_set_name"  # the set being edited (kept across pages; the cluster page preselects it)

@@ -11,7 +11,7 @@ from typing import Callable, Optional, Sequence
 
 import streamlit as st
 
-from tac_core.image_encoding import thumbnail_path
+from tac_core.inputs.thumbnails import thumbnail_path
 from ui import state
 from ui.text import esc
 

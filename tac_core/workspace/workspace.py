@@ -1,0 +1,373 @@
+"""Workspaces: one folder per project holding everything a user decided, so nothing is lost to a refresh.
+
+A workspace folder holds::
+
+    workspace.db   SQLite (schema in tac_core.workspace.store): sources, images, vocabulary sets, runs, review events
+    cache/         the embedding cache (``cache_root`` of tac_core.embedding.embed)
+    thumbs/        thumbnails
+    files/         uploaded files and extracted zips
+    runs/<id>/     a run's arrays as .npy (embeddings, counterparts, probabilities, the layout, ...)
+    exports/       label CSVs and their manifests
+
+Workspaces live in :func:`data_dir`: ``$TAC_STUDIO_DATA`` when set, else ``%LOCALAPPDATA%\\TAC Studio\\workspaces``
+on Windows and ``~/.tac_studio/workspaces`` elsewhere. A folder is named by an ASCII slug of the workspace name
+plus a random suffix, so no name (slashes, "..", unicode, markup) can reach outside the data directory; the
+name itself is stored as text in the database and renaming never moves the folder. Creation builds the
+folder under a hidden name and renames it into place, so a crash never leaves a half-made workspace listed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import sys
+import unicodedata
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from ..errors import InvalidInputError
+from ..inputs.imageset import ImageSet, storable_text
+from .store import (ConnectionPool, WorkspaceUnreadableError, connect, damaged_database, migrate, to_json,
+                    transaction, utc_now, validate_name)
+from .runs import RunsMixin
+
+__all__ = ["DB_NAME", "AddedImages", "Workspace", "WorkspaceInfo", "WorkspaceUnreadableError", "create_workspace",
+           "data_dir", "delete_workspace", "list_workspaces", "open_workspace", "rename_workspace", "validate_name"]
+
+DB_NAME = "workspace.db"
+SUBFOLDERS = ("cache", "thumbs", "files", "runs", "exports")
+SOURCE_KINDS = ("folder", "upload", "zip", "path")
+IMAGE_STATUSES = ("ok", "skipped", "duplicate")
+
+
+@dataclass(frozen=True)
+class WorkspaceInfo:
+    """One entry of :func:`list_workspaces`; ``error`` says why a broken folder could not be read."""
+
+    name: str
+    path: Path
+    created: str
+    image_count: int
+    run_count: int
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class AddedImages:
+    """What :meth:`Workspace.add_image_set` stored: ids of the new usable images and counts of the others."""
+
+    source_id: int
+    image_ids: tuple[int, ...]
+    duplicates: int
+    skipped: int
+
+
+def data_dir() -> Path:
+    """Where workspaces live: ``$TAC_STUDIO_DATA``, else the per-user default of this platform."""
+    override = os.environ.get("TAC_STUDIO_DATA", "").strip()
+    if override:
+        return Path(override).expanduser()
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "TAC Studio" / "workspaces"
+    return Path.home() / ".tac_studio" / "workspaces"
+
+
+def list_workspaces(root: str | os.PathLike | None = None) -> list[WorkspaceInfo]:
+    """Every workspace folder in ``root`` (default :func:`data_dir`) by name; broken ones carry an error."""
+    root = _root(root)
+    if not root.is_dir():
+        return []
+    infos = [_read_info(entry) for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+    return sorted(infos, key=lambda info: (info.name.casefold(), str(info.path)))
+
+
+def create_workspace(name: str, root: str | os.PathLike | None = None) -> "Workspace":
+    """Make a new, empty workspace; the name must be unique (ignoring case) in ``root``."""
+    name = validate_name(name)
+    root = _root(root)
+    root.mkdir(parents=True, exist_ok=True)
+    _check_name_free(name, root)
+    token = secrets.token_hex(4)
+    staging, final = root / f".creating-{token}", root / f"{_slug(name)}-{token}"
+    staging.mkdir()
+    try:
+        for sub in SUBFOLDERS:
+            (staging / sub).mkdir()
+        conn = connect(staging / DB_NAME)
+        try:
+            migrate(conn, staging / DB_NAME)
+            with transaction(conn):
+                conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                                 [("name", name), ("created", utc_now())])
+        finally:
+            conn.close()
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Workspace(final)
+
+
+def open_workspace(path_or_name: str | os.PathLike, root: str | os.PathLike | None = None) -> "Workspace":
+    """Open a workspace by its folder or by its name in ``root`` (default :func:`data_dir`)."""
+    return Workspace(_resolve(path_or_name, root, require_db=True))
+
+
+def rename_workspace(path_or_name: str | os.PathLike, new_name: str,
+                     root: str | os.PathLike | None = None) -> None:
+    """Change the displayed name; the folder stays where it is, so open sessions keep working."""
+    new_name = validate_name(new_name)
+    path = _resolve(path_or_name, root, require_db=True)
+    with Workspace(path) as workspace:
+        if workspace.name.casefold() != new_name.casefold():
+            _check_name_free(new_name, path.parent)
+        with workspace.transaction() as conn:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'name'", (new_name,))
+
+
+def delete_workspace(path_or_name: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
+    """Remove a workspace folder and everything in it (the caller asks the user first).
+
+    The folder is first renamed to a hidden name, so a crash half-way never leaves a half-deleted workspace
+    listed. Only a folder holding a ``workspace.db`` or a listed (broken) entry of the data directory is removed.
+    """
+    path = _resolve(path_or_name, root, require_db=False)
+    doomed = path.parent / f".deleting-{secrets.token_hex(4)}"
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+class Workspace(RunsMixin, AbstractContextManager):
+    """An open workspace: the folders and the database, with one SQLite connection per thread."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.db_path = self.path / DB_NAME
+        if not self.db_path.is_file():
+            raise InvalidInputError(f"{self.path} is not a TAC Studio workspace: it has no {DB_NAME}. Choose a "
+                                    "workspace folder or create a new workspace.")
+        self._pool = ConnectionPool(self.db_path)
+        try:
+            migrate(self.connection(), self.db_path)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise damaged_database(self.db_path, str(exc)) from exc
+        except BaseException:
+            self.close()
+            raise
+        for sub in SUBFOLDERS:
+            (self.path / sub).mkdir(exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.path)!r})"
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection this object opened (any thread); it reopens lazily if used again."""
+        self._pool.close()
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, for reads by the engine's own modules (review, export)."""
+        return self._pool.get()
+
+    def transaction(self):
+        """A write transaction on this thread's connection (``with workspace.transaction() as conn:``)."""
+        return transaction(self.connection())
+
+    # -- folders and identity --------------------------------------------------------------------------
+    @property
+    def cache_dir(self) -> Path:
+        return self.path / "cache"
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.path / "thumbs"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.path / "files"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.path / "exports"
+
+    @property
+    def name(self) -> str:
+        return self._meta("name")
+
+    @property
+    def created(self) -> str:
+        return self._meta("created")
+
+    def _meta(self, key: str) -> str:
+        row = self.connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise damaged_database(self.db_path, f"it has no {key!r}")
+        return row[0]
+
+    # -- sources and images ----------------------------------------------------------------------------
+    def add_image_set(self, image_set: ImageSet, source_kind: str, source_location: str) -> AddedImages:
+        """Store every record of a scan under a new source, in one transaction.
+
+        An ok image whose bytes are already in the workspace is stored as a duplicate of that image (its
+        ``duplicate_of`` is the existing image id), not added again; duplicates within the set point at the
+        image their first copy became. Skipped files are kept with their reason for the skipped list.
+        """
+        if source_kind not in SOURCE_KINDS:
+            raise InvalidInputError(f"source kind {source_kind!r} is not one of {', '.join(SOURCE_KINDS)}.")
+        rows, new_ids, counts = [], [], {"duplicate": 0, "skipped": 0}
+        with self.transaction() as conn:
+            cur = conn.execute("INSERT INTO sources (kind, location, root, added) VALUES (?, ?, ?, ?)",
+                               (source_kind, str(source_location), str(image_set.root), utc_now()))
+            source_id = cur.lastrowid
+            known = {sha: (image_id, rel) for sha, image_id, rel in
+                     conn.execute("SELECT sha256, id, rel_path FROM images WHERE status = 'ok'")}
+            next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM images").fetchone()[0]
+            id_of_rel: dict[str, int] = {}
+            for record in image_set.records:
+                status, reason, duplicate_of = record.status, record.reason, None
+                path, rel_path = storable_text(record.path), storable_text(record.rel_path)
+                if (path, rel_path) != (record.path, record.rel_path):
+                    status, reason = "skipped", "the file name is not valid UTF-8; rename the file"
+                elif status == "ok" and record.sha256 in known:
+                    duplicate_of, first_rel = known[record.sha256]
+                    status, reason = "duplicate", f"same content as {first_rel}, already in this workspace"
+                elif status == "duplicate":
+                    duplicate_of = id_of_rel.get(record.duplicate_of or "") or known.get(record.sha256, (None,))[0]
+                    if duplicate_of is None:  # its first copy could not be stored: this copy is the image
+                        status, reason = "ok", ""
+                image_id, next_id = next_id, next_id + 1
+                if status == "ok":
+                    known[record.sha256] = (image_id, record.rel_path)
+                    new_ids.append(image_id)
+                else:
+                    counts[status] += 1
+                id_of_rel[record.rel_path] = image_id if status == "ok" else duplicate_of
+                rows.append((image_id, source_id, path, rel_path, record.sha256, record.size_bytes,
+                             record.width, record.height, status, reason, duplicate_of))
+            conn.executemany("INSERT INTO images (id, source_id, path, rel_path, sha256, size_bytes, width, "
+                             "height, status, reason, duplicate_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return AddedImages(source_id, tuple(new_ids), counts["duplicate"], counts["skipped"])
+
+    def images(self, status: Optional[str] = None) -> pd.DataFrame:
+        """Every stored record (or those with ``status``), with its source kind, by id."""
+        if status is not None and status not in IMAGE_STATUSES:
+            raise InvalidInputError(f"image status {status!r} is not one of {', '.join(IMAGE_STATUSES)}.")
+        where, params = ("WHERE i.status = ?", (status,)) if status else ("", ())
+        frame = self._frame(
+            "SELECT i.id, i.source_id, s.kind AS source_kind, i.path, i.rel_path, i.sha256, i.size_bytes, i.width, "
+            f"i.height, i.status, i.reason, i.duplicate_of FROM images i JOIN sources s ON s.id = i.source_id "
+            f"{where} ORDER BY i.id", params)
+        frame["duplicate_of"] = frame["duplicate_of"].astype("Int64")
+        return frame
+
+    def image_counts(self) -> dict[str, int]:
+        """Images per status plus ``total``, for the sidebar."""
+        counts = dict.fromkeys(IMAGE_STATUSES, 0)
+        counts.update(self.connection().execute("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall())
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def skipped_images(self) -> pd.DataFrame:
+        """The records the pipeline does not use (skipped and duplicates), each with its reason."""
+        return self.images().query("status != 'ok'").reset_index(drop=True)
+
+    def sources(self) -> pd.DataFrame:
+        """Where images came from: one row per add (kind, location as the user gave it, scanned root)."""
+        return self._frame("SELECT id, kind, location, root, added FROM sources ORDER BY id")
+
+    # -- vocabulary sets -------------------------------------------------------------------------------
+    def save_vocab_set(self, name: str, spec: dict) -> int:
+        """Store ``spec`` (JSON) under ``name``, replacing an earlier one; returns its new version number."""
+        name = validate_name(name, "vocabulary set name")
+        if not isinstance(spec, dict):
+            raise InvalidInputError(f"the vocabulary set {name!r} must be a dict, not {type(spec).__name__}.")
+        text = to_json(spec, f"vocabulary set {name!r}")
+        now = utc_now()
+        with self.transaction() as conn:
+            row = conn.execute("SELECT version FROM vocab_sets WHERE name = ?", (name,)).fetchone()
+            version = 1 if row is None else row[0] + 1
+            conn.execute("INSERT INTO vocab_sets (name, spec, version, created, updated) VALUES (?, ?, ?, ?, ?) "
+                         "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, version = excluded.version, "
+                         "updated = excluded.updated", (name, text, version, now, now))
+        return version
+
+    def vocab_sets(self) -> pd.DataFrame:
+        return self._frame("SELECT name, version, created, updated FROM vocab_sets ORDER BY name")
+
+    def load_vocab_set(self, name: str) -> dict:
+        row = self.connection().execute("SELECT spec FROM vocab_sets WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            known = ", ".join(self.vocab_sets()["name"]) or "none yet"
+            raise InvalidInputError(f"there is no vocabulary set named {name!r} in this workspace (saved: {known}).")
+        return json.loads(row[0])
+
+    def _frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
+        cur = self.connection().execute(sql, params)
+        return pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
+
+
+def _root(root: str | os.PathLike | None) -> Path:
+    return (Path(root) if root is not None else data_dir()).expanduser().resolve()
+
+
+def _slug(name: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:40].strip("-") or "workspace"
+
+
+def _check_name_free(name: str, root: Path) -> None:
+    if any(info.name.casefold() == name.casefold() for info in list_workspaces(root) if not info.error):
+        raise InvalidInputError(f"a workspace named {name!r} already exists in {root}; choose another name or "
+                                "open the existing one.")
+
+
+def _resolve(path_or_name: str | os.PathLike, root: str | os.PathLike | None, require_db: bool) -> Path:
+    """A workspace folder from a path or a name; without ``require_db`` a listed broken folder also counts."""
+    root = _root(root)
+    candidate = Path(path_or_name).expanduser()
+    if (candidate / DB_NAME).is_file():
+        return candidate.resolve()
+    infos = list_workspaces(root)
+    if candidate.is_dir() and not require_db:
+        if any(info.path.resolve() == candidate.resolve() for info in infos):
+            return candidate.resolve()
+    matches = [info for info in infos if info.name == str(path_or_name)] or \
+              [info for info in infos if info.name.casefold() == str(path_or_name).casefold()]
+    if len(matches) == 1 and (not require_db or not matches[0].error):
+        return matches[0].path.resolve()
+    if matches:
+        raise InvalidInputError(f"the workspace {str(path_or_name)!r} cannot be opened: {matches[0].error}")
+    names = ", ".join(repr(info.name) for info in infos) or "none yet"
+    raise InvalidInputError(f"there is no workspace {str(path_or_name)!r} in {root} (workspaces: {names}); "
+                            "create it or choose an existing one.")
+
+
+def _read_info(folder: Path) -> WorkspaceInfo:
+    """Summary of one folder; any problem becomes an error note so one bad folder never hides the others."""
+    db_path = folder / DB_NAME
+    if not db_path.is_file():
+        return WorkspaceInfo(folder.name, folder, "", 0, 0, f"no {DB_NAME}: not a workspace, or it was damaged")
+    try:
+        conn = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            images = conn.execute("SELECT COUNT(*) FROM images WHERE status = 'ok'").fetchone()[0]
+            runs = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return WorkspaceInfo(folder.name, folder, "", 0, 0, f"cannot read {DB_NAME}: {exc}")
+    if "name" not in meta:
+        return WorkspaceInfo(folder.name, folder, "", images, runs, f"{DB_NAME} has no workspace name")
+    return WorkspaceInfo(meta["name"], folder, meta.get("created", ""), images, runs)

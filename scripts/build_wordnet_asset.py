@@ -1,4 +1,4 @@
-"""Build ``assets/wordnet_nouns.tsv.gz``: one row per WordNet 3.0 noun synset, read through nltk.
+"""Build ``tac_core/assets/wordnet_nouns.tsv.gz``: one row per WordNet 3.0 noun synset, read through nltk.
 
 The app ships this small table so that no WordNet install (and no ``nltk.download``, which needs the
 network) is needed at runtime. The output is byte-for-byte reproducible (fixed row order, gzip mtime 0).
@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "assets" / "wordnet_nouns.tsv.gz"
+DEFAULT_OUT = REPO / "tac_core" / "assets" / "wordnet_nouns.tsv.gz"
 COLUMNS = ("synset", "name", "category", "gloss", "hypernyms")
 EXPECTED_NOUN_SYNSETS = 82115  # WordNet 3.0
 

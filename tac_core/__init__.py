@@ -1,3 +1,72 @@
-"""TAC Studio's engine: Text-Aided Clustering of image collections, free of any UI."""
+"""TAC Studio's engine: Text-Aided Clustering of image collections, free of any UI.
 
-__version__ = "0.1.0"
+The names a script or a notebook needs are importable from here::
+
+    import tac_core
+    model = tac_core.TAC(n_clusters=10).fit(image_embeddings, vocab_embeddings)
+
+They load lazily (``import tac_core`` does not import torch or open_clip), so the command line can check its
+arguments before the heavy libraries load. Everything else lives in the layer packages: ``cluster`` (TAC and
+the maths on arrays), ``inputs`` (image files, vocabulary), ``embedding`` (models, encoders, cache),
+``workspace`` (the project database, review, export) and ``run`` (run description, pipeline, jobs, CLI).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    # errors a user can cause
+    "TacError": "tac_core.errors",
+    "InvalidInputError": "tac_core.errors",
+    "EmptyInputError": "tac_core.errors",
+    "WeightsUnavailableError": "tac_core.errors",
+    # clustering on arrays
+    "TAC": "tac_core.cluster.tac",
+    "suggest_k": "tac_core.cluster.suggest_k",
+    "audit": "tac_core.cluster.audit",
+    "clustering_accuracy": "tac_core.cluster.metrics",
+    "evaluate": "tac_core.cluster.metrics",
+    # inputs and embeddings
+    "ImageSet": "tac_core.inputs.imageset",
+    "scan_folder": "tac_core.inputs.imageset",
+    "Vocabulary": "tac_core.inputs.vocabulary",
+    "ModelSpec": "tac_core.embedding.models",
+    "embed_images": "tac_core.embedding.embed",
+    "embed_vocabulary": "tac_core.embedding.embed",
+    # workspaces and review
+    "Workspace": "tac_core.workspace.workspace",
+    "create_workspace": "tac_core.workspace.workspace",
+    "open_workspace": "tac_core.workspace.workspace",
+    "ReviewSession": "tac_core.workspace.review",
+    "export_labels": "tac_core.workspace.export",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
+    from .cluster.audit import audit
+    from .cluster.metrics import clustering_accuracy, evaluate
+    from .cluster.suggest_k import suggest_k
+    from .cluster.tac import TAC
+    from .embedding.embed import embed_images, embed_vocabulary
+    from .embedding.models import ModelSpec
+    from .errors import EmptyInputError, InvalidInputError, TacError, WeightsUnavailableError
+    from .inputs.imageset import ImageSet, scan_folder
+    from .inputs.vocabulary import Vocabulary
+    from .workspace.export import export_labels
+    from .workspace.review import ReviewSession
+    from .workspace.workspace import Workspace, create_workspace, open_workspace
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tac_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

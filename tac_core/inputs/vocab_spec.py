@@ -10,7 +10,7 @@ run always knows exactly which terms it used even after the set is edited. Versi
       "subtrees": ["blemish.n.01"],        # keep only nouns under these synsets; [] = no restriction
       "disabled": ["bank"],                # terms switched off (matched case- and space-insensitively)
       "domain_terms": [{"term": "solder bridge", "note": "..."}],
-      "domain_packs": ["surface_defects"], # shipped packs in assets/domain_packs/
+      "domain_packs": ["surface_defects"], # shipped packs in tac_core/assets/domain_packs/
       "templates": "tac7"                  # prompt template set: tac7 (paper), tac3, photo1
     }
 

@@ -7,9 +7,9 @@ We encode each distinct name once: CLIP's text encoder would give the same vecto
 duplicates would only split one noun's softmax mass. A collapsed :class:`Term` keeps all its synset ids,
 most frequent sense first (WordNet's sense number in the id, ``bank.n.01`` before ``bank.n.02``).
 
-WordNet is read from ``assets/wordnet_nouns.tsv.gz`` (built by ``scripts/build_wordnet_asset.py``), so no
+WordNet is read from ``tac_core/assets/wordnet_nouns.tsv.gz`` (built by ``scripts/build_wordnet_asset.py``), so no
 WordNet install or download is needed at runtime. Domain terms ("solder bridge") come from the user or a
-shipped pack in ``assets/domain_packs/``; a domain term equal to a WordNet name merges into that term.
+shipped pack in ``tac_core/assets/domain_packs/``; a domain term equal to a WordNet name merges into that term.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""WordNet 3.0's noun synsets, read from the shipped asset ``wordnet_nouns.tsv.gz``.
+"""WordNet 3.0's noun synsets, read from the shipped asset ``tac_core/assets/wordnet_nouns.tsv.gz``.
 
 The asset is built once by ``scripts/build_wordnet_asset.py`` from a WordNet 3.0 install, so nothing needs
 WordNet or a download at runtime. :class:`WordNetNouns` holds the synsets in asset order as parallel lists,
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import importlib.resources
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import pandas as pd
 
 from ..errors import InvalidInputError, TacError
 
-ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
+ASSETS_DIR = Path(str(importlib.resources.files("tac_core") / "assets"))  # package data (pyproject.toml)
 WORDNET_ASSET = ASSETS_DIR / "wordnet_nouns.tsv.gz"
 WORDNET_COLUMNS = ("synset", "name", "category", "gloss", "hypernyms")
 

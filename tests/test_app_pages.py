@@ -286,9 +286,9 @@ def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choic
 
 
 def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_choice):
-    params = run_params.make_params(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=2,
+    params = run_params.RunParams(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=2,
                               projection="pca", suggest_k=False)
-    run_id = images_ws.create_run(params, images_ws.images("ok")["id"].to_numpy())
+    run_id = images_ws.create_run(params.to_dict(), images_ws.images("ok")["id"].to_numpy())
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     images_ws.set_run_status(run_id, "running", pid=gone.pid)  # its process died: the run is interrupted
@@ -300,7 +300,7 @@ def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_cho
 
 # -- export ------------------------------------------------------------------------------------------------
 def test_export_page_writes_the_verified_rows(images_ws, tiny_choice):
-    params = run_params.make_params(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=3,
+    params = run_params.RunParams(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=3,
                               projection="pca", suggest_k=False)
     run_id = jobs.start_run(images_ws, params)
     review = ReviewSession(images_ws, run_id)

@@ -20,6 +20,7 @@ from tac_core.errors import TacError
 from tac_core.cluster.kmeans import spherical_kmeans
 from tac_core.cluster.metrics import evaluate
 from tac_core.cluster.synthetic import make_clip_like_bed
+from tac_core.cluster.tac import MODES
 from tac_core.devices import DEVICES
 from tac_core.embedding.cache import default_cache_root
 from tac_core.run.params import RunParams
@@ -33,7 +34,7 @@ def score_methods(x: np.ndarray, v: np.ndarray, truth: np.ndarray, k: int, seed:
     start = time.perf_counter()
     scores[METHODS[0]] = evaluate(truth, spherical_kmeans(x, k, random_state=seed, device=device).labels)
     scores[METHODS[0]]["s"] = time.perf_counter() - start
-    for method, mode in zip(METHODS[1:], ("free", "trained")):
+    for method, mode in zip(METHODS[1:], MODES):
         start = time.perf_counter()
         labels = RunParams(k, mode=mode, seed=seed, device=device).estimator().fit(x, v, domain_mask).labels_
         scores[method] = dict(evaluate(truth, labels), s=time.perf_counter() - start)

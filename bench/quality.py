@@ -20,7 +20,10 @@ from tac_core.errors import TacError
 from tac_core.cluster.kmeans import spherical_kmeans
 from tac_core.cluster.metrics import evaluate
 from tac_core.cluster.synthetic import make_clip_like_bed
-from tac_core.cluster.tac import TAC
+from tac_core.cluster.tac import MODES
+from tac_core.devices import DEVICES
+from tac_core.embedding.cache import default_cache_root
+from tac_core.run.params import RunParams
 
 METHODS = ("k-means on images", "TAC free", "TAC trained")
 
@@ -31,9 +34,9 @@ def score_methods(x: np.ndarray, v: np.ndarray, truth: np.ndarray, k: int, seed:
     start = time.perf_counter()
     scores[METHODS[0]] = evaluate(truth, spherical_kmeans(x, k, random_state=seed, device=device).labels)
     scores[METHODS[0]]["s"] = time.perf_counter() - start
-    for method, mode in zip(METHODS[1:], ("free", "trained")):
+    for method, mode in zip(METHODS[1:], MODES):
         start = time.perf_counter()
-        labels = TAC(k, mode=mode, random_state=seed, device=device).fit(x, v, domain_mask).labels_
+        labels = RunParams(k, mode=mode, seed=seed, device=device).estimator().fit(x, v, domain_mask).labels_
         scores[method] = dict(evaluate(truth, labels), s=time.perf_counter() - start)
     return scores
 
@@ -74,9 +77,8 @@ def print_seed_stability(beds: list, n_seeds: int) -> None:
     print("|---|---|---|")
     stds = []
     for index, bed in enumerate(beds):
-        accs = [evaluate(bed.labels, TAC(bed.n_classes, random_state=seed).fit(bed.image_embeddings,
-                                                                              bed.vocab_embeddings).labels_)["ACC"]
-                for seed in range(n_seeds)]
+        accs = [evaluate(bed.labels, RunParams(bed.n_classes, seed=seed, device="cpu").estimator().fit(
+                    bed.image_embeddings, bed.vocab_embeddings).labels_)["ACC"] for seed in range(n_seeds)]
         stds.append(np.std(accs))
         print(f"| {100 + index} | {' '.join(f'{a:.1f}' for a in accs)} | {np.mean(accs):.1f} ± {np.std(accs):.2f} |")
     print(f"std over seeds: mean {np.mean(stds):.2f}, largest {np.max(stds):.2f} points")
@@ -84,8 +86,8 @@ def print_seed_stability(beds: list, n_seeds: int) -> None:
 
 def labelled_folder(args) -> None:
     from tac_core.embedding.embed import embed_images, embed_vocabulary
-    from tac_core.inputs.imageset import scan_folder
     from tac_core.embedding.models import ModelSpec
+    from tac_core.inputs.imageset import scan_folder
     from tac_core.inputs.vocabulary import Vocabulary
 
     image_set = scan_folder(args.images).require_images()
@@ -93,10 +95,13 @@ def labelled_folder(args) -> None:
     if len(set(classes)) < 2 or any(len(Path(r.rel_path).parts) < 2 for r in image_set.ok):
         raise TacError(f"{args.images} must hold one sub-folder of images per class (at least two)")
     names, truth = np.unique(classes, return_inverse=True)
-    spec = ModelSpec(args.model, args.pretrained, None if args.checkpoint is None else str(args.checkpoint))
-    embedded = embed_images(spec, image_set.paths, image_set.keys, args.cache, device=args.device)
+    params = RunParams(len(names), ModelSpec(args.model, args.pretrained, args.checkpoint and str(args.checkpoint)),
+                       device=args.device)
+    spec = params.model
+    embedded = embed_images(spec, image_set.paths, image_set.keys, args.cache, device=args.device,
+                            batch_size=params.batch_size)
     vocab = Vocabulary.wordnet()
-    v = embed_vocabulary(spec, vocab.names, "tac7", args.cache, device=args.device)
+    v = embed_vocabulary(spec, vocab.names, params.templates, args.cache, device=args.device)
     x, truth = embedded.embeddings[embedded.ok], truth[embedded.ok]
     per_seed = [score_methods(x, v, truth, len(names), seed, args.device) for seed in range(args.seeds)]
     print_table(f"{args.images}: {len(x)} images, {len(names)} classes, {spec}", per_seed)
@@ -109,8 +114,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--pretrained", default="openai")
     parser.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tac-studio")
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--cache", type=Path, default=default_cache_root(),
+                        help="embedding cache (default: $TAC_STUDIO_CACHE, else ~/.cache/tac-studio)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--n-samples", type=int, default=3000)
     parser.add_argument("--classes", type=int, default=10)

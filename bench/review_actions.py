@@ -18,6 +18,7 @@ import numpy as np
 
 from tac_core.workspace.export import export_labels
 from tac_core.inputs.imageset import ImageRecord, ImageSet
+from tac_core.run.params import RunParams
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace, create_workspace
 
@@ -31,7 +32,7 @@ def build_workspace(root: str, n_images: int, n_clusters: int, n_events: int, se
     ids = np.array(workspace.add_image_set(ImageSet("/plant", records), "folder", "/plant").image_ids)
     labels = np.where(rng.random(n_images) < 0.4, 0, rng.integers(1, n_clusters, n_images))
     anchors = [[(f"term{c}_{r}", 0.4 - 0.01 * r) for r in range(10)] for c in range(n_clusters)]
-    run_id = workspace.create_run({"n_clusters": n_clusters, "mode": "free"}, ids)
+    run_id = workspace.create_run(RunParams(n_clusters, projection="pca", suggest_k=False).to_dict(), ids)
     workspace.set_run_status(run_id, "running")
     workspace.save_run_result(run_id, ids, labels, rng.random(n_images), anchors,
                               {"image_embeddings": rng.standard_normal((n_images, 8)).astype(np.float32)})

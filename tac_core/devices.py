@@ -8,6 +8,8 @@ import torch
 
 from .errors import InvalidInputError
 
+DEVICES = ("auto", "cuda", "mps", "cpu")  # what a user may choose; resolve_device also takes "cuda:N"
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple MPS, then CPU; asking for one that is absent is an error, not a fallback."""
@@ -15,7 +17,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu")
     kind, _, index = text.partition(":")
-    if kind not in ("cuda", "mps", "cpu") or (index and not (kind == "cuda" and index.isdigit())):
+    if kind not in DEVICES[1:] or (index and not (kind == "cuda" and index.isdigit())):
         raise InvalidInputError(f"Unknown device {device!r}; use auto, cuda, cuda:N, mps or cpu.")
     available = {"cuda": torch.cuda.is_available(), "mps": mps_available(), "cpu": True}[kind]
     if not available or (index and int(index) >= torch.cuda.device_count()):

@@ -19,3 +19,20 @@ class WeightsUnavailableError(TacError):
 
 class EmptyInputError(InvalidInputError):
     """There is nothing to work on (no images, empty vocabulary, ...)."""
+
+
+class ParameterError(InvalidInputError):
+    """A run parameter out of range or not among its choices.
+
+    ``field`` names the parameter as :class:`~tac_core.run.params.RunParams` spells it and ``minimum`` is the
+    lower bound a whole number missed (None for other problems), so a front end can word the message its own
+    way (the CLI names its flags) without checking the values a second time.
+    """
+
+    def __init__(self, message: str, field: str, value: object, minimum: int | None = None) -> None:
+        super().__init__(message)
+        self.field, self.value, self.minimum = field, value, minimum
+
+
+class RunStatusError(TacError):
+    """A run cannot move to the status asked for (e.g. a cancelled run cannot start running)."""

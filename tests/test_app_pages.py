@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bad_inputs import encode, pattern
+from tac_core.devices import DEVICES
 from tac_core.workspace import ingest
 from tac_core.run import jobs
 from tac_core.run import params as run_params
@@ -259,6 +260,7 @@ def test_vocabulary_page_explains_a_bad_import(data):
 def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choice):
     at = app("pages/3_Cluster.py", images_ws)
     assert any(c.value.startswith("Detected: ") and "CPU with" in c.value for c in at.caption)
+    assert at.selectbox(key="w_device").options == list(DEVICES)  # the engine's list, mps included
     k_input = at.number_input(key="w_k")
     assert k_input.max == 24 and k_input.min == 2  # K is limited to the usable images
 
@@ -279,6 +281,7 @@ def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choic
     assert runs["status"].tolist() == ["done"], runs["error"].tolist()
     params = runs.iloc[0]["params"]
     assert params["n_clusters"] == 3 and params["model"] == tiny_choice and params["vocab_set"] == "small"
+    assert run_params.RunParams.from_dict(params).to_dict() == params  # the row is RunParams.to_dict()
     assert at.dataframe[0].value["status"].tolist() == ["done"]
     assert any("Suggested by run 1" in c.value for c in at.caption)  # the first run suggests K for the next
     click(at, "Review this run")  # opens the Review page on this run
@@ -286,9 +289,9 @@ def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choic
 
 
 def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_choice):
-    params = run_params.make_params(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=2,
+    params = run_params.RunParams(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=2,
                               projection="pca", suggest_k=False)
-    run_id = images_ws.create_run(params, images_ws.images("ok")["id"].to_numpy())
+    run_id = images_ws.create_run(params.to_dict(), images_ws.images("ok")["id"].to_numpy())
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     images_ws.set_run_status(run_id, "running", pid=gone.pid)  # its process died: the run is interrupted
@@ -300,7 +303,7 @@ def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_cho
 
 # -- export ------------------------------------------------------------------------------------------------
 def test_export_page_writes_the_verified_rows(images_ws, tiny_choice):
-    params = run_params.make_params(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=3,
+    params = run_params.RunParams(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=3,
                               projection="pca", suggest_k=False)
     run_id = jobs.start_run(images_ws, params)
     review = ReviewSession(images_ws, run_id)

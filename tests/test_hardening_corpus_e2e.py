@@ -115,10 +115,10 @@ def clustered(corpus, tmp_path_factory, tiny_model_config, tiny_checkpoint):
     report = ingest.add_folder(ws, root)
     spec = {**vocab_spec.default_spec(), "categories": ["noun.shape"], "templates": "photo1",
             "domain_terms": [{"term": "=crack", "note": ""}, {"term": "hairline crack", "note": ""}]}
-    params = run_params.make_params(model={"name": str(tiny_model_config), "checkpoint": str(tiny_checkpoint)},
+    params = run_params.RunParams(model={"name": str(tiny_model_config), "checkpoint": str(tiny_checkpoint)},
                               vocab_set="corpus", vocab_spec=spec, n_clusters=4, projection="pca", seed=0,
                               batch_size=16, suggest_k=False)
-    run_id = ws.create_run(params, ws.images("ok")["id"].to_numpy())
+    run_id = ws.create_run(params.to_dict(), ws.images("ok")["id"].to_numpy())
     status = job.run_job(ws.path, run_id)
     yield ws, report, run_id, status
     ws.close()
@@ -222,7 +222,7 @@ def test_folders_with_nothing_to_cluster_are_refused_with_a_reason(kind, tmp_pat
         (folder / "only copy.png").write_bytes(encode(pattern((20, 20), 240), "PNG"))
         message = "needs at least 2 images"
         assert ingest.add_folder(ws, folder).added == 1
-    params = run_params.make_params(model={"name": str(tiny_model_config), "checkpoint": str(tiny_checkpoint)},
+    params = run_params.RunParams(model={"name": str(tiny_model_config), "checkpoint": str(tiny_checkpoint)},
                               vocab_set="d", vocab_spec={"wordnet": False, "domain_terms": ["crack"]}, n_clusters=2)
     with pytest.raises(Exception, match="no usable images|more than the 1 usable"):
         jobs.start_run(ws, params)

@@ -250,9 +250,9 @@ def job_workspace(tmp_path, elpv_images, tiny_model_config, tiny_checkpoint):
     spec = {**vocab_spec.default_spec(), "categories": ["noun.shape"], "templates": "photo1",
             "domain_terms": [{"term": "hairline crack", "note": ""}]}
     model = {"name": str(tiny_model_config), "checkpoint": str(tiny_checkpoint)}
-    params = run_params.make_params(model=model, vocab_set="s", vocab_spec=spec, n_clusters=3, projection="pca",
+    params = run_params.RunParams(model=model, vocab_set="s", vocab_spec=spec, n_clusters=3, projection="pca",
                               suggest_k=False, batch_size=4, seed=0)
-    run_id = ws.create_run(params, ws.images("ok")["id"].to_numpy())
+    run_id = ws.create_run(params.to_dict(), ws.images("ok")["id"].to_numpy())
     yield ws, run_id, ModelSpec(model["name"], checkpoint=model["checkpoint"])
     ws.close()
 

@@ -258,7 +258,7 @@ def test_a_run_with_a_bad_value_is_refused_before_it_exists(app_data, tmp_path, 
     ws = create_workspace("params", app_data)
     few_images(ws, tmp_path / "imgs", 4)
     with pytest.raises(error, match=message):
-        jobs.start_run(ws, run_params.make_params(**tiny_params(tiny_model_config, tiny_checkpoint, **changes)))
+        jobs.start_run(ws, run_params.RunParams(**tiny_params(tiny_model_config, tiny_checkpoint, **changes)))
     assert ws.runs().empty and not any((ws.path / "runs").iterdir())
     ws.close()
 
@@ -268,7 +268,7 @@ def test_a_run_with_k_equal_to_the_number_of_images_and_duplicate_terms_works(ap
     ws = create_workspace("params", app_data)
     few_images(ws, tmp_path / "imgs", 4)
     spec = {"wordnet": False, "domain_terms": ["crack", "Crack", "crack ", "stain"], "templates": "photo1"}
-    run_id = jobs.start_run(ws, run_params.make_params(**tiny_params(tiny_model_config, tiny_checkpoint, n_clusters=4,
+    run_id = jobs.start_run(ws, run_params.RunParams(**tiny_params(tiny_model_config, tiny_checkpoint, n_clusters=4,
                                                                vocab_spec=spec)))
     run = ws.run(run_id)
     assert run["status"] == "done", run["error"]
@@ -363,7 +363,7 @@ def test_weights_that_do_not_fit_the_model_are_refused_by_name(tmp_path, tiny_mo
     ws = create_workspace("weights", app_data)
     few_images(ws, tmp_path / "imgs", 4)
     for checkpoint, message in ((foreign, "does not fit the architecture"), (junk, "could not be read")):
-        run_id = jobs.start_run(ws, run_params.make_params(**tiny_params(tiny_model_config, checkpoint)))
+        run_id = jobs.start_run(ws, run_params.RunParams(**tiny_params(tiny_model_config, checkpoint)))
         run = ws.run(run_id)
         assert run["status"] == "failed" and str(checkpoint) in run["error"] and message in run["error"], run["error"]
         assert ws.run_assignments(run_id).empty and not list(ws.run_dir(run_id).glob("*.npy"))

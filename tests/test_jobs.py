@@ -17,6 +17,7 @@ from tac_core.workspace import ingest
 from tac_core.run import jobs
 from tac_core.run import params as run_params
 from tac_core.run import job
+from tac_core.run import pipeline
 from tac_core.inputs import vocab_spec
 from tac_core.errors import EmptyInputError, InvalidInputError
 from tac_core.workspace.workspace import create_workspace, open_workspace
@@ -30,11 +31,11 @@ def small_spec(category: str = "noun.shape") -> dict:
             "domain_terms": [{"term": "hairline crack <b>", "note": ""}], "templates": "photo1"}
 
 
-def params_for(tiny_model_config, tiny_checkpoint, **changes) -> dict:
+def params_for(tiny_model_config, tiny_checkpoint, **changes) -> run_params.RunParams:
     options = dict(model={"name": str(tiny_model_config), "pretrained": "openai", "checkpoint": str(tiny_checkpoint)},
                    vocab_set="small", vocab_spec=small_spec(), n_clusters=3, projection="pca", seed=1)
     options.update(changes)
-    return run_params.make_params(**options)
+    return run_params.RunParams(**options)
 
 
 @pytest.fixture
@@ -152,7 +153,7 @@ def test_sigkill_leaves_an_interrupted_run_and_a_sound_workspace(workspace, tiny
 
 
 def test_a_pending_run_cancelled_before_its_job_starts_never_runs(workspace, tiny_model_config, tiny_checkpoint):
-    run_id = workspace.create_run(params_for(tiny_model_config, tiny_checkpoint),
+    run_id = workspace.create_run(params_for(tiny_model_config, tiny_checkpoint).to_dict(),
                                   workspace.images("ok")["id"].to_numpy())
     assert jobs.cancel_run(workspace, run_id) == "cancelled"
     assert job.run_job(workspace.path, run_id) == "cancelled"
@@ -161,7 +162,7 @@ def test_a_pending_run_cancelled_before_its_job_starts_never_runs(workspace, tin
 
 def test_failures_are_explained_in_plain_words(workspace, tiny_model_config, tiny_checkpoint, tmp_path):
     missing = tmp_path / "gone.pt"
-    run_id = workspace.create_run(params_for(tiny_model_config, missing), workspace.images("ok")["id"].to_numpy())
+    run_id = workspace.create_run(params_for(tiny_model_config, missing).to_dict(), workspace.images("ok")["id"].to_numpy())
     assert job.run_job(workspace.path, run_id) == "failed"
     run = workspace.run(run_id)
     assert run["status"] == "failed" and f"Checkpoint file {missing} does not exist" in run["error"]
@@ -184,7 +185,7 @@ def test_starting_a_run_checks_its_inputs(tmp_path, workspace, tiny_model_config
     with pytest.raises(EmptyInputError, match="no usable images"):
         jobs.start_run(empty, params_for(tiny_model_config, tiny_checkpoint))
     assert workspace.runs().empty and empty.runs().empty
-    assert run_params.make_params(model={"name": "ViT-B-32"}, vocab_set="d", vocab_spec={}, n_clusters=5)["projection"] \
+    assert run_params.RunParams(model={"name": "ViT-B-32"}, vocab_set="d", vocab_spec={}, n_clusters=5).projection \
         == "umap"  # the app's default layout is UMAP; tests pass "pca" to skip numba's compile
 
 
@@ -209,7 +210,8 @@ def test_the_default_layout_is_the_umap_projection(monkeypatch):
 
     monkeypatch.setattr(projection, "fit_projection", fake_fit)
     seen = []
-    xy = job.compute_layout(np.zeros((5, 8), np.float32), "umap", seed=7, progress=lambda *a: seen.append(a))
-    assert calls == [((5, 8), 7)] and seen == [("projection", 1, 2)] and xy.dtype == np.float32
-    quick = job.compute_layout(np.random.default_rng(0).random((5, 8)).astype(np.float32), "pca")
-    assert quick.shape == (5, 2) and len(calls) == 1
+    fitted = pipeline.compute_projection(np.zeros((5, 8), np.float32), "umap", seed=7,
+                                         progress=lambda *a: seen.append(a))
+    assert calls == [((5, 8), 7)] and seen == [("projection", 1, 2)] and isinstance(fitted, Fitted)
+    quick = pipeline.compute_projection(np.random.default_rng(0).random((5, 8)).astype(np.float32), "pca")
+    assert quick.coordinates.shape == (5, 2) and len(calls) == 1

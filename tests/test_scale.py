@@ -222,7 +222,7 @@ def test_place_new_puts_a_near_copy_of_a_training_image_next_to_it(tmp_path, elp
     try:
         ingest.add_folder(ws, elpv_images)
         spec = {**vocab_spec.default_spec(), "categories": ["noun.shape"], "templates": "photo1"}
-        params = run_params.make_params(model={"name": str(tiny_model_config), "pretrained": "openai",
+        params = run_params.RunParams(model={"name": str(tiny_model_config), "pretrained": "openai",
                                          "checkpoint": str(tiny_checkpoint)}, vocab_set="small", vocab_spec=spec,
                                   n_clusters=3, projection="pca", seed=1, suggest_k=False)
         run_id = jobs.start_run(ws, params)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tac_core.workspace import workspace as workspace_module
-from tac_core.errors import EmptyInputError, InvalidInputError
+from tac_core.errors import EmptyInputError, InvalidInputError, RunStatusError
 from tac_core.inputs.imageset import ImageRecord, ImageSet
 from tac_core.workspace.store import SCHEMA_VERSION, WorkspaceUnreadableError
 from tac_core.workspace.workspace import (DB_NAME, Workspace, create_workspace, data_dir, delete_workspace, list_workspaces,
@@ -344,7 +344,7 @@ def test_interrupted_run_is_detected_and_can_rerun(ws_with_images):
 def test_run_status_rules(ws_with_images):
     ws, ids = ws_with_images
     run_id = ws.create_run({}, ids)
-    with pytest.raises(InvalidInputError, match="no result yet"):
+    with pytest.raises(RunStatusError, match="no result yet"):
         ws.set_run_status(run_id, "done")
     with pytest.raises(InvalidInputError, match="run status 'finished'"):
         ws.set_run_status(run_id, "finished")
@@ -355,7 +355,7 @@ def test_run_status_rules(ws_with_images):
     with pytest.raises(InvalidInputError, match="integer"):
         ws.run("1")
     ws.set_run_status(run_id, "cancelled")
-    with pytest.raises(InvalidInputError, match="cancelled; it cannot become running"):
+    with pytest.raises(RunStatusError, match="cancelled; it cannot become running"):
         ws.set_run_status(run_id, "running")
 
 
@@ -404,10 +404,10 @@ def test_save_and_load_run_result(ws_with_images):
     assert ws.load_run_array(run_id, "umap").shape == (6, 2)
     assert sorted(p.name for p in ws.run_dir(run_id).iterdir()) == ["image_embeddings.npy", "projection.npy",
                                                                     "umap.npy"]
-    with pytest.raises(InvalidInputError, match="done; only a pending or running run"):
+    with pytest.raises(RunStatusError, match="done; only a pending or running run"):
         ws.save_run_result(run_id, ids, np.zeros(6, int), np.ones(6), [[]])
     ws.set_run_status(run_id, "done")  # setting done again does nothing
-    with pytest.raises(InvalidInputError, match="done; it cannot become failed"):
+    with pytest.raises(RunStatusError, match="done; it cannot become failed"):
         ws.set_run_status(run_id, "failed")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from tac_core.run import jobs
-from tac_core.run import params as run_params
+from tac_core.run.params import RunParams
 from tac_core.inputs import vocab_spec
 from ui import model_picker, run_monitor, state, widgets
 
@@ -61,7 +61,7 @@ def _new_run(workspace) -> None:
         if model is None or spec is None:
             st.error("Fix the problems above first.")
             return
-        ok, run_id = widgets.attempt(lambda: jobs.start_run(workspace, run_params.make_params(
+        ok, run_id = widgets.attempt(lambda: jobs.start_run(workspace, RunParams(
             model=model, vocab_set=set_name, vocab_spec=spec, n_clusters=int(k), mode=mode, seed=int(seed),
             device=device, epochs=int(epochs), batch_size=int(batch), projection=layout, suggest_k=suggest)),
             "start the run")

@@ -11,8 +11,9 @@ from typing import Optional
 import streamlit as st
 
 from tac_core.errors import TacError
-from tac_core.devices import describe_devices
+from tac_core.devices import DEVICES, describe_devices
 from tac_core.embedding.models import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR_PREFIX, ModelSpec
+from tac_core.run.params import model_from_dict, model_to_dict
 from ui import state
 
 _FIELDS = ("name", "pretrained", "checkpoint")
@@ -24,13 +25,15 @@ def detected_devices() -> str:
 
 
 def _defaults(workspace) -> dict:
+    """The newest run's model, else the default one, as the inputs show it (no checkpoint: empty)."""
     runs = workspace.runs()
+    spec = ModelSpec(DEFAULT_MODEL, DEFAULT_PRETRAINED)
     if not runs.empty:
-        model = runs.iloc[0]["params"].get("model") or {}
-        if model.get("name"):
-            return {"name": model["name"], "pretrained": model.get("pretrained") or DEFAULT_PRETRAINED,
-                    "checkpoint": model.get("checkpoint") or ""}
-    return {"name": DEFAULT_MODEL, "pretrained": DEFAULT_PRETRAINED, "checkpoint": ""}
+        try:
+            spec = model_from_dict(runs.iloc[0]["params"].get("model")) or spec
+        except TacError:
+            pass  # a row without a usable model: offer the default
+    return {**model_to_dict(spec), "checkpoint": spec.checkpoint or ""}
 
 
 def _keep(field: str) -> None:
@@ -73,19 +76,18 @@ def check_model(choice: dict) -> Optional[dict]:
     except TacError as exc:
         state.show_error(exc, "use this model")
         return None
-    return {"name": spec.name, "pretrained": spec.pretrained, "checkpoint": spec.checkpoint}
+    return model_to_dict(spec)
 
 
 def spec_of(choice: dict) -> ModelSpec:
-    return ModelSpec(choice["name"], choice["pretrained"], choice.get("checkpoint"))
+    return model_from_dict(choice)
 
 
 def device_input() -> str:
-    options = ["auto", "cuda", "cpu"]
     st.session_state.setdefault("pref_device", "auto")
     st.session_state["w_device"] = st.session_state["pref_device"]
-    choice = st.selectbox("Device", options, key="w_device",
+    choice = st.selectbox("Device", DEVICES, key="w_device",
                           on_change=lambda: st.session_state.__setitem__("pref_device", st.session_state["w_device"]),
-                          help="auto uses a CUDA GPU when there is one, else the CPU.")
+                          help="auto uses a CUDA GPU when there is one, then Apple's MPS, else the CPU.")
     st.caption(f"Detected: {detected_devices()}")
     return choice

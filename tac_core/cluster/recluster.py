@@ -40,8 +40,8 @@ from .heads import fit_heads, head_probabilities
 from .neighbors import cosine_knn
 from ..numerics import flush_denormals
 from ..progress import CancelToken, ProgressFn, check_cancel, report
+from .tac import MODES
 
-MODES = ("free", "trained")
 ANCHOR_WEIGHT = 3.0
 FINE_TUNE = {"lr": 1e-4, "epochs": 3, "min_steps": 150}
 FRESH = {"lr": 1e-3, "epochs": 20, "min_steps": 600}

@@ -31,7 +31,7 @@ from .neighbors import cosine_knn
 from ..numerics import cluster_unit_means, flush_denormals, normalize_rows, unit_rows_array, validated_unit_rows
 from ..progress import CancelToken, ProgressFn, report
 
-MODES = ("free", "trained")
+MODES = ("free", "trained")  # free: k-means on [image, counterpart]; trained: two cluster heads
 CHUNK_ROWS = 8192
 FREE_CONFIDENCE_TEMPERATURE = 0.05
 

@@ -25,6 +25,13 @@ from ..errors import InvalidInputError
 _SHARD_PATTERN = re.compile(r"^shard-(\d{5,})\.npy$")
 _HASH_CHUNK = 1 << 20
 _file_hashes: dict[tuple[str, int, int], str] = {}
+CACHE_ENV = "TAC_STUDIO_CACHE"
+
+
+def default_cache_root() -> Path:
+    """Where embeddings are cached outside a workspace (the CLI, scripts, benchmarks): ``$TAC_STUDIO_CACHE``,
+    else ``~/.cache/tac-studio``. A workspace keeps its own cache in its folder."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tac-studio").expanduser()
 
 
 def sha256_file(path: str | os.PathLike) -> str:

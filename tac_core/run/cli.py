@@ -14,11 +14,17 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..errors import InvalidInputError, TacError
+from ..cluster.tac import MODES
+from ..devices import DEVICES
+from ..embedding.cache import default_cache_root
+from ..errors import InvalidInputError, ParameterError, TacError
 from ..progress import Cancelled
+from .params import RunParams
 from .results import ClusterRun, write_cluster_outputs
 
-DEFAULT_CACHE = Path(os.environ.get("TAC_STUDIO_CACHE", Path.home() / ".cache" / "tac-studio"))
+#: RunParams fields with a flag of their own: how the CLI names them in a message.
+_FLAGS = {"n_clusters": ("--k", "the clusters"), "seed": ("--seed", "the random seed"),
+          "epochs": ("--epochs", "the training epochs"), "templates": ("--templates", "the prompt templates")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--pretrained", default="openai",
                         help="open_clip weights tag (default openai); 'none' = random weights, smoke tests only")
     source.add_argument("--checkpoint", type=Path, help="local weights file (overrides --pretrained)")
-    source.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
-    source.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"embedding cache (default {DEFAULT_CACHE})")
+    source.add_argument("--device", default="auto", choices=DEVICES)
+    cache = default_cache_root()
+    source.add_argument("--cache", type=Path, default=cache,
+                        help=f"embedding cache (default {cache}: $TAC_STUDIO_CACHE, else ~/.cache/tac-studio)")
     source.add_argument("--templates", default="tac7", help="prompt template set: tac7 (paper), tac3, photo1")
     vocab = cluster.add_argument_group("vocabulary")
     vocab.add_argument("--vocab", type=Path,
@@ -58,13 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--vocab-embeddings", type=Path, help="V×d .npy of vocabulary embeddings (rows match --vocab)")
     tac = cluster.add_argument_group("clustering")
     tac.add_argument("--k", type=int, required=True, help="number of clusters")
-    tac.add_argument("--mode", choices=["free", "trained"], default="free")
+    tac.add_argument("--mode", choices=MODES, default="free")
     tac.add_argument("--seed", type=int, default=0)
     tac.add_argument("--epochs", type=int, default=20, help="trained mode: epochs (default 20)")
     cluster.add_argument("--out", type=Path, required=True, help="output folder")
     job = commands.add_parser("run-job", help="compute a run of a TAC Studio workspace (started by the app)",
                               description="Compute the pending run RUN of the workspace folder PATH; see "
-                                          "tac_core/jobs.py for the protocol.")
+                                          "tac_core/run/jobs.py for the protocol.")
     job.add_argument("--workspace", type=Path, required=True, help="workspace folder")
     job.add_argument("--run", type=int, required=True, help="run id")
     return parser
@@ -89,11 +97,28 @@ def _progress_printer(stream=sys.stderr):
     return progress
 
 
+def _params(args: argparse.Namespace) -> RunParams:
+    """The run's parameters; a bad value is reported under its flag. The CLI computes no map and no K
+    suggestion; with embeddings there is no model."""
+    model = None
+    if args.images is not None:
+        from ..embedding.models import ModelSpec
+
+        model = ModelSpec(args.model, args.pretrained, None if args.checkpoint is None else str(args.checkpoint))
+    try:
+        return RunParams(n_clusters=args.k, model=model, mode=args.mode, seed=args.seed, device=args.device,
+                         epochs=args.epochs, projection=None, suggest_k=False,
+                         include_domain_terms=not args.no_domain_in_text_space, templates=args.templates)
+    except ParameterError as exc:
+        if exc.field not in _FLAGS:
+            raise
+        flag, what = _FLAGS[exc.field]
+        if exc.minimum is None:
+            raise InvalidInputError(f"{flag} ({what}): {exc}") from None
+        raise InvalidInputError(f"{flag} ({what}) must be at least {exc.minimum}; got {exc.value}") from None
+
+
 def _check_form(args: argparse.Namespace) -> None:
-    for flag, value, low, what in (("--k", args.k, 2, "clusters"), ("--seed", args.seed, 0, "random seed"),
-                                   ("--epochs", args.epochs, 1, "training epochs")):
-        if value < low:
-            raise InvalidInputError(f"{flag} (the {what}) must be at least {low}; got {value}")
     if (args.images is None) == (args.image_embeddings is None):
         raise InvalidInputError("give either --images DIR or --image-embeddings X.npy (exactly one of them)")
     if args.image_embeddings is not None:
@@ -159,20 +184,11 @@ def _comma_list(text: Optional[str]) -> Optional[list[str]]:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-def _config(args: argparse.Namespace):
-    from ..embedding.models import ModelSpec
-    from .pipeline import ClusterConfig
-    checkpoint = None if args.checkpoint is None else str(args.checkpoint)
-    model = ModelSpec(args.model, args.pretrained, checkpoint)
-    return ClusterConfig(n_clusters=args.k, mode=args.mode, seed=args.seed, epochs=args.epochs,
-                         include_domain_terms=not args.no_domain_in_text_space, device=args.device,
-                         templates=args.templates, model=model, cache_root=args.cache)
-
-
 def run_cluster(args: argparse.Namespace) -> ClusterRun:
     """Everything ``cluster`` does before writing: returns what :func:`write_cluster_outputs` writes."""
-    from . import pipeline  # torch and open_clip load only once the arguments are known to be usable
+    params = _params(args)
     _check_form(args)
+    from . import pipeline  # open_clip loads only once the arguments are known to be usable
     progress = _progress_printer()
     if args.image_embeddings is not None:
         x = _load_npy(args.image_embeddings, "image embeddings")
@@ -181,14 +197,16 @@ def run_cluster(args: argparse.Namespace) -> ClusterRun:
         if len(names) != len(v):
             raise InvalidInputError(f"{args.vocab} has {len(names)} names but {args.vocab_embeddings} has "
                                     f"{len(v)} rows; line i of the names file must name row i")
-        return pipeline.cluster_embeddings(x, v, names, _config(args), progress=progress)
-    config = _config(args)
-    if args.pretrained.lower() == "none" and args.checkpoint is None and config.model.kind == "builtin":
+        run = pipeline.compute_run(params, x, pipeline.TextEmbeddings(names, v), cache_root=args.cache,
+                                   progress=progress)
+        run.facts["source"] = "embeddings"
+        return run
+    if args.pretrained.lower() == "none" and args.checkpoint is None and params.model.kind == "builtin":
         print("WARNING: --pretrained none builds the model with RANDOM weights: the clusters mean nothing. "
               "Use it only to smoke-test an install.", file=sys.stderr)
     vocab = pipeline.build_vocabulary(args.vocab, args.vocab_extra, _comma_list(args.vocab_categories),
                                       _comma_list(args.vocab_subtree))
-    return pipeline.cluster_image_folder(args.images, vocab, config, progress)
+    return pipeline.cluster_image_folder(args.images, vocab, params, cache_root=args.cache, progress=progress)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

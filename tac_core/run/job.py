@@ -13,13 +13,11 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
 from .. import atomic
-from ..errors import EmptyInputError, InvalidInputError, TacError
+from ..errors import RunStatusError, TacError
 from ..progress import CancelToken, Cancelled
 from ..workspace.workspace import Workspace, open_workspace
-from .params import MAP_FOLDER, TEXT_SPACE_ARRAY, run_model_spec, validate_params
+from .params import MAP_FOLDER, RunParams
 
 PROGRESS_INTERVAL_S = 0.5
 OOM_ADVICE = "try device cpu or a smaller image batch size"
@@ -67,7 +65,7 @@ def run_job(workspace_path: str | os.PathLike, run_id: int, cancel: Optional[Can
             return "running"
         try:
             workspace.set_run_status(run_id, "running", pid=os.getpid())
-        except InvalidInputError as exc:  # cancelled before it started
+        except RunStatusError as exc:  # cancelled before it started
             print(f"not started: {exc}", flush=True)
             return workspace.run(run_id)["status"]
         workspace.run_dir(run_id).mkdir(parents=True, exist_ok=True)
@@ -119,7 +117,7 @@ def finish_run(workspace: Workspace, run_id: int, status: str, message: str) -> 
     """End a run with a status and message; nothing when it has already ended."""
     try:
         workspace.set_run_status(run_id, status, error=message)
-    except InvalidInputError:
+    except RunStatusError:
         pass  # already ended (e.g. cancelled from the app while failing)
 
 
@@ -134,109 +132,27 @@ def _install_signal_handlers(cancel: CancelToken) -> dict:
     return previous
 
 
-def _compute(workspace: Workspace, run_id: int, params: dict, progress: _Reporter, cancel: CancelToken) -> None:
-    from ..embedding.embed import embed_images, embed_vocabulary
-    from ..devices import describe_devices, resolve_device
-    from .pipeline import ClusterConfig
-    from ..progress import check_cancel
-    from .results import package_versions
-    from ..inputs.vocab_spec import build_vocabulary
+def _compute(workspace: Workspace, run_id: int, stored: dict, progress: _Reporter, cancel: CancelToken) -> None:
+    """:func:`~tac_core.run.pipeline.compute_run` on the run's images, then its result into the workspace."""
+    from .pipeline import ImageFiles, compute_run
 
-    timings: dict[str, float] = {}
-    params = validate_params(params)
-    spec = run_model_spec(params)
-    vocab = build_vocabulary(params["vocab_spec"])
-    device = str(resolve_device(params["device"]))
+    params = RunParams.from_dict(stored)
+    vocab = params.vocabulary()
     image_ids = workspace.run_image_ids(run_id)
     images = workspace.images().set_index("id").loc[image_ids]
-    start = time.perf_counter()
-    embedded = embed_images(spec, images["path"].tolist(), images["sha256"].tolist(), workspace.cache_dir,
-                            device=device, batch_size=params["batch_size"], thumbnails_dir=workspace.thumbs_dir,
-                            progress=progress, cancel=cancel)
-    timings["embed_images"] = time.perf_counter() - start
-    ok = embedded.ok
+    run = compute_run(params, ImageFiles(images["path"].tolist(), images["sha256"].tolist()), vocab,
+                      cache_root=workspace.cache_dir, thumbnails_dir=workspace.thumbs_dir, progress=progress,
+                      cancel=cancel)
+    run_dir = workspace.run_dir(run_id)
+    if run.projection is not None:
+        run.projection.save(run_dir / MAP_FOLDER)  # place_new puts later images on this map
     failed = [{"image_id": int(image_ids[i]), "rel_path": images["rel_path"].iloc[i], "reason": reason}
-              for i, reason in embedded.failed.items()]
-    if ok.sum() < 2:
-        raise EmptyInputError(f"only {int(ok.sum())} of {len(ok)} images could be embedded; clustering needs at least "
-                              "2. See the images page for unreadable files.")
-    if params["n_clusters"] > ok.sum():
-        raise InvalidInputError(f"K = {params['n_clusters']} is more than the {int(ok.sum())} images that could be "
-                                "embedded; choose a smaller K.")
-    x = embedded.embeddings[ok]
-    start = time.perf_counter()
-    v = embed_vocabulary(spec, vocab.names, params["vocab_spec"]["templates"], workspace.cache_dir, device=device,
-                         progress=progress, cancel=cancel)
-    timings["embed_vocabulary"] = time.perf_counter() - start
-    config = ClusterConfig(n_clusters=params["n_clusters"], mode=params["mode"], seed=params["seed"],
-                           epochs=params["epochs"], device=device, templates=params["vocab_spec"]["templates"],
-                           model=spec, cache_root=workspace.cache_dir)
-    model = config.estimator(progress, cancel).fit(x, v, domain_mask=vocab.is_domain)
-    timings.update({f"tac_{stage}": seconds for stage, seconds in model.timings_.items()})
-    check_cancel(cancel)
-    features = np.concatenate([x, model.counterparts_], axis=1)
-    start = time.perf_counter()
-    progress("projection", 0, 2)
-    projection = compute_projection(features, params["projection"], params["seed"], progress)
-    projection.save(workspace.run_dir(run_id) / MAP_FOLDER)  # place_new puts later images on this map
-    coords = projection.coordinates
-    progress("projection", 2, 2)
-    timings["projection"] = time.perf_counter() - start
-    suggestion = None
-    if params["suggest_k"] and len(x) >= 6:
-        from ..cluster.suggest_k import suggest_k
-
-        start = time.perf_counter()
-        result = suggest_k(x, v, vocab.is_domain, random_state=params["seed"], device=device, progress=progress,
-                           cancel=cancel)
-        suggestion = {"best_k": result.best_k, "explanation": result.explanation, "rows": result.rows(),
-                      "stability_threshold": result.stability_threshold, "n_points_used": result.n_points_used}
-        timings["suggest_k"] = time.perf_counter() - start
-    check_cancel(cancel)
-    arrays = {"image_embeddings": x.astype(np.float32), "counterparts": model.counterparts_.astype(np.float32),
-              "cluster_centers": model.cluster_centers_.astype(np.float32),
-              "confidence": model.confidence_.astype(np.float32), "projection": coords.astype(np.float32),
-              TEXT_SPACE_ARRAY: v[model.text_indices_].astype(np.float32)}
-    if params["mode"] == "free":
-        arrays["margin"] = model.margin_.astype(np.float32)
-    else:
-        arrays["probabilities"] = model.probabilities_.astype(np.float32)
-        arrays["text_probabilities"] = model.text_probabilities_.astype(np.float32)
-        for which, state in model.heads_.items():
-            for name, tensor in state.items():
-                arrays[f"heads.{which}.{name}"] = tensor.detach().cpu().numpy()
-    names = vocab.names
-    atomic.write_json(workspace.run_dir(run_id) / "summary.json", {
-        "n_images": int(ok.sum()), "failed_images": failed, "n_vocabulary": len(vocab),
-        "n_domain_terms": int(vocab.is_domain.sum()), "vocabulary_fingerprint": vocab.fingerprint(),
-        "selected_terms": [names[i] for i in model.selected_indices_], "n_text_terms": int(len(model.text_indices_)),
-        "n_semantic_centers": int(model.n_centers_), "tau": float(model.tau), "model_identity": spec.identity(),
-        "device": device, "image_precision": embedded.precision,
-        "devices_detected": describe_devices(), "k_suggestion": suggestion,
-        "seconds": {k: round(s, 3) for k, s in timings.items()}, "versions": package_versions()})
+              for i, reason in run.failed.items()]
+    atomic.write_json(run_dir / "summary.json", {
+        "n_images": len(run.labels), "failed_images": failed, **run.facts, "selected_terms": run.selected_terms,
+        "seconds": run.seconds()})
     progress.flush()
-    anchors = [[(names[i], float(score)) for i, score in cluster] for cluster in model.anchors_]
-    workspace.save_run_result(run_id, image_ids[ok], model.labels_, model.confidence_, anchors, arrays)
-
-
-def compute_layout(features: np.ndarray, method: str = "umap", seed: int = 0, progress=None) -> np.ndarray:
-    """2-D coordinates of the rows (the Review page's map): :func:`compute_projection`'s coordinates."""
-    return np.asarray(compute_projection(features, method, seed, progress).coordinates, np.float32)
-
-
-def compute_projection(features: np.ndarray, method: str = "umap", seed: int = 0, progress=None):
-    """The fitted 2-D map of the rows (a :class:`~tac_core.cluster.projection.Projection`), computed once per run.
-
-    ``"umap"`` (the app's default) is :func:`tac_core.cluster.projection.fit_projection` (PCA to 50, then cosine UMAP);
-    ``"pca"`` is its instant linear picture (:func:`~tac_core.cluster.projection.linear_projection`), for tests and
-    previews. Either can place new images later (:func:`tac_core.run.run_map.place_new`).
-    """
-    from ..cluster.projection import fit_projection, linear_projection
-
-    if method == "pca":
-        return linear_projection(features)
-    relabelled = None if progress is None else (lambda _stage, done, total: progress("projection", done, total))
-    return fit_projection(features, random_state=seed, progress=relabelled)
+    workspace.save_run_result(run_id, image_ids[run.kept], run.labels, run.confidence, run.anchors, run.arrays())
 
 
 def main(workspace: str, run_id: int) -> int:

@@ -3,10 +3,12 @@ never takes the server down.
 
 Protocol (``python -m tac_core run-job --workspace PATH --run RUN_ID``):
 
-- The app validates the parameters (:func:`tac_core.run.params.make_params`), creates a "pending" run over
-  the workspace's usable images with them, and starts the job (:func:`launch`); the job's pid is stored at once, so a job that
-  dies at any moment reads as "interrupted" (``tac_core.workspace.runs.effective_status``).
-- The job marks the run "running" (with its pid), then reports every stage with counts through
+- The app describes the run (:class:`tac_core.run.params.RunParams`, checked when made), creates a "pending"
+  run over the workspace's usable images with ``RunParams.to_dict()`` as its parameters, and starts the job
+  (:func:`launch`); the job's pid is stored at once, so a job that dies at any moment reads as "interrupted"
+  (``tac_core.workspace.runs.effective_status``).
+- The job marks the run "running" (with its pid), reads its parameters back (``RunParams.from_dict``), computes
+  it with :func:`tac_core.run.pipeline.compute_run` (the CLI's computation too), and reports every stage with counts through
   ``update_run_progress`` and ``runs/<id>/stages.json`` (all stages seen, with seconds; at most every
   :data:`PROGRESS_INTERVAL_S` per stage): embedding images, embedding vocabulary, selecting nouns,
   clustering (free) or finding neighbours + training (trained), projection, suggesting K.
@@ -15,7 +17,8 @@ Protocol (``python -m tac_core run-job --workspace PATH --run RUN_ID``):
   ``margin``; trained mode ``probabilities``, ``text_probabilities`` and the heads' weights
   ``heads.<image|text>.<parameter>``, see :func:`load_heads`), with the fitted map in ``runs/<id>/map/`` (so
   :func:`tac_core.run.run_map.place_new` can put later images on it) and ``runs/<id>/summary.json`` (selected
-  terms, τ, images that failed to embed, timings, K suggestion);
+  terms, τ, images that failed to embed, timings, K suggestion, and the facts the CLI's run.json records:
+  device, model identity, vocabulary fingerprint, package versions);
   or "failed" with a plain message saying what to do; or "cancelled".
 - Cancel (:func:`cancel_run`): SIGTERM → the job sets a :class:`CancelToken`, stops at the next batch and
   marks the run "cancelled"; embedding caches keep every completed batch. Force (SIGKILL) leaves it
@@ -40,34 +43,32 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import EmptyInputError, InvalidInputError
+from ..errors import EmptyInputError, InvalidInputError, RunStatusError
 from ..workspace.workspace import Workspace
 from .job import finish_run, run_job
-from .params import validate_params
+from .params import RunParams
 
 INLINE_ENV = "TAC_STUDIO_JOBS_INLINE"
 _ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- starting, cancelling, reading --------------------------------------------------------------------
-def start_run(workspace: Workspace, params: dict, image_ids=None) -> int:
+def start_run(workspace: Workspace, params: RunParams, image_ids=None) -> int:
     """Create a pending run (default: every usable image) and launch its job; returns the run id.
 
-    Refused before any run exists: no usable images, K above their number, a vocabulary set with no term left
-    (everything switched off or filtered out).
+    Refused before any run exists: no model, no usable images, K above their number, a vocabulary set with no
+    term left (everything switched off or filtered out).
     """
-    from ..inputs.vocab_spec import build_vocabulary
-
-    params = validate_params(params)
-    build_vocabulary(params["vocab_spec"])  # EmptyInputError naming the problem; the job would fail on it later
+    params.require_model()
+    params.vocabulary()  # EmptyInputError naming the problem; the job would fail on it later
     if image_ids is None:
         image_ids = workspace.images("ok")["id"].to_numpy()
     if len(image_ids) == 0:
         raise EmptyInputError("this workspace has no usable images yet; add images on the Images page first.")
-    if params["n_clusters"] > len(image_ids):
-        raise InvalidInputError(f"K = {params['n_clusters']} is more than the {len(image_ids)} usable images; choose "
+    if params.n_clusters > len(image_ids):
+        raise InvalidInputError(f"K = {params.n_clusters} is more than the {len(image_ids)} usable images; choose "
                                 f"K of at most {len(image_ids)}.")
-    run_id = workspace.create_run(params, image_ids)
+    run_id = workspace.create_run(params.to_dict(), image_ids)
     _launch_or_fail(workspace, run_id)
     return run_id
 
@@ -101,7 +102,7 @@ def launch(workspace: Workspace, run_id: int) -> Optional[int]:
     threading.Thread(target=child.wait, daemon=True).start()  # reap it when it ends (no zombie)
     try:
         workspace.set_run_status(run_id, "running", pid=child.pid)
-    except InvalidInputError:
+    except RunStatusError:
         pass  # the job already finished or failed by itself
     return child.pid
 
@@ -133,8 +134,8 @@ def cancel_run(workspace: Workspace, run_id: int, force: bool = False) -> str:
         if workspace.run(run_id)["status"] in ("interrupted", "running"):
             try:
                 workspace.set_run_status(run_id, "cancelled", error="stopped by the user (forced)")
-            except InvalidInputError:
-                pass
+            except RunStatusError:
+                pass  # it ended by itself meanwhile
         return "stopped"
     return "stopping"
 

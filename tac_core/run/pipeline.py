@@ -1,51 +1,98 @@
-"""The whole chain in one call: image set → embeddings → TAC → a :class:`ClusterRun`.
+"""One computation of a run, for the app's job and the CLI alike.
 
-The CLI and the app's job runner both call these functions with a :class:`ClusterConfig`, so a run from
-the command line and a run from the app are the same computation with the same recorded parameters.
+:func:`compute_run` takes :class:`RunParams`, images (files embedded through the cache, or embeddings the user
+already has) and a vocabulary (terms embedded through the cache, or rows already embedded); it runs TAC, then
+the 2-D map and the K suggestion where the parameters ask for them, and returns a :class:`ClusterRun` with
+the timings and the facts both front ends record. The job stores that in the workspace
+(:mod:`tac_core.run.job`); the CLI writes it to files (:func:`~tac_core.run.results.write_cluster_outputs`).
+Neither computes anything else, so the same images, parameters and seed give the same labels from both.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from ..embedding.embed import embed_images, embed_vocabulary
-from ..errors import EmptyInputError
-from ..inputs.imageset import ImageSet, scan_folder
-from ..embedding.models import ModelSpec, locate_weights
-from ..progress import CancelToken, ProgressFn
-from .results import ClusterRun
-from ..cluster.tac import TAC, check_n_clusters
+from ..devices import describe_devices, resolve_device
+from ..embedding.cache import default_cache_root
+from ..errors import EmptyInputError, InvalidInputError
+from ..inputs.imageset import scan_folder
 from ..inputs.vocabulary import Vocabulary
+from ..progress import CancelToken, ProgressFn, check_cancel, report
+from .params import RunParams
+from .results import ClusterRun, package_versions
+
+MIN_IMAGES_TO_SUGGEST_K = 6
 
 
-@dataclass
-class ClusterConfig:
-    """Every parameter of a run; ``as_dict`` is what run.json and the workspace record."""
+@dataclass(frozen=True)
+class ImageFiles:
+    """Images to embed: their files, and their content sha256 (the cache keys; None computes them)."""
 
-    n_clusters: int
-    mode: str = "free"
-    seed: int = 0
-    epochs: int = 20
-    include_domain_terms: bool = True
-    device: str = "auto"
-    templates: str = "tac7"
-    model: ModelSpec = field(default_factory=ModelSpec)
-    cache_root: Optional[Path] = None
+    paths: Sequence[str]
+    keys: Optional[Sequence[str]] = None
 
-    def as_dict(self) -> dict[str, Any]:
-        params = asdict(self)
-        params["model"] = {"name": self.model.name, "pretrained": self.model.pretrained,
-                           "checkpoint": self.model.checkpoint, "identity": self.model.identity()}
-        params["cache_root"] = None if self.cache_root is None else str(self.cache_root)
-        return params
 
-    def estimator(self, progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> TAC:
-        return TAC(self.n_clusters, mode=self.mode, epochs=self.epochs, include_domain_terms=self.include_domain_terms,
-                   device=self.device, random_state=self.seed, progress=progress, cancel=cancel)
+@dataclass(frozen=True)
+class TextEmbeddings:
+    """A vocabulary already embedded: row i of ``vectors`` is the term ``names[i]``; ``domain_mask`` marks the
+    user's domain terms (None: none)."""
+
+    names: Sequence[str]
+    vectors: np.ndarray
+    domain_mask: Optional[np.ndarray] = None
+
+
+def compute_run(params: RunParams, images: ImageFiles | np.ndarray, vocabulary: Vocabulary | TextEmbeddings, *,
+                cache_root: Optional[str | Path] = None, thumbnails_dir: Optional[str | Path] = None,
+                progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
+                timings: Optional[dict[str, float]] = None) -> ClusterRun:
+    """Embed what is not embedded yet, run TAC, then the map and the K suggestion where ``params`` ask.
+
+    ``cache_root`` defaults to :func:`~tac_core.embedding.cache.default_cache_root`; ``timings`` (seconds per
+    stage) may already hold earlier stages (the CLI's scan). Images that fail to embed are left out and listed
+    in ``failed`` (by input index); K is checked against the number of images before anything is embedded.
+    """
+    timings = {} if timings is None else timings
+    cache_root = default_cache_root() if cache_root is None else Path(cache_root)
+    device = str(resolve_device(params.device))
+    facts = {"device": device, "devices_detected": describe_devices(), "model_identity": None,
+             "image_precision": None}
+    if isinstance(images, ImageFiles):
+        x, kept, failed = _embed_images(params, images, cache_root, device, thumbnails_dir, progress, cancel,
+                                        timings, facts)
+    else:
+        x, kept, failed = images, np.ones(len(images), dtype=bool), {}
+    if isinstance(vocabulary, Vocabulary):
+        names, domain_mask = vocabulary.names, vocabulary.is_domain
+        v = _embed_vocabulary(params, names, cache_root, device, progress, cancel, timings, facts)
+        facts["vocabulary_fingerprint"] = vocabulary.fingerprint()
+    else:
+        names, v, domain_mask = list(vocabulary.names), vocabulary.vectors, vocabulary.domain_mask
+        facts["vocabulary_fingerprint"] = None
+    facts.update(n_vocabulary=len(names), n_domain_terms=0 if domain_mask is None else int(np.sum(domain_mask)))
+
+    model = params.estimator(device, progress, cancel).fit(x, v, domain_mask=domain_mask)
+    timings.update({f"tac_{stage}": seconds for stage, seconds in model.timings_.items()})
+    check_cancel(cancel)
+    projection = _projection(params, x, model.counterparts_, progress, timings)
+    facts["k_suggestion"] = _suggest_k(params, x, v, domain_mask, device, progress, cancel, timings)
+    check_cancel(cancel)
+    facts.update(n_text_terms=int(len(model.text_indices_)), n_semantic_centers=int(model.n_centers_),
+                 tau=float(model.tau), versions=package_versions())
+    anchors = [[(names[i], float(score)) for i, score in cluster] for cluster in model.anchors_]
+    run = ClusterRun(labels=model.labels_, confidence=model.confidence_, anchors=anchors,
+                     selected_terms=[names[i] for i in model.selected_indices_], counterparts=model.counterparts_,
+                     image_embeddings=np.asarray(x), params=params, timings=timings, n_clusters=int(model.n_clusters),
+                     model=model, text_space=np.asarray(v)[model.text_indices_], kept=kept, failed=failed,
+                     projection=projection, facts=facts)
+    if isinstance(images, ImageFiles):
+        run.paths = [str(path) for path, keep in zip(images.paths, kept) if keep]
+        run.skipped = [(str(images.paths[i]), reason) for i, reason in failed.items()]
+    return run
 
 
 def build_vocabulary(terms_file: Optional[Path] = None, extra_file: Optional[Path] = None,
@@ -61,67 +108,97 @@ def build_vocabulary(terms_file: Optional[Path] = None, extra_file: Optional[Pat
     return vocab
 
 
-def _fit(x: np.ndarray, v: np.ndarray, names: Sequence[str], domain_mask: Optional[np.ndarray],
-         config: ClusterConfig, progress, cancel, timings: dict[str, float], params: dict, paths=None,
-         skipped=()) -> ClusterRun:
-    model = config.estimator(progress, cancel).fit(x, v, domain_mask=domain_mask)
-    timings.update({f"tac_{stage}": seconds for stage, seconds in model.timings_.items()})
-    anchors = [[(names[i], score) for i, score in cluster] for cluster in model.anchors_]
-    return ClusterRun(labels=model.labels_, confidence=model.confidence_, anchors=anchors,
-                      selected_terms=[names[i] for i in model.selected_indices_], counterparts=model.counterparts_,
-                      image_embeddings=x, params=params, timings=timings, n_clusters=int(model.n_clusters),
-                      paths=paths, skipped=list(skipped), model=model)
+def cluster_image_folder(folder: str | Path, vocabulary: Vocabulary, params: RunParams, *,
+                   cache_root: Optional[str | Path] = None, progress: Optional[ProgressFn] = None,
+                   cancel: Optional[CancelToken] = None) -> ClusterRun:
+    """The CLI's images form: check the model's weights can be had, scan ``folder``, then :func:`compute_run`.
 
-
-def cluster_embeddings(x: np.ndarray, v: np.ndarray, names: Sequence[str], config: ClusterConfig,
-                       domain_mask: Optional[np.ndarray] = None, progress: Optional[ProgressFn] = None,
-                       cancel: Optional[CancelToken] = None) -> ClusterRun:
-    """TAC on embeddings the user already has: row i of ``v`` is the term ``names[i]``."""
-    params = {key: value for key, value in asdict(config).items() if key not in ("model", "cache_root", "templates")}
-    params.update(source="embeddings", n_vocabulary=len(names))
-    return _fit(x, v, names, domain_mask, config, progress, cancel, {}, params)
-
-
-def cluster_images(image_set: ImageSet, vocab: Vocabulary, config: ClusterConfig,
-                   progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
-                   thumbnails_dir: Optional[Path] = None, timings: Optional[dict[str, float]] = None) -> ClusterRun:
-    """Embed the image set's usable images and the vocabulary (through the cache), then run TAC.
-
-    Images that fail to decode while embedding are dropped and listed in ``skipped`` with their reason.
+    Unusable files (the scan's) and images that fail to embed are both listed in ``skipped`` with their reason.
     """
-    timings = {} if timings is None else timings
+    from ..embedding.models import locate_weights
+
+    locate_weights(params.require_model())
+    start = time.perf_counter()
+    image_set = scan_folder(folder, progress=progress, cancel=cancel)
+    timings = {"scan_images": time.perf_counter() - start}
     n_usable = len(image_set.require_images().ok)
     if n_usable < 2:
         raise EmptyInputError(f"clustering needs at least 2 images; {image_set.root} has 1 usable image (see the "
                               "skipped list).")
-    check_n_clusters(config.n_clusters, n_usable)  # before minutes of embedding, not after
-    cache_root = config.cache_root or Path.home() / ".cache" / "tac-studio"
+    run = compute_run(params, ImageFiles(image_set.paths, image_set.keys), vocabulary, cache_root=cache_root,
+                      progress=progress, cancel=cancel, timings=timings)
+    run.skipped = [(r.path, r.reason) for r in image_set.records if r.status != "ok"] + run.skipped
+    run.facts["source"] = str(image_set.root)
+    return run
+
+
+def compute_projection(features: np.ndarray, method: str = "umap", seed: int = 0, progress=None):
+    """The fitted 2-D map of the rows (a :class:`~tac_core.cluster.projection.Projection`), computed once per run.
+
+    ``"umap"`` (the app's default) is :func:`tac_core.cluster.projection.fit_projection` (PCA to 50, then cosine
+    UMAP); ``"pca"`` is its instant linear picture (:func:`~tac_core.cluster.projection.linear_projection`), for
+    tests and previews. Either can place new images later (:func:`tac_core.run.run_map.place_new`).
+    """
+    from ..cluster.projection import fit_projection, linear_projection
+
+    if method == "pca":
+        return linear_projection(features)
+    relabelled = None if progress is None else (lambda _stage, done, total: progress("projection", done, total))
+    return fit_projection(features, random_state=seed, progress=relabelled)
+
+
+def _embed_images(params, images, cache_root, device, thumbnails_dir, progress, cancel, timings, facts):
+    from ..cluster.tac import check_n_clusters
+    from ..embedding.embed import embed_images
+
+    spec = params.require_model()
+    check_n_clusters(params.n_clusters, len(images.paths))  # before minutes of embedding, not after
     start = time.perf_counter()
-    embedded = embed_images(config.model, image_set.paths, image_set.keys, cache_root, device=config.device,
+    embedded = embed_images(spec, images.paths, images.keys, cache_root, device=device, batch_size=params.batch_size,
                             thumbnails_dir=thumbnails_dir, progress=progress, cancel=cancel)
     timings["embed_images"] = time.perf_counter() - start
-    ok = embedded.ok
-    paths = [p for p, keep in zip(image_set.paths, ok) if keep]
-    skipped = [(r.path, r.reason) for r in image_set.records if r.status != "ok"]
-    skipped += [(image_set.paths[i], reason) for i, reason in embedded.failed.items()]
-    if not paths:
-        raise EmptyInputError(f"none of the {len(ok)} images in {image_set.root} could be embedded; "
-                              "see the skipped list")
+    facts.update(model_identity=spec.identity(), image_precision=embedded.precision)
+    kept = embedded.ok
+    n_kept = int(kept.sum())
+    if n_kept < 2:
+        raise EmptyInputError(f"only {n_kept} of {len(kept)} images could be embedded; clustering needs at least 2. "
+                              "Check that the image files still exist and open.")
+    if params.n_clusters > n_kept:
+        raise InvalidInputError(f"K = {params.n_clusters} is more than the {n_kept} images that could be embedded; "
+                                "choose a smaller K.")
+    return embedded.embeddings[kept], kept, dict(embedded.failed)
+
+
+def _embed_vocabulary(params, names, cache_root, device, progress, cancel, timings, facts) -> np.ndarray:
+    from ..embedding.embed import embed_vocabulary
+
+    spec = params.require_model()
     start = time.perf_counter()
-    v = embed_vocabulary(config.model, vocab.names, config.templates, cache_root, device=config.device,
-                         progress=progress, cancel=cancel)
+    v = embed_vocabulary(spec, names, params.templates, cache_root, device=device, progress=progress, cancel=cancel)
     timings["embed_vocabulary"] = time.perf_counter() - start
-    params = config.as_dict()
-    params.update(source=image_set.root, n_vocabulary=len(vocab), vocabulary_fingerprint=vocab.fingerprint())
-    return _fit(embedded.embeddings[ok], v, vocab.names, vocab.is_domain, config, progress, cancel, timings,
-                params, paths=paths, skipped=skipped)
+    facts["model_identity"] = spec.identity()
+    return v
 
 
-def cluster_image_folder(folder: Path, vocab: Vocabulary, config: ClusterConfig,
-                         progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> ClusterRun:
-    """Check the model's weights can be had, scan ``folder``, then :func:`cluster_images`."""
-    locate_weights(config.model)
+def _projection(params, x, counterparts, progress, timings):
+    if params.projection is None:
+        return None
     start = time.perf_counter()
-    image_set = scan_folder(folder, progress=progress, cancel=cancel)
-    timings = {"scan_images": time.perf_counter() - start}
-    return cluster_images(image_set, vocab, config, progress, cancel, timings=timings)
+    report(progress, "projection", 0, 2)
+    projection = compute_projection(np.concatenate([x, counterparts], axis=1), params.projection, params.seed,
+                                    progress)
+    report(progress, "projection", 2, 2)
+    timings["projection"] = time.perf_counter() - start
+    return projection
+
+
+def _suggest_k(params, x, v, domain_mask, device, progress, cancel, timings) -> Optional[dict]:
+    if not params.suggest_k or len(x) < MIN_IMAGES_TO_SUGGEST_K:
+        return None
+    from ..cluster.suggest_k import suggest_k
+
+    start = time.perf_counter()
+    result = suggest_k(x, v, domain_mask, random_state=params.seed, device=device, progress=progress, cancel=cancel)
+    timings["suggest_k"] = time.perf_counter() - start
+    return {"best_k": result.best_k, "explanation": result.explanation, "rows": result.rows(),
+            "stability_threshold": result.stability_threshold, "n_points_used": result.n_points_used}

@@ -1,8 +1,9 @@
 """A finished clustering and the files the CLI writes for it.
 
-``ClusterRun`` is the hand-over point of the chain (TAC → clustering): labels, confidence and anchors as
-plain values, so the CLI, the app and the benchmarks read one shape. Files are written only after all
-computing is done, each one atomically, so a failure never leaves a half-written output.
+``ClusterRun`` is the hand-over point of the chain (:func:`tac_core.run.pipeline.compute_run` → the CLI's files or
+a workspace run): labels, confidence and anchors as plain values, the arrays a workspace keeps, and the facts
+both record beside the parameters. Files are written only after all computing is done, each one atomically, so a
+failure never leaves a half-written output.
 """
 from __future__ import annotations
 
@@ -20,22 +21,52 @@ import numpy as np
 from .. import __version__
 from .. import atomic
 from ..inputs.imageset import storable_text
+from .params import TEXT_SPACE_ARRAY, RunParams
 
 
 @dataclass
 class ClusterRun:
-    labels: np.ndarray  # (N,) cluster of each image
+    labels: np.ndarray  # (N,) cluster of each clustered image
     confidence: np.ndarray  # (N,)
     anchors: list[list[tuple[str, float]]]  # per cluster: (term, score), best first
     selected_terms: list[str]  # TAC's filtered nouns
     counterparts: np.ndarray  # (N, d)
     image_embeddings: np.ndarray  # (N, d)
-    params: dict[str, Any]
+    params: RunParams
     timings: dict[str, float]
     n_clusters: int
-    paths: Optional[list[str]] = None  # where images came from files
+    model: Any  # the fitted TAC estimator (heads, centres, probabilities; later steps such as the audit)
+    text_space: np.ndarray  # the vocabulary rows counterparts are mixed from
+    kept: np.ndarray  # one boolean per input image: embedded and clustered (row order of labels)
+    failed: dict[int, str] = field(default_factory=dict)  # input image index -> why it could not be embedded
+    projection: Any = None  # the fitted 2-D map (tac_core.cluster.projection.Projection), when asked for
+    facts: dict[str, Any] = field(default_factory=dict)  # what the CLI's run.json and a run's summary.json record
+    paths: Optional[list[str]] = None  # where images came from files: those clustered
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unusable files
-    model: Any = None  # the fitted TAC estimator, for later steps (audit)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays a workspace keeps for the run (named as :mod:`tac_core.run.jobs` lists them)."""
+        model = self.model
+        arrays = {"image_embeddings": self.image_embeddings.astype(np.float32),
+                  "counterparts": self.counterparts.astype(np.float32),
+                  "cluster_centers": model.cluster_centers_.astype(np.float32),
+                  "confidence": self.confidence.astype(np.float32),
+                  TEXT_SPACE_ARRAY: self.text_space.astype(np.float32)}
+        if self.projection is not None:
+            arrays["projection"] = np.asarray(self.projection.coordinates, np.float32)
+        if self.params.mode == "free":
+            arrays["margin"] = model.margin_.astype(np.float32)
+        else:
+            arrays["probabilities"] = model.probabilities_.astype(np.float32)
+            arrays["text_probabilities"] = model.text_probabilities_.astype(np.float32)
+            for which, state in model.heads_.items():
+                for name, tensor in state.items():
+                    arrays[f"heads.{which}.{name}"] = tensor.detach().cpu().numpy()
+        return arrays
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per stage, to the millisecond."""
+        return {stage: round(seconds, 3) for stage, seconds in self.timings.items()}
 
 
 def package_versions() -> dict[str, str]:
@@ -57,7 +88,8 @@ def _csv_text(header: list[str], rows) -> str:
 
 
 def write_cluster_outputs(run: ClusterRun, out_dir: str | Path) -> None:
-    """assignments.csv, anchors.csv, selected_vocab.txt, counterparts.npy, skipped.csv and run.json."""
+    """assignments.csv, anchors.csv, selected_vocab.txt, counterparts.npy, skipped.csv and run.json (the
+    parameters as :meth:`RunParams.to_dict`, then the run's facts: source, versions, seconds, ...)."""
     out = Path(out_dir)
     started = time.perf_counter()
     index = np.arange(len(run.labels))
@@ -78,14 +110,14 @@ def write_cluster_outputs(run: ClusterRun, out_dir: str | Path) -> None:
     if run.paths is not None:
         atomic.write_text(out / "skipped.csv", _csv_text(["path", "reason"],
                                                           ((storable_text(p), reason) for p, reason in run.skipped)))
-    timings = dict(run.timings, write_outputs=time.perf_counter() - started)
+    seconds = dict(run.seconds(), write_outputs=round(time.perf_counter() - started, 3))
     atomic.write_json(out / "run.json", {
-        "params": run.params,
+        "params": run.params.to_dict(),
+        **run.facts,
         "n_images": int(len(run.labels)),
         "n_clusters": run.n_clusters,
         "cluster_sizes": np.bincount(run.labels, minlength=run.n_clusters).tolist(),
         "n_selected_terms": len(run.selected_terms),
         "n_skipped": len(run.skipped),
-        "seconds": {stage: round(seconds, 4) for stage, seconds in timings.items()},
-        "versions": package_versions(),
+        "seconds": seconds,
     })

@@ -13,7 +13,7 @@ import numpy as np
 from ..embedding.embed import embed_images
 from ..errors import InvalidInputError
 from .jobs import read_summary
-from .params import MAP_FOLDER, TEXT_SPACE_ARRAY, run_model_spec
+from .params import MAP_FOLDER, TEXT_SPACE_ARRAY, model_from_dict
 from ..devices import resolve_device
 from ..progress import ProgressFn
 from ..cluster.projection import Projection
@@ -47,7 +47,7 @@ def place_new(workspace, run_id: int, image_ids=None, *, device: str = "auto", p
             raise InvalidInputError(f"image id(s) {unknown[:5].tolist()} are not usable images of this workspace.")
     if len(ids) == 0:
         return ids.astype(np.int64), np.empty((0, 2), np.float32)
-    spec = run_model_spec(run["params"])
+    spec = model_from_dict(run["params"].get("model") or {})
     device = str(resolve_device(device))
     images = usable.loc[ids]
     embedded = embed_images(spec, images["path"].tolist(), images["sha256"].tolist(), workspace.cache_dir,

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .. import atomic
-from ..errors import EmptyInputError, InvalidInputError
+from ..errors import EmptyInputError, InvalidInputError, RunStatusError
 from .store import WorkspaceUnreadableError, process_alive, to_json, utc_now, validate_name
 
 RUN_STATUSES = ("pending", "running", "done", "failed", "cancelled")
@@ -121,7 +121,8 @@ class RunsMixin:
 
         Allowed: pending → running/failed/cancelled; running → running/failed/cancelled; interrupted →
         pending/running/failed/cancelled; failed or cancelled → pending (run again). "done" is set by
-        :meth:`save_run_result` only (setting it again on a done run does nothing).
+        :meth:`save_run_result` only (setting it again on a done run does nothing). Any other change raises
+        :class:`~tac_core.errors.RunStatusError`; a status that does not exist, :class:`InvalidInputError`.
         """
         if status not in RUN_STATUSES:
             raise InvalidInputError(f"run status {status!r} is not one of {', '.join(RUN_STATUSES)}.")
@@ -132,10 +133,10 @@ class RunsMixin:
             if status == "done" and current == "done":
                 return
             if status == "done":
-                raise InvalidInputError(f"run {run_id} has no result yet; save_run_result stores it and marks the "
+                raise RunStatusError(f"run {run_id} has no result yet; save_run_result stores it and marks the "
                                         "run done.")
             if status not in _NEXT_STATUSES[current]:
-                raise InvalidInputError(f"run {run_id} is {current}; it cannot become {status}.")
+                raise RunStatusError(f"run {run_id} is {current}; it cannot become {status}.")
             if status == "running":
                 started = row["started"] if current == "running" else now
                 conn.execute("UPDATE runs SET status = 'running', pid = ?, started = ?, error = NULL WHERE id = ?",
@@ -170,6 +171,7 @@ class RunsMixin:
 
         ``anchors[c]`` lists cluster c's (term, score) pairs best first, so ``len(anchors)`` is the number of
         clusters (trailing empty clusters included). ``cluster_names`` default to "cluster 0", "cluster 1", ...
+        A run that is not pending, running or interrupted takes no result (:class:`~tac_core.errors.RunStatusError`).
         """
         ids = id_array(image_ids)
         labels = _label_array(labels, len(ids), len(anchors))
@@ -253,7 +255,7 @@ class RunsMixin:
         row = self._run_row(run_id, conn)
         current = effective_status(row["status"], row["pid"])
         if current not in ("pending", "running", "interrupted"):
-            raise InvalidInputError(f"run {run_id} is {current}; only a pending or running run takes a result.")
+            raise RunStatusError(f"run {run_id} is {current}; only a pending or running run takes a result.")
         require_known_ids(ids, self.run_image_ids(run_id), f"in run {run_id}")
 
     def _run_row(self, run_id: int, conn: Optional[sqlite3.Connection] = None) -> dict:

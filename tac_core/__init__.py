@@ -4,6 +4,8 @@ The names a script or a notebook needs are importable from here::
 
     import tac_core
     model = tac_core.TAC(n_clusters=10).fit(image_embeddings, vocab_embeddings)
+    run = tac_core.cluster_image_folder("photos/", tac_core.Vocabulary.wordnet(),
+                                        tac_core.RunParams(n_clusters=6, model=tac_core.ModelSpec("ViT-B-32")))
 
 They load lazily (``import tac_core`` does not import torch or open_clip), so the command line can check its
 arguments before the heavy libraries load. Everything else lives in the layer packages: ``cluster`` (TAC and
@@ -42,8 +44,18 @@ _EXPORTS = {
     "open_workspace": "tac_core.workspace.workspace",
     "ReviewSession": "tac_core.workspace.review",
     "export_labels": "tac_core.workspace.export",
+    # a whole run: its description and the pipeline the CLI and the app's jobs share
+    "RunParams": "tac_core.run.params",
+    "ImageFiles": "tac_core.run.pipeline",
+    "TextEmbeddings": "tac_core.run.pipeline",
+    "compute_run": "tac_core.run.pipeline",
+    "cluster_image_folder": "tac_core.run.pipeline",
 }
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", "TacError", "InvalidInputError", "EmptyInputError", "WeightsUnavailableError", "TAC",
+           "suggest_k", "audit", "clustering_accuracy", "evaluate", "ImageSet", "scan_folder", "Vocabulary",
+           "ModelSpec", "embed_images", "embed_vocabulary", "Workspace", "create_workspace", "open_workspace",
+           "ReviewSession", "export_labels", "RunParams", "ImageFiles", "TextEmbeddings", "compute_run",
+           "cluster_image_folder"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
     from .cluster.audit import audit
@@ -55,6 +67,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from .errors import EmptyInputError, InvalidInputError, TacError, WeightsUnavailableError
     from .inputs.imageset import ImageSet, scan_folder
     from .inputs.vocabulary import Vocabulary
+    from .run.params import RunParams
+    from .run.pipeline import ImageFiles, TextEmbeddings, cluster_image_folder, compute_run
     from .workspace.export import export_labels
     from .workspace.review import ReviewSession
     from .workspace.workspace import Workspace, create_workspace, open_workspace

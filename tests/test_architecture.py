@@ -101,3 +101,9 @@ def test_an_unknown_name_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'Tac'"):
         tac_core.Tac  # noqa: B018
+
+
+def test_all_lists_every_exported_name_once():
+    import tac_core
+
+    assert sorted(tac_core.__all__) == sorted({"__version__", *tac_core._EXPORTS})

@@ -1,4 +1,4 @@
-"""The app's pages through Streamlit's AppTest: home, images, vocabulary, cluster and export.
+"""The app's pages through Streamlit's AppTest: navigation, home, images, vocabulary, cluster and export.
 
 Jobs run inside the test process (``TAC_STUDIO_JOBS_INLINE=1``); tests/test_jobs.py covers the subprocess.
 """
@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_helpers import ROOT, open_app, registered_pages
 from bad_inputs import encode, pattern
 from tac_core.devices import DEVICES
 from tac_core.workspace import ingest
@@ -23,7 +24,6 @@ from tac_core.inputs import vocab_spec
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import create_workspace, list_workspaces
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -33,14 +33,7 @@ def data(app_data) -> Path:
 
 def app(page: str | None = None, workspace=None) -> AppTest:
     """The app as a browser opens it (with ?ws=… when a workspace is given), on ``page``."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    if workspace is not None:
-        at.query_params["ws"] = Path(workspace.path).name
-    at.run()
-    if page is not None:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
+    return open_app(page, workspace, timeout=180)
 
 
 def button(at: AppTest, label: str):
@@ -85,6 +78,39 @@ def images_ws(data, elpv_images):
 @pytest.fixture
 def tiny_choice(tiny_model_config, tiny_checkpoint) -> dict:
     return {"name": str(tiny_model_config), "pretrained": "openai", "checkpoint": str(tiny_checkpoint)}
+
+
+# -- navigation --------------------------------------------------------------------------------------------
+STEPS = ["Images", "Vocabulary", "Cluster", "Review", "Audit", "Export"]
+
+
+def test_the_sidebar_lists_every_page_by_title_with_an_icon_and_a_readable_url(data):
+    pages = registered_pages(app())
+    assert [p["page_name"] for p in pages] == ["Workspaces", *STEPS]  # the home page is not called "app"
+    assert [p["url_pathname"] for p in pages] == ["", *(title.lower() for title in STEPS)]
+    assert all(p["icon"].startswith(":material/") and p["help"] for p in pages)  # no emoji, a tooltip each
+    files = sorted(Path(p["script_path"]).relative_to(ROOT).as_posix() for p in pages)
+    assert files == sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "app_pages").glob("*.py"))
+    assert all(name.isascii() for name in files)
+    assert not (ROOT / "pages").exists()  # Streamlit would serve it as a legacy multipage app on a fresh server
+
+
+def test_home_links_every_step_in_the_sidebar_order_keeping_the_workspace(data):
+    ws = create_workspace("steps", data)
+    at = app(workspace=ws)
+    links = at.get("page_link")
+    assert [link.value for link in links] == STEPS
+    assert [link.proto.page for link in links] == [p["url_pathname"] for p in registered_pages(at)][1:]
+    assert {link.proto.query_string for link in links} == {f"ws={ws.path.name}"}
+
+
+def test_every_page_puts_the_workspace_back_into_the_url(data):
+    """The sidebar's links leave ``?ws=`` out; the page opened from them puts it back, so a refresh stays."""
+    ws = create_workspace("url", data)
+    at = app("app_pages/images.py", ws)
+    at.query_params.clear()
+    at.switch_page("app_pages/vocabulary.py").run()
+    assert [t.value for t in at.title] == ["Vocabulary"] and at.query_params == {"ws": ws.path.name}
 
 
 # -- home --------------------------------------------------------------------------------------------------
@@ -144,7 +170,7 @@ def test_images_page_adds_a_folder_and_lists_what_was_skipped(data, elpv_images,
     (folder / "notes.jpg").write_bytes(b"inspection notes, no image")
     (folder / "empty.png").write_bytes(b"")
     (folder / "copy.png").write_bytes(sorted(elpv_images.iterdir())[0].read_bytes())
-    at = app("pages/1_Images.py", ws)
+    at = app("app_pages/images.py", ws)
     assert any("No images yet" in i for i in messages(at, "info"))
 
     text_input(at, "Folder path").input("photos/relative")
@@ -168,7 +194,7 @@ def test_images_page_uploads_files_and_a_zip(data, tmp_path):
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("zipped/a.png", encode(pattern((30, 20), 11), "PNG"))
         z.writestr("../evil.png", encode(pattern((30, 20), 12), "PNG"))
-    at = app("pages/1_Images.py", ws)
+    at = app("app_pages/images.py", ws)
     uploader = at.file_uploader(key="upload_files_0")
     uploader.set_value([("one.png", encode(pattern((30, 20), 1), "PNG"), "image/png"),
                         ("<img src=x onerror=alert(1)>.png", encode(pattern((30, 20), 2), "PNG"), "image/png"),
@@ -186,7 +212,7 @@ def test_images_page_uploads_files_and_a_zip(data, tmp_path):
 
 def test_images_page_uploads_a_folder(data):
     ws = create_workspace("folder upload", data)
-    at = app("pages/1_Images.py", ws)
+    at = app("app_pages/images.py", ws)
     at.file_uploader(key="upload_folder_0").set_value([
         ("line3/a.png", encode(pattern((30, 20), 21), "PNG"), "image/png"),
         ("line3/station 2/b.png", encode(pattern((30, 20), 22), "PNG"), "image/png"),
@@ -202,7 +228,7 @@ def test_images_page_uploads_a_folder(data):
 # -- vocabulary --------------------------------------------------------------------------------------------
 def test_vocabulary_page_edits_are_saved_at_once(data):
     ws = create_workspace("vocab", data)
-    at = app("pages/2_Vocabulary.py", ws)
+    at = app("app_pages/vocabulary.py", ws)
     assert ws.vocab_sets()["name"].tolist() == ["default"]
     assert metrics(at)["Active terms"] == "67,186"
 
@@ -240,14 +266,14 @@ def test_vocabulary_page_edits_are_saved_at_once(data):
     assert saved["templates"] == "tac3" and saved == ws.load_vocab_set("default")
     assert at.session_state["vocab_set_name"] == "plant"
 
-    fresh = app("pages/2_Vocabulary.py", ws)  # a refresh (new session) shows what was saved
+    fresh = app("app_pages/vocabulary.py", ws)  # a refresh (new session) shows what was saved
     assert fresh.selectbox(key="vocab_set_pick").value == "plant"
     assert metrics(fresh)["Switched off"] == "1" and metrics(fresh)["Domain terms"] == "2"
 
 
 def test_vocabulary_page_explains_a_bad_import(data):
     ws = create_workspace("imports", data)
-    at = app("pages/2_Vocabulary.py", ws)
+    at = app("app_pages/vocabulary.py", ws)
     at.file_uploader(key="vocab_import_0").set_value(("plant terms.csv", b"note\nsomething\n", "text/csv"))
     at.run()
     click(at, "Import terms")
@@ -258,7 +284,7 @@ def test_vocabulary_page_explains_a_bad_import(data):
 
 # -- cluster -----------------------------------------------------------------------------------------------
 def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choice):
-    at = app("pages/3_Cluster.py", images_ws)
+    at = app("app_pages/cluster.py", images_ws)
     assert any(c.value.startswith("Detected: ") and "CPU with" in c.value for c in at.caption)
     assert at.selectbox(key="w_device").options == list(DEVICES)  # the engine's list, mps included
     k_input = at.number_input(key="w_k")
@@ -286,6 +312,8 @@ def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choic
     assert any("Suggested by run 1" in c.value for c in at.caption)  # the first run suggests K for the next
     click(at, "Review this run")  # opens the Review page on this run
     assert at.session_state["run_id"] == int(runs.iloc[0]["id"])
+    assert [t.value for t in at.title] == ["Review"]
+    assert at.query_params == {"ws": images_ws.path.name, "run": str(runs.iloc[0]["id"])}
 
 
 def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_choice):
@@ -295,7 +323,7 @@ def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_cho
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     images_ws.set_run_status(run_id, "running", pid=gone.pid)  # its process died: the run is interrupted
-    at = app("pages/3_Cluster.py", images_ws)
+    at = app("app_pages/cluster.py", images_ws)
     assert any("stopped before it finished" in w for w in messages(at, "warning"))
     click(at, "Run again")
     assert images_ws.run(run_id)["status"] == "done"
@@ -314,7 +342,7 @@ def test_export_page_writes_the_verified_rows(images_ws, tiny_choice):
     review.exclude([excluded])
     expected = int(sizes[cluster]) - 1
 
-    at = app("pages/5_Export.py", images_ws)
+    at = app("app_pages/export.py", images_ws)
     assert metrics(at)["Rows"] == "23"
     at.radio(key="export_rows").set_value("verified").run()
     assert metrics(at)["Rows"] == str(expected) and metrics(at)["Excluded images"] == "1"
@@ -328,5 +356,6 @@ def test_export_page_writes_the_verified_rows(images_ws, tiny_choice):
 
 
 def test_pages_without_a_workspace_point_home(data):
-    at = app("pages/3_Cluster.py")
+    at = app("app_pages/cluster.py")
     assert any("Open or create a workspace" in i for i in messages(at, "info"))
+    assert [(link.value, link.proto.page) for link in at.get("page_link")] == [("Go to workspaces", "")]

@@ -5,17 +5,16 @@ from __future__ import annotations
 import gc
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from apptest_helpers import open_app
 from review_workspace import MISLABELLED, real_workspace
 from tac_core.workspace.review import ReviewSession
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "4_🧭_Audit.py")
 
 
 @pytest.fixture
@@ -36,12 +35,7 @@ def release_app_caches() -> None:
 
 
 def open_page(ws, run_id) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=60)
-    at.session_state["workspace"] = str(ws.path)
-    at.session_state["run_id"] = run_id
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app("app_pages/audit.py", ws, run_id, timeout=60)
 
 
 def click(at, key) -> AppTest:

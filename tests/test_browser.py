@@ -45,6 +45,8 @@ STEP_MS = int(os.environ.get("TAC_BROWSER_STEP_MS", "60000"))  # the longest wai
 RUN_TIMEOUT_S = 300  # the job: model loading, 60 images, a few hundred terms, K suggestion
 N_IMAGES = 60
 VIEWPORT = {"width": 1400, "height": 3600}
+SIDEBAR = [("Workspaces", ""), ("Images", "images"), ("Vocabulary", "vocabulary"), ("Cluster", "cluster"),
+           ("Review", "review"), ("Audit", "audit"), ("Export", "export")]  # title, URL path
 
 pytestmark = [
     pytest.mark.browser,
@@ -291,10 +293,28 @@ def choose(page, label: str, option: str, search: str = "") -> None:
         expect(widget).to_contain_text(option)
 
 
-def go(page, link: str, title: str) -> None:
-    """Follow a step link (``st.page_link``) and wait for the page's title."""
-    page.get_by_role("link", name=link).first.click()
+def go(page, title: str) -> None:
+    """Follow the step link (``st.page_link``) to the page ``title`` and wait for its heading; the URL is the page's
+    name and keeps the open workspace."""
+    page.get_by_test_id("stMain").get_by_role("link", name=title, exact=True).click()
     heading(page, title).wait_for()
+    expect(page).to_have_url(re.compile(rf"/{title.lower()}\?ws=[^&]+$"))
+
+
+def sidebar_link(page, title: str):
+    return page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True)
+
+
+def expect_sidebar(page, server: Server) -> None:
+    """The sidebar is app.py's ``st.navigation``: two sections, every page by its title with a Material icon and a
+    readable URL; never Streamlit's legacy list of file names (whose first entry reads "app")."""
+    nav = page.get_by_test_id("stSidebarNav")
+    sections = nav.get_by_test_id("stNavSectionHeader").get_by_test_id("stMarkdownContainer")
+    expect(sections).to_have_text(["Prepare", "Check and export"])
+    links = nav.get_by_test_id("stSidebarNavLink")
+    expect(links).to_have_text([re.compile(re.escape(title) + "$") for title, _ in SIDEBAR])
+    expect(links.get_by_test_id("stIconMaterial")).to_have_count(len(SIDEBAR))
+    assert [link.get_attribute("href") for link in links.all()] == [f"{server.url}/{path}" for _, path in SIDEBAR]
 
 
 def legend(page) -> dict[int, int]:
@@ -356,10 +376,11 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     textbox(page, "Workspace name").fill("Line 3 solar cells")
     button(page, "Create workspace").click()
     see(page, "Open workspace: Line 3 solar cells")
+    expect_sidebar(page, server)
     shot(page, output_dir, "1-home")
 
     # images: upload a whole folder (the directory uploader)
-    go(page, "1 · Images — add photos", "Images")
+    go(page, "Images")
     page.locator("input[type=file][webkitdirectory]").set_input_files(folder)  # the browser's folder picker
     page.wait_for_function(  # every file sent to the server: a chip each, none still spinning or failed
         """n => document.querySelectorAll('[data-testid="stFileChip"]').length === n && !document.querySelector(
@@ -370,7 +391,7 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     timings["upload"] = time.monotonic() - started
 
     # vocabulary: a domain term, WordNet narrowed to one small category (the tiny model encodes it in seconds)
-    go(page, "2 · Vocabulary — terms TAC may use", "Vocabulary")
+    go(page, "Vocabulary")
     see(page, "Saved automatically on every change (version 1)")
     textbox(page, "Domain term").fill("hairline crack")
     textbox(page, "Note (optional)").fill("thin dark line across the cell")
@@ -386,7 +407,7 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
 
     # cluster: the tiny model (JSON config + checkpoint), K = 4, the PCA layout (UMAP's numba compile takes a
     # minute on 2 cores); the run is a real `python -m tac_core run-job` subprocess
-    go(page, "3 · Cluster — run TAC", "Cluster")
+    go(page, "Cluster")
     type_into(page, "Model", str(tiny_model_config))
     type_into(page, "Checkpoint file (optional)", str(tiny_checkpoint))
     type_into(page, "Number of clusters (K)", "4")
@@ -407,6 +428,7 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     # review: the map and the clusters of run 1
     button(page, "Review this run").click()
     heading(page, "Review").wait_for()
+    expect(page).to_have_url(re.compile(r"/review\?ws=[^&]+&run=1$"))
     page.locator(".js-plotly-plot").first.wait_for()
     see(page, "0 edit(s) in effect on run 1.")
     shot(page, output_dir, "6-review")
@@ -449,8 +471,9 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     shot(page, output_dir, "7-review-edited")
 
     # audit: keep the first image of the queue, move the next one that has a suggestion, exclude the next
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=re.compile(r"Audit$")).click()
+    sidebar_link(page, "Audit").click()
     heading(page, "Audit").wait_for()
+    expect(page).to_have_url(re.compile(r"/audit\?ws=[^&]+&run=1$"))  # the page puts the place back in the URL
     see(page, "4 edit(s) in effect on run 1.")
     kept, _ = audit_item(page)
     reviewed = audit_progress(page)
@@ -477,7 +500,7 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     shot(page, output_dir, "8-audit")
 
     # export: all rows, downloaded through the browser
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=re.compile(r"Export$")).click()
+    sidebar_link(page, "Export").click()
     heading(page, "Export").wait_for()
     see(page, "Preview: the first")
     expect(page.get_by_role("radio", name="All images (except excluded ones)")).to_be_checked()
@@ -550,7 +573,7 @@ def test_review_edits_survive_a_server_kill(start_server, page, output_dir, tmp_
     workspace, run_id, ids = real_workspace(tmp_path / "data", elpv_images)  # 24 images, 3 clusters (9, 8, 7)
     workspace.close()
     first = start_server()
-    page.goto(f"{first.url}/Review?ws={workspace.path.name}&run={run_id}")
+    page.goto(f"{first.url}/review?ws={workspace.path.name}&run={run_id}")
     see(page, f"0 edit(s) in effect on run {run_id}.")
     assert legend(page) == {0: 9, 1: 8, 2: 7}
     expect(page.get_by_text("Name: cluster 0", exact=True)).to_be_visible()  # the largest cluster is open
@@ -585,8 +608,9 @@ def test_review_edits_survive_a_server_kill(start_server, page, output_dir, tmp_
     first.kill()
     assert first.process.returncode == -signal.SIGKILL
     second = start_server(port=first.port)
-    page.reload()
+    page.reload()  # the new server's first request is this page, not the home page
     see(page, f"4 edit(s) in effect on run {run_id}.")
+    expect_sidebar(page, second)
     assert legend(page) == {0: 16, 1: 8}
     assert sorted(page.locator(".js-plotly-plot .legendtext").all_text_contents()) == ["0 · cracks (16)",
                                                                                      "1 · fingers (8)"]

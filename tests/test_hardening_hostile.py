@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_helpers import elements, open_app
 from bad_inputs import encode, pattern
 from review_workspace import planted_arrays
 from tac_core.workspace import ingest
@@ -34,11 +35,8 @@ TERM = f"TERM {EVIL}"
 CLUSTER_NAME = f"CL {EVIL}"
 FILE_NAME = f"FILE {EVIL}.png"
 SKIPPED_NAME = f"SKIP {EVIL}.txt"
-PAGES = {"home": "app.py", "images": "pages/1_Images.py", "vocabulary": "pages/2_Vocabulary.py",
-         "cluster": "pages/3_Cluster.py", "review": "pages/4_Review.py", "audit": "pages/4_🧭_Audit.py",
-         "export": "pages/5_Export.py"}
-#: Where each hostile text must be visible, verbatim, in a plain-text element of the page.
-VERBATIM = {"home": [WORKSPACE_NAME], "images": [WORKSPACE_NAME, SKIPPED_NAME],
+#: Where each hostile text must be visible, verbatim, in a plain-text element of each page (``app_pages/<name>.py``).
+VERBATIM = {"workspaces": [WORKSPACE_NAME], "images": [WORKSPACE_NAME, SKIPPED_NAME],
             "vocabulary": [WORKSPACE_NAME, SET_NAME, TERM], "cluster": [WORKSPACE_NAME, SET_NAME],
             "review": [WORKSPACE_NAME, CLUSTER_NAME, FILE_NAME], "audit": [WORKSPACE_NAME, CLUSTER_NAME, FILE_NAME],
             "export": [WORKSPACE_NAME, CLUSTER_NAME, FILE_NAME]}
@@ -80,14 +78,7 @@ def hostile(tmp_path, app_data, elpv_images):
 
 def open_page(name: str, ws, run_id: int) -> AppTest:
     """The page as a browser reaches it: the app opened on the workspace and run, then the page."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.query_params["ws"] = ws.path.name
-    at.query_params["run"] = str(run_id)
-    at.run()
-    if name != "home":
-        at.switch_page(PAGES[name]).run()
-    assert not at.exception, at.exception
-    return at
+    return open_app(f"app_pages/{name}.py", ws, run_id)
 
 
 # -- reading what a page sends to the browser -------------------------------------------------------------
@@ -102,18 +93,11 @@ def proto_strings(message, path=()):
                 yield from proto_strings(item, path + (field.name,))
 
 
-def nodes(node):
-    yield node
-    children = getattr(node, "children", None) or {}
-    for child in (children.values() if isinstance(children, dict) else children):
-        yield from nodes(child)
-
-
 def sent(at: AppTest):
     """(proto name, field path, text) of every string the page sent, and every dataframe cell as ("cell", (), text).
 
     AppTest's nodes hold each element's own proto ("Markdown", "Alert", "Expandable", "PlotlyChart" …)."""
-    for node in nodes(at._tree):
+    for node in elements(at):
         proto = getattr(node, "proto", None)
         if proto is None or not hasattr(proto, "ListFields"):
             continue
@@ -157,12 +141,16 @@ def _json_strings(value):
 
 
 # -- every page -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_is_checked():
+    assert sorted(VERBATIM) == sorted(path.stem for path in (ROOT / "app_pages").glob("*.py"))
+
+
+@pytest.mark.parametrize("page", list(VERBATIM))
 def test_hostile_text_is_shown_verbatim_and_never_rendered(hostile, page):
     ws, run_id = hostile
     at = open_page(page, ws, run_id)
     assert rendered_hostile(at) == []
-    protos = [node.proto for node in nodes(at._tree) if hasattr(getattr(node, "proto", None), "DESCRIPTOR")]
+    protos = [node.proto for node in elements(at) if hasattr(getattr(node, "proto", None), "DESCRIPTOR")]
     names = {proto.DESCRIPTOR.name for proto in protos}
     assert not names & {"Html", "IFrame", "BidiComponent", "ComponentInstance"}, names  # no raw HTML element
     assert not [p.body for p in protos if p.DESCRIPTOR.name == "Markdown" and p.allow_html]
@@ -174,7 +162,7 @@ def test_hostile_text_is_shown_verbatim_and_never_rendered(hostile, page):
 def test_escaped_text_reads_as_typed_in_alerts(hostile):
     """An error naming a hostile value is escaped for Markdown, and reads as the value once rendered."""
     ws, run_id = hostile
-    at = open_page("home", ws, run_id)
+    at = open_page("workspaces", ws, run_id)
     next(t for t in at.text_input if t.label == "Workspace name").input(WORKSPACE_NAME)
     next(b for b in at.button if b.label == "Create workspace").click()
     at.run()
@@ -187,7 +175,7 @@ def test_escaped_text_reads_as_typed_in_alerts(hostile):
 
 def test_the_ui_never_opts_into_raw_html():
     """No page or view passes user text to st.html, components or unsafe_allow_html (a grep of the code)."""
-    sources = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "ui").glob("*.py"))]
+    sources = [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py")), *sorted((ROOT / "ui").glob("*.py"))]
     offenders = [f"{path.name}: {line.strip()}" for path in sources
                  for line in path.read_text(encoding="utf-8").splitlines()
                  if any(word in line for word in ("unsafe_allow_html", "st.html", "components.html",
@@ -237,10 +225,7 @@ def test_server_folders_are_restricted_to_the_allowed_roots_on_the_page(tmp_path
     (allowed / "link_out").symlink_to(outside, target_is_directory=True)
     monkeypatch.setenv(ingest.ALLOWED_ROOTS_ENV, str(allowed))
     ws = create_workspace("roots", app_data)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.query_params["ws"] = ws.path.name
-    at.run()
-    at.switch_page(PAGES["images"]).run()
+    at = open_app("app_pages/images.py", ws, timeout=60)
     assert any(str(allowed.resolve()) in c.value.replace("\\", "") for c in at.caption)
     for path, added in ((outside, False), (allowed / "link_out", False), (allowed / ".." / "elsewhere", False),
                         (allowed / "line3", True)):

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
+from apptest_helpers import open_app
 from bad_inputs import encode, pattern
 from tac_core.workspace import ingest
 from tac_core.run import jobs
@@ -368,15 +368,7 @@ def test_two_review_processes_at_once_one_killed_lose_no_acknowledged_edit(tmp_p
 def test_two_browser_sessions_edit_one_vocabulary_set(app_data):
     ws = create_workspace("vocab", app_data)
 
-    def open_vocabulary() -> AppTest:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-        at.query_params["ws"] = ws.path.name
-        at.run()
-        at.switch_page("pages/2_Vocabulary.py").run()
-        assert not at.exception, at.exception
-        return at
-
-    first, second = open_vocabulary(), open_vocabulary()  # both drawn before either edits
+    first, second = (open_app("app_pages/vocabulary.py", ws) for _ in range(2))  # both drawn before either edits
     for at, term in ((first, "alpha"), (second, "beta"), (first, "gamma")):
         next(t for t in at.text_input if t.label == "Domain term").input(term)
         next(b for b in at.button if b.label == "Add domain term").click()

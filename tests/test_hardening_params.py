@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_helpers import open_app
 from bad_inputs import encode, pattern
 from tac_core.workspace import ingest
 from tac_core.run import jobs
@@ -22,7 +23,6 @@ from tac_core.cluster.tac import TAC
 from tac_core.inputs.vocabulary import Vocabulary
 from tac_core.workspace.workspace import create_workspace
 
-ROOT = Path(__file__).resolve().parent.parent
 LONG_TERM = "crack " * 83 + "xx"  # 500 characters
 
 
@@ -277,15 +277,6 @@ def test_a_run_with_k_equal_to_the_number_of_images_and_duplicate_terms_works(ap
     ws.close()
 
 
-def open_page(page: str, ws) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.query_params["ws"] = ws.path.name
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
-
-
 def press(at: AppTest, label: str) -> AppTest:
     next(b for b in at.button if b.label == label).click()
     at.run()
@@ -302,7 +293,7 @@ def test_cluster_page_refuses_a_vocabulary_set_with_every_term_off(app_data, tmp
     few_images(ws, tmp_path / "imgs", 4)
     ws.save_vocab_set("all off", {**vocab_spec.default_spec(), "wordnet": False, "domain_terms": ["dent"],
                                   "disabled": ["dent"]})
-    at = open_page("pages/3_Cluster.py", ws)
+    at = open_app("app_pages/cluster.py", ws)
     at.selectbox(key="cluster_vocab_set").set_value("all off").run()
     press(at, "Start run")
     assert any("every term of this vocabulary set is switched off" in e for e in errors(at)), errors(at)
@@ -313,7 +304,7 @@ def test_cluster_page_refuses_a_vocabulary_set_with_every_term_off(app_data, tmp
 def test_cluster_page_with_one_image_says_what_is_needed(app_data, tmp_path):
     ws = create_workspace("one", app_data)
     few_images(ws, tmp_path / "imgs", 1)
-    at = open_page("pages/3_Cluster.py", ws)
+    at = open_app("app_pages/cluster.py", ws)
     assert any("needs at least 2 usable images" in w.value for w in at.warning)
     assert not [b for b in at.button if b.label == "Start run"]
     ws.close()
@@ -321,7 +312,7 @@ def test_cluster_page_with_one_image_says_what_is_needed(app_data, tmp_path):
 
 def test_vocabulary_page_refuses_bad_terms_and_keeps_duplicates_once(app_data):
     ws = create_workspace("vocab", app_data)
-    at = open_page("pages/2_Vocabulary.py", ws)
+    at = open_app("app_pages/vocabulary.py", ws)
 
     def add(term: str) -> AppTest:
         next(t for t in at.text_input if t.label == "Domain term").input(term)

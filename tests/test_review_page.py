@@ -6,7 +6,6 @@ import gc
 import json
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +13,9 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import tac_core.cluster.projection
+from apptest_helpers import open_app
 from review_workspace import real_workspace
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "4_Review.py")
 EVIL = "<img src=x onerror=alert(1)> **bold** :red[x] $x$"
 
 
@@ -43,12 +42,7 @@ def release_app_caches() -> None:
 
 
 def open_page(ws, run_id) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=60)
-    at.session_state["workspace"] = str(ws.path)
-    at.session_state["run_id"] = run_id
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app("app_pages/review.py", ws, run_id, timeout=60)
 
 
 def events(ws, run_id) -> list[tuple[str, dict]]:

@@ -30,7 +30,7 @@ GOAL = 0.05  # the top 5 % of the queue: where the audit's precision was measure
 MOVE_TO = "audit_move_to"
 
 
-def render_audit_page() -> None:
+def render() -> None:
     st.title("Audit")
     workspace = require_workspace()
     widgets.sidebar_status(workspace)

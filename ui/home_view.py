@@ -8,6 +8,9 @@ from tac_core.workspace.workspace import create_workspace, data_dir, delete_work
 from ui import state, widgets
 
 _CONFIRM_KEY = "home_confirm_delete"
+#: The workflow's pages, in the order of app.py's navigation (a test compares them).
+STEPS = ("app_pages/images.py", "app_pages/vocabulary.py", "app_pages/cluster.py", "app_pages/review.py",
+         "app_pages/audit.py", "app_pages/export.py")
 
 
 def render() -> None:
@@ -34,8 +37,8 @@ def render() -> None:
 
 def _steps() -> None:
     st.subheader("Steps")
-    for name in widgets.PAGES:
-        widgets.page_link(name)
+    for page in STEPS:
+        widgets.page_link(page)
 
 
 def _workspaces(current) -> None:

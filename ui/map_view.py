@@ -97,7 +97,7 @@ def ids_from_event(event) -> np.ndarray:
     return np.unique(np.asarray(out, np.int64))
 
 
-def render_map(xy: np.ndarray, session: ReviewSession, source: str) -> None:
+def render(xy: np.ndarray, session: ReviewSession, source: str) -> None:
     """Draw the map; a lasso or box selection replaces the selection."""
     run_id = session.run_id
 

@@ -14,9 +14,8 @@ from tac_core.errors import TacError
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace
 from ui import review_actions as actions
-from ui import widgets
+from ui import map_view, widgets
 from ui.gallery import frame_for_positions, grid, page_of
-from ui.map_view import render_map, selected_ids
 from ui.review_data import layout, pick_run, review_session, run_paths
 from ui.safe_text import md, short
 from ui.state import require_workspace, show_error
@@ -28,7 +27,7 @@ SELECTION_PAGE = "review_selection_page"
 HISTORY_ROWS = 30
 
 
-def render_review_page() -> None:
+def render() -> None:
     st.title("Review")
     workspace = require_workspace()
     widgets.sidebar_status(workspace)
@@ -51,7 +50,7 @@ def render_review_page() -> None:
         except TacError as exc:
             show_error(exc, "load the map of this run")
         else:
-            render_map(xy, session, source)
+            map_view.render(xy, session, source)
     with right:
         cluster_table(clusters, current)
         selection_actions(workspace, session, clusters, current)
@@ -193,7 +192,7 @@ def members(workspace: Workspace, session: ReviewSession, current: int) -> None:
 
 
 def _selected_positions(session: ReviewSession) -> np.ndarray:
-    ids = selected_ids(session.run_id)
+    ids = map_view.selected_ids(session.run_id)
     ids = ids[np.isin(ids, session.state.image_ids)]
     return session.state.positions(ids)
 

@@ -1,9 +1,10 @@
 """Which workspace and run the user has open, remembered across refreshes, restarts and pages.
 
 Streamlit forgets ``st.session_state`` on a browser refresh, so the place is kept in three layers, first
-found wins: the URL (``?ws=<folder>&run=<id>``, bookmarkable, survives a refresh), the session (survives
-moving between pages), and a small ``last_opened.json`` in the data directory (survives a server restart
-and a new tab). Workspaces are opened once per server process (``st.cache_resource``).
+found wins: the URL (``?ws=<folder>&run=<id>`` on every page, bookmarkable, survives a refresh: links
+between pages carry it, and a page opened from the sidebar, whose links leave it out, puts it back), the
+session (survives moving between pages), and a small ``last_opened.json`` in the data directory (survives a
+server restart and a new tab). Workspaces are opened once per server process (``st.cache_resource``).
 """
 from __future__ import annotations
 
@@ -56,15 +57,28 @@ def _last_opened() -> dict:
 def _remember(workspace: str, run_id: Optional[int]) -> None:
     st.session_state["workspace"] = workspace
     st.session_state["run_id"] = run_id
+    _show_in_url(workspace, run_id)
+    try:
+        atomic.write_json(data_dir() / _LAST_OPENED, {"workspace": workspace, "run_id": run_id})
+    except OSError:
+        LOG.warning("could not remember the last opened workspace in %s", data_dir())
+
+
+def _url_place(workspace: str, run_id: Optional[int]) -> dict[str, str]:
+    return {"ws": Path(workspace).name, **({} if run_id is None else {"run": str(run_id)})}
+
+
+def _show_in_url(workspace: str, run_id: Optional[int]) -> None:
     st.query_params["ws"] = Path(workspace).name
     if run_id is None:
         st.query_params.pop("run", None)
     else:
         st.query_params["run"] = str(run_id)
-    try:
-        atomic.write_json(data_dir() / _LAST_OPENED, {"workspace": workspace, "run_id": run_id})
-    except OSError:
-        LOG.warning("could not remember the last opened workspace in %s", data_dir())
+
+
+def url_params() -> dict[str, str]:
+    """The URL's ``ws`` and ``run``: links to another page carry them, so that page survives a refresh too."""
+    return {key: st.query_params[key] for key in ("ws", "run") if key in st.query_params}
 
 
 def set_workspace(path: Path | str) -> None:
@@ -99,6 +113,8 @@ def current_workspace() -> Optional[Workspace]:
         return None
     if st.session_state.get("workspace") != path or st.session_state.get("run_id") != run_id:
         _remember(path, run_id)
+    elif url_params() != _url_place(path, run_id):  # the sidebar's links leave the parameters out
+        _show_in_url(path, run_id)
     return workspace
 
 
@@ -107,7 +123,7 @@ def require_workspace() -> Workspace:
     workspace = current_workspace()
     if workspace is None:
         st.info("Open or create a workspace on the home page first.")
-        st.page_link("app.py", label="Go to workspaces", icon="🏠")
+        st.page_link("app_pages/workspaces.py", label="Go to workspaces")
         st.stop()
     return workspace
 

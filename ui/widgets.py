@@ -1,4 +1,5 @@
-"""Small drawing helpers shared by the pages: safe text, messages that survive a rerun, progress, thumbnails.
+"""Small drawing helpers shared by the pages: links between pages, safe text, messages that survive a rerun,
+progress, thumbnails.
 
 User text (workspace names, file names, terms, labels) is never rendered as markdown or HTML: it goes into
 dataframes, ``st.text``/``st.code``, or through :func:`esc` where a widget label or message needs it.
@@ -15,33 +16,18 @@ from tac_core.inputs.thumbnails import thumbnail_path
 from ui import state
 from ui.text import esc
 
-ROOT = Path(__file__).resolve().parent.parent
-PAGES = {  # step pages in order: file, link label
-    "images": ("pages/1_Images.py", "1 · Images — add photos"),
-    "vocabulary": ("pages/2_Vocabulary.py", "2 · Vocabulary — terms TAC may use"),
-    "cluster": ("pages/3_Cluster.py", "3 · Cluster — run TAC"),
-    "review": ("pages/4_Review.py", "4 · Review — check and fix groups"),
-    "audit": ("pages/4_🧭_Audit.py", "4 · Audit — likely misclusters first"),
-    "export": ("pages/5_Export.py", "5 · Export — verified labels as CSV"),
-}
 _FLASH_KEY = "_flash_messages"
 
 
-def page_setup(title: str) -> None:
-    st.set_page_config(page_title=f"{title} · TAC Studio", page_icon="🔎", layout="wide")
+def page_link(page: str) -> None:
+    """A link to another page (``"app_pages/<name>.py"``, labelled with its title and tooltip from ``app.py``)
+    that keeps the open workspace and run in the URL."""
+    st.page_link(page, query_params=state.url_params())
 
 
-def page_link(name: str) -> None:
-    """A link to one step page (skipped when that page is not installed, e.g. Review in a partial checkout)."""
-    path, label = PAGES[name]
-    if (ROOT / path).exists():
-        st.page_link(path, label=label)
-
-
-def switch_to(name: str) -> None:
-    path = PAGES[name][0]
-    if (ROOT / path).exists():
-        st.switch_page(path)
+def switch_page(page: str) -> None:
+    """Show another page now, keeping the open workspace and run in the URL."""
+    st.switch_page(page, query_params=state.url_params())
 
 
 def sidebar_status(workspace) -> None:

@@ -1,5 +1,4 @@
 """Step 5: export reviewed labels as CSV."""
-from ui import export_view, widgets
+from ui import export_view
 
-widgets.page_setup("Export")
 export_view.render()

@@ -1,5 +1,4 @@
 """Step 2: the terms TAC may use (WordNet nouns and your own), saved as named vocabulary sets."""
-from ui import vocabulary_view, widgets
+from ui import vocabulary_view
 
-widgets.page_setup("Vocabulary")
 vocabulary_view.render()

@@ -1,5 +1,4 @@
 """Step 1: add images to the open workspace."""
-from ui import images_view, widgets
+from ui import images_view
 
-widgets.page_setup("Images")
 images_view.render()

@@ -1,0 +1,47 @@
+"""Opening the app in Streamlit's AppTest the way a browser does, and what AppTest only keeps privately.
+
+Pages are addressed by file (``"app_pages/review.py"``), as ``app.py`` registers them with ``st.navigation``.
+:func:`elements` and :func:`registered_pages` are the only places that read AppTest's private attributes
+(``_tree``, ``_registered_pages``): when a Streamlit upgrade renames them, this file is the one to fix.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Optional
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def open_app(page: Optional[str] = None, workspace=None, run_id: Optional[int] = None,
+             timeout: float = 120) -> AppTest:
+    """``app.py`` on ``page`` (None: the home page), with ``?ws=<folder>&run=<id>`` in the URL when given."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    if workspace is not None:
+        at.query_params["ws"] = Path(workspace.path).name
+    if run_id is not None:
+        at.query_params["run"] = str(run_id)
+    if page is not None:
+        at.switch_page(page)  # a page's URL is its file name, so no first run is needed to find it
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def elements(at: AppTest) -> Iterator:
+    """Every node the last run drew, in every container: main, sidebar, toasts (the event container) and the
+    bottom. AppTest's public views (``at.main``, ``at.sidebar``) leave toasts and the bottom out."""
+    def walk(node):
+        yield node
+        children = getattr(node, "children", None) or {}
+        for child in (children.values() if isinstance(children, dict) else children):
+            yield from walk(child)
+
+    yield from walk(at._tree)
+
+
+def registered_pages(at: AppTest) -> list[dict]:
+    """The pages the last run registered with ``st.navigation``, in the sidebar's order: ``page_name`` (the
+    title), ``icon``, ``url_pathname``, ``script_path`` and ``help``."""
+    return list(at._registered_pages.values())

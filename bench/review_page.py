@@ -1,7 +1,7 @@
 """Server time of the Review page (and optionally the Audit page) at 50,000 images: ``python -m bench.review_page``.
 
 Builds a synthetic workspace (50k fake image records sharing one real thumbnail, 100 clusters, embeddings,
-counterparts and a 2-D layout), opens the Review page (``app_pages/review.py``) in Streamlit's AppTest and times
+counterparts and a 2-D layout), opens the Review page (``pages/review.py``) in Streamlit's AppTest and times
 ``at.run()`` after each action: the whole rerun on the server — the callback that records the event (SQLite
 commit with fsync), the page script, the figure's serialisation and AppTest's own parsing of the 1 MB figure
 message (which a real server does not do, so these are upper bounds). Selection change is timed by putting 5,000
@@ -66,7 +66,7 @@ def main() -> None:
         print(f"built {args.images:,} images, {args.clusters} clusters in {time.perf_counter() - started:.1f} s")
         ids = workspace.run_image_ids(run_id)
         rng = np.random.default_rng(0)
-        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=600).switch_page("app_pages/review.py")
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=600).switch_page("pages/review.py")
         at.session_state["workspace"] = str(workspace.path)
         at.session_state["run_id"] = run_id
         rows = {"first render (loads arrays)": timed(at, 1, lambda at, i: None),
@@ -104,7 +104,7 @@ def main() -> None:
         rows["redo"] = timed(at, args.reps, press("review_redo"))
         rows["verify cluster"] = timed(at, 1, press("review_verify_cluster"))
         if args.audit:
-            audit = AppTest.from_file(str(REPO / "app.py"), default_timeout=1200).switch_page("app_pages/audit.py")
+            audit = AppTest.from_file(str(REPO / "app.py"), default_timeout=1200).switch_page("pages/audit.py")
             audit.session_state["workspace"] = str(workspace.path)
             audit.session_state["run_id"] = run_id
             rows["audit: first render (scores all images)"] = timed(audit, 1, lambda at, i: None)

@@ -1,6 +1,6 @@
 """Opening the app in Streamlit's AppTest the way a browser does, and what AppTest only keeps privately.
 
-Pages are addressed by file (``"app_pages/review.py"``), as ``app.py`` registers them with ``st.navigation``.
+Pages are addressed by file (``"pages/review.py"``), as ``app.py`` registers them with ``st.navigation``.
 :func:`elements` and :func:`registered_pages` are the only places that read AppTest's private attributes
 (``_tree``, ``_registered_pages``): when a Streamlit upgrade renames them, this file is the one to fix.
 """

@@ -90,9 +90,9 @@ def test_the_sidebar_lists_every_page_by_title_with_an_icon_and_a_readable_url(d
     assert [p["url_pathname"] for p in pages] == ["", *(title.lower() for title in STEPS)]
     assert all(p["icon"].startswith(":material/") and p["help"] for p in pages)  # no emoji, a tooltip each
     files = sorted(Path(p["script_path"]).relative_to(ROOT).as_posix() for p in pages)
-    assert files == sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "app_pages").glob("*.py"))
+    assert files == sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "pages").glob("*.py"))
     assert all(name.isascii() for name in files)
-    assert not (ROOT / "pages").exists()  # Streamlit would serve it as a legacy multipage app on a fresh server
+    assert not (ROOT / "app_pages").exists()
 
 
 def test_home_links_every_step_in_the_sidebar_order_keeping_the_workspace(data):
@@ -107,9 +107,9 @@ def test_home_links_every_step_in_the_sidebar_order_keeping_the_workspace(data):
 def test_every_page_puts_the_workspace_back_into_the_url(data):
     """The sidebar's links leave ``?ws=`` out; the page opened from them puts it back, so a refresh stays."""
     ws = create_workspace("url", data)
-    at = app("app_pages/images.py", ws)
+    at = app("pages/images.py", ws)
     at.query_params.clear()
-    at.switch_page("app_pages/vocabulary.py").run()
+    at.switch_page("pages/vocabulary.py").run()
     assert [t.value for t in at.title] == ["Vocabulary"] and at.query_params == {"ws": ws.path.name}
 
 
@@ -170,7 +170,7 @@ def test_images_page_adds_a_folder_and_lists_what_was_skipped(data, elpv_images,
     (folder / "notes.jpg").write_bytes(b"inspection notes, no image")
     (folder / "empty.png").write_bytes(b"")
     (folder / "copy.png").write_bytes(sorted(elpv_images.iterdir())[0].read_bytes())
-    at = app("app_pages/images.py", ws)
+    at = app("pages/images.py", ws)
     assert any("No images yet" in i for i in messages(at, "info"))
 
     text_input(at, "Folder path").input("photos/relative")
@@ -194,7 +194,7 @@ def test_images_page_uploads_files_and_a_zip(data, tmp_path):
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("zipped/a.png", encode(pattern((30, 20), 11), "PNG"))
         z.writestr("../evil.png", encode(pattern((30, 20), 12), "PNG"))
-    at = app("app_pages/images.py", ws)
+    at = app("pages/images.py", ws)
     uploader = at.file_uploader(key="upload_files_0")
     uploader.set_value([("one.png", encode(pattern((30, 20), 1), "PNG"), "image/png"),
                         ("<img src=x onerror=alert(1)>.png", encode(pattern((30, 20), 2), "PNG"), "image/png"),
@@ -212,7 +212,7 @@ def test_images_page_uploads_files_and_a_zip(data, tmp_path):
 
 def test_images_page_uploads_a_folder(data):
     ws = create_workspace("folder upload", data)
-    at = app("app_pages/images.py", ws)
+    at = app("pages/images.py", ws)
     at.file_uploader(key="upload_folder_0").set_value([
         ("line3/a.png", encode(pattern((30, 20), 21), "PNG"), "image/png"),
         ("line3/station 2/b.png", encode(pattern((30, 20), 22), "PNG"), "image/png"),
@@ -228,7 +228,7 @@ def test_images_page_uploads_a_folder(data):
 # -- vocabulary --------------------------------------------------------------------------------------------
 def test_vocabulary_page_edits_are_saved_at_once(data):
     ws = create_workspace("vocab", data)
-    at = app("app_pages/vocabulary.py", ws)
+    at = app("pages/vocabulary.py", ws)
     assert ws.vocab_sets()["name"].tolist() == ["default"]
     assert metrics(at)["Active terms"] == "67,186"
 
@@ -266,14 +266,14 @@ def test_vocabulary_page_edits_are_saved_at_once(data):
     assert saved["templates"] == "tac3" and saved == ws.load_vocab_set("default")
     assert at.session_state["vocab_set_name"] == "plant"
 
-    fresh = app("app_pages/vocabulary.py", ws)  # a refresh (new session) shows what was saved
+    fresh = app("pages/vocabulary.py", ws)  # a refresh (new session) shows what was saved
     assert fresh.selectbox(key="vocab_set_pick").value == "plant"
     assert metrics(fresh)["Switched off"] == "1" and metrics(fresh)["Domain terms"] == "2"
 
 
 def test_vocabulary_page_explains_a_bad_import(data):
     ws = create_workspace("imports", data)
-    at = app("app_pages/vocabulary.py", ws)
+    at = app("pages/vocabulary.py", ws)
     at.file_uploader(key="vocab_import_0").set_value(("plant terms.csv", b"note\nsomething\n", "text/csv"))
     at.run()
     click(at, "Import terms")
@@ -284,7 +284,7 @@ def test_vocabulary_page_explains_a_bad_import(data):
 
 # -- cluster -----------------------------------------------------------------------------------------------
 def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choice):
-    at = app("app_pages/cluster.py", images_ws)
+    at = app("pages/cluster.py", images_ws)
     assert any(c.value.startswith("Detected: ") and "CPU with" in c.value for c in at.caption)
     assert at.selectbox(key="w_device").options == list(DEVICES)  # the engine's list, mps included
     k_input = at.number_input(key="w_k")
@@ -323,7 +323,7 @@ def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_cho
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     images_ws.set_run_status(run_id, "running", pid=gone.pid)  # its process died: the run is interrupted
-    at = app("app_pages/cluster.py", images_ws)
+    at = app("pages/cluster.py", images_ws)
     assert any("stopped before it finished" in w for w in messages(at, "warning"))
     click(at, "Run again")
     assert images_ws.run(run_id)["status"] == "done"
@@ -342,7 +342,7 @@ def test_export_page_writes_the_verified_rows(images_ws, tiny_choice):
     review.exclude([excluded])
     expected = int(sizes[cluster]) - 1
 
-    at = app("app_pages/export.py", images_ws)
+    at = app("pages/export.py", images_ws)
     assert metrics(at)["Rows"] == "23"
     at.radio(key="export_rows").set_value("verified").run()
     assert metrics(at)["Rows"] == str(expected) and metrics(at)["Excluded images"] == "1"
@@ -356,6 +356,6 @@ def test_export_page_writes_the_verified_rows(images_ws, tiny_choice):
 
 
 def test_pages_without_a_workspace_point_home(data):
-    at = app("app_pages/cluster.py")
+    at = app("pages/cluster.py")
     assert any("Open or create a workspace" in i for i in messages(at, "info"))
     assert [(link.value, link.proto.page) for link in at.get("page_link")] == [("Go to workspaces", "")]

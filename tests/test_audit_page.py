@@ -35,7 +35,7 @@ def release_app_caches() -> None:
 
 
 def open_page(ws, run_id) -> AppTest:
-    return open_app("app_pages/audit.py", ws, run_id, timeout=60)
+    return open_app("pages/audit.py", ws, run_id, timeout=60)
 
 
 def click(at, key) -> AppTest:

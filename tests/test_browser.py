@@ -306,7 +306,7 @@ def sidebar_link(page, title: str):
 
 
 def expect_sidebar(page, server: Server) -> None:
-    """The sidebar is app.py's ``st.navigation``: two sections, every page by its title with a Material icon and a
+    """The sidebar is the router's ``st.navigation`` (``ui/navigation.py``): two sections, every page by its title with a Material icon and a
     readable URL; never Streamlit's legacy list of file names (whose first entry reads "app")."""
     nav = page.get_by_test_id("stSidebarNav")
     sections = nav.get_by_test_id("stNavSectionHeader").get_by_test_id("stMarkdownContainer")
@@ -573,8 +573,10 @@ def test_review_edits_survive_a_server_kill(start_server, page, output_dir, tmp_
     workspace, run_id, ids = real_workspace(tmp_path / "data", elpv_images)  # 24 images, 3 clusters (9, 8, 7)
     workspace.close()
     first = start_server()
-    page.goto(f"{first.url}/review?ws={workspace.path.name}&run={run_id}")
+    page.goto(f"{first.url}/review?ws={workspace.path.name}&run={run_id}")  # a fresh server's first request
     see(page, f"0 edit(s) in effect on run {run_id}.")
+    expect_sidebar(page, first)  # routed by app.py's navigation although pages/review.py was asked for first
+    expect(page.get_by_text("Page not found")).to_have_count(0)
     assert legend(page) == {0: 9, 1: 8, 2: 7}
     expect(page.get_by_text("Name: cluster 0", exact=True)).to_be_visible()  # the largest cluster is open
 
@@ -611,6 +613,7 @@ def test_review_edits_survive_a_server_kill(start_server, page, output_dir, tmp_
     page.reload()  # the new server's first request is this page, not the home page
     see(page, f"4 edit(s) in effect on run {run_id}.")
     expect_sidebar(page, second)
+    expect(page.get_by_text("Page not found")).to_have_count(0)
     assert legend(page) == {0: 16, 1: 8}
     assert sorted(page.locator(".js-plotly-plot .legendtext").all_text_contents()) == ["0 · cracks (16)",
                                                                                      "1 · fingers (8)"]

@@ -35,7 +35,7 @@ TERM = f"TERM {EVIL}"
 CLUSTER_NAME = f"CL {EVIL}"
 FILE_NAME = f"FILE {EVIL}.png"
 SKIPPED_NAME = f"SKIP {EVIL}.txt"
-#: Where each hostile text must be visible, verbatim, in a plain-text element of each page (``app_pages/<name>.py``).
+#: Where each hostile text must be visible, verbatim, in a plain-text element of each page (``pages/<name>.py``).
 VERBATIM = {"workspaces": [WORKSPACE_NAME], "images": [WORKSPACE_NAME, SKIPPED_NAME],
             "vocabulary": [WORKSPACE_NAME, SET_NAME, TERM], "cluster": [WORKSPACE_NAME, SET_NAME],
             "review": [WORKSPACE_NAME, CLUSTER_NAME, FILE_NAME], "audit": [WORKSPACE_NAME, CLUSTER_NAME, FILE_NAME],
@@ -78,7 +78,7 @@ def hostile(tmp_path, app_data, elpv_images):
 
 def open_page(name: str, ws, run_id: int) -> AppTest:
     """The page as a browser reaches it: the app opened on the workspace and run, then the page."""
-    return open_app(f"app_pages/{name}.py", ws, run_id)
+    return open_app(f"pages/{name}.py", ws, run_id)
 
 
 # -- reading what a page sends to the browser -------------------------------------------------------------
@@ -142,7 +142,7 @@ def _json_strings(value):
 
 # -- every page -------------------------------------------------------------------------------------------
 def test_every_page_is_checked():
-    assert sorted(VERBATIM) == sorted(path.stem for path in (ROOT / "app_pages").glob("*.py"))
+    assert sorted(VERBATIM) == sorted(path.stem for path in (ROOT / "pages").glob("*.py"))
 
 
 @pytest.mark.parametrize("page", list(VERBATIM))
@@ -175,7 +175,7 @@ def test_escaped_text_reads_as_typed_in_alerts(hostile):
 
 def test_the_ui_never_opts_into_raw_html():
     """No page or view passes user text to st.html, components or unsafe_allow_html (a grep of the code)."""
-    sources = [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py")), *sorted((ROOT / "ui").glob("*.py"))]
+    sources = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "ui").glob("*.py"))]
     offenders = [f"{path.name}: {line.strip()}" for path in sources
                  for line in path.read_text(encoding="utf-8").splitlines()
                  if any(word in line for word in ("unsafe_allow_html", "st.html", "components.html",
@@ -225,7 +225,7 @@ def test_server_folders_are_restricted_to_the_allowed_roots_on_the_page(tmp_path
     (allowed / "link_out").symlink_to(outside, target_is_directory=True)
     monkeypatch.setenv(ingest.ALLOWED_ROOTS_ENV, str(allowed))
     ws = create_workspace("roots", app_data)
-    at = open_app("app_pages/images.py", ws, timeout=60)
+    at = open_app("pages/images.py", ws, timeout=60)
     assert any(str(allowed.resolve()) in c.value.replace("\\", "") for c in at.caption)
     for path, added in ((outside, False), (allowed / "link_out", False), (allowed / ".." / "elsewhere", False),
                         (allowed / "line3", True)):

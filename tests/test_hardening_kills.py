@@ -368,7 +368,7 @@ def test_two_review_processes_at_once_one_killed_lose_no_acknowledged_edit(tmp_p
 def test_two_browser_sessions_edit_one_vocabulary_set(app_data):
     ws = create_workspace("vocab", app_data)
 
-    first, second = (open_app("app_pages/vocabulary.py", ws) for _ in range(2))  # both drawn before either edits
+    first, second = (open_app("pages/vocabulary.py", ws) for _ in range(2))  # both drawn before either edits
     for at, term in ((first, "alpha"), (second, "beta"), (first, "gamma")):
         next(t for t in at.text_input if t.label == "Domain term").input(term)
         next(b for b in at.button if b.label == "Add domain term").click()

@@ -293,7 +293,7 @@ def test_cluster_page_refuses_a_vocabulary_set_with_every_term_off(app_data, tmp
     few_images(ws, tmp_path / "imgs", 4)
     ws.save_vocab_set("all off", {**vocab_spec.default_spec(), "wordnet": False, "domain_terms": ["dent"],
                                   "disabled": ["dent"]})
-    at = open_app("app_pages/cluster.py", ws)
+    at = open_app("pages/cluster.py", ws)
     at.selectbox(key="cluster_vocab_set").set_value("all off").run()
     press(at, "Start run")
     assert any("every term of this vocabulary set is switched off" in e for e in errors(at)), errors(at)
@@ -304,7 +304,7 @@ def test_cluster_page_refuses_a_vocabulary_set_with_every_term_off(app_data, tmp
 def test_cluster_page_with_one_image_says_what_is_needed(app_data, tmp_path):
     ws = create_workspace("one", app_data)
     few_images(ws, tmp_path / "imgs", 1)
-    at = open_app("app_pages/cluster.py", ws)
+    at = open_app("pages/cluster.py", ws)
     assert any("needs at least 2 usable images" in w.value for w in at.warning)
     assert not [b for b in at.button if b.label == "Start run"]
     ws.close()
@@ -312,7 +312,7 @@ def test_cluster_page_with_one_image_says_what_is_needed(app_data, tmp_path):
 
 def test_vocabulary_page_refuses_bad_terms_and_keeps_duplicates_once(app_data):
     ws = create_workspace("vocab", app_data)
-    at = open_app("app_pages/vocabulary.py", ws)
+    at = open_app("pages/vocabulary.py", ws)
 
     def add(term: str) -> AppTest:
         next(t for t in at.text_input if t.label == "Domain term").input(term)

@@ -42,7 +42,7 @@ def release_app_caches() -> None:
 
 
 def open_page(ws, run_id) -> AppTest:
-    return open_app("app_pages/review.py", ws, run_id, timeout=60)
+    return open_app("pages/review.py", ws, run_id, timeout=60)
 
 
 def events(ws, run_id) -> list[tuple[str, dict]]:

@@ -35,7 +35,7 @@ def _new_run(workspace) -> None:
     n_images = workspace.image_counts()["ok"]
     if n_images < 2:
         st.warning("Clustering needs at least 2 usable images; add images first.")
-        widgets.page_link("app_pages/images.py")
+        widgets.page_link("pages/images.py")
         return
     st.markdown("**Model**")
     model = model_picker.model_inputs(workspace)

@@ -29,7 +29,7 @@ def render() -> None:
     done = runs[runs["status"] == "done"]
     if done.empty:
         st.info("No finished run yet: start one on the Cluster page, review it, then export its labels here.")
-        widgets.page_link("app_pages/cluster.py")
+        widgets.page_link("pages/cluster.py")
         return
     ids = [int(i) for i in done["id"]]
     current = state.current_run_id(workspace)
@@ -54,7 +54,7 @@ def render() -> None:
     _last_export(run_id, verified_only)
     _earlier_exports(workspace)
     st.divider()
-    widgets.page_link("app_pages/review.py")
+    widgets.page_link("pages/review.py")
 
 
 def _run_label(run_id: int, run) -> str:

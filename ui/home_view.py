@@ -5,12 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from tac_core.workspace.workspace import create_workspace, data_dir, delete_workspace, list_workspaces, rename_workspace
-from ui import state, widgets
+from ui import navigation, state, widgets
 
 _CONFIRM_KEY = "home_confirm_delete"
-#: The workflow's pages, in the order of app.py's navigation (a test compares them).
-STEPS = ("app_pages/images.py", "app_pages/vocabulary.py", "app_pages/cluster.py", "app_pages/review.py",
-         "app_pages/audit.py", "app_pages/export.py")
 
 
 def render() -> None:
@@ -37,7 +34,7 @@ def render() -> None:
 
 def _steps() -> None:
     st.subheader("Steps")
-    for page in STEPS:
+    for page in navigation.STEPS:
         widgets.page_link(page)
 
 

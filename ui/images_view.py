@@ -26,7 +26,7 @@ def render() -> None:
     _last_report()
     _overview(workspace)
     st.divider()
-    widgets.page_link("app_pages/vocabulary.py")
+    widgets.page_link("pages/vocabulary.py")
 
 
 def _add_section(workspace) -> None:

@@ -145,10 +145,10 @@ def _details(workspace, run_id: int, run: dict) -> None:
             cols[0].caption("This is the run being reviewed.")
         if cols[1].button("Review this run", type="primary", key=f"review_{run_id}"):
             state.set_run(run_id)
-            widgets.switch_page("app_pages/review.py")
+            widgets.switch_page("pages/review.py")
         if cols[2].button("Export this run", key=f"export_{run_id}"):
             state.set_run(run_id)
-            widgets.switch_page("app_pages/export.py")
+            widgets.switch_page("pages/export.py")
     elif status in ("interrupted", "failed", "cancelled"):
         if cols[0].button("Run again", type="primary", key=f"rerun_{run_id}"):
             ok, _ = widgets.attempt(lambda: jobs.rerun(workspace, run_id), "run it again")

@@ -123,7 +123,7 @@ def require_workspace() -> Workspace:
     workspace = current_workspace()
     if workspace is None:
         st.info("Open or create a workspace on the home page first.")
-        st.page_link("app_pages/workspaces.py", label="Go to workspaces")
+        st.page_link("pages/workspaces.py", label="Go to workspaces")
         st.stop()
     return workspace
 

@@ -55,7 +55,7 @@ def render() -> None:
     _templates_section(edit)
     vocab_terms.cost_section(edit, vocab)
     st.divider()
-    widgets.page_link("app_pages/cluster.py")
+    widgets.page_link("pages/cluster.py")
 
 
 def _current_set(workspace) -> str:

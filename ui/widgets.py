@@ -20,7 +20,7 @@ _FLASH_KEY = "_flash_messages"
 
 
 def page_link(page: str) -> None:
-    """A link to another page (``"app_pages/<name>.py"``, labelled with its title and tooltip from ``app.py``)
+    """A link to another page (``"pages/<name>.py"``, labelled with its title and tooltip from ``app.py``)
     that keeps the open workspace and run in the URL."""
     st.page_link(page, query_params=state.url_params())
 

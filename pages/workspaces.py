@@ -1,4 +1,4 @@
 """Home: what TAC Studio does, and the workspaces (list, create, open, rename, delete)."""
-from ui import home_view
+from ui import home_view, navigation
 
-home_view.render()
+navigation.page(home_view.render)

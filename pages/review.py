@@ -1,4 +1,4 @@
 """Step 4: review a run — map, clusters, galleries; every correction is one event in the review log."""
-from ui import review_view
+from ui import navigation, review_view
 
-review_view.render()
+navigation.page(review_view.render)

@@ -1,4 +1,4 @@
 """Step 2: the terms TAC may use (WordNet nouns and your own), saved as named vocabulary sets."""
-from ui import vocabulary_view
+from ui import navigation, vocabulary_view
 
-vocabulary_view.render()
+navigation.page(vocabulary_view.render)

@@ -1,4 +1,0 @@
-"""Step 1: add images to the open workspace."""
-from ui import images_view
-
-images_view.render()

@@ -83,6 +83,10 @@ def test_modules_stay_small():
     assert not big
 
 
+def test_page_file_names_are_ascii():
+    assert all(p.name.isascii() for p in (ROOT / "pages").iterdir())
+
+
 @pytest.mark.slow
 def test_the_public_api_loads_lazily_and_resolves():
     code = ("import sys, tac_core\n"

@@ -35,6 +35,9 @@ def test_filters_packs_terms_and_switched_off_terms_combine():
     assert vocab[vocab.index_of("crack")].is_domain  # in the pack and the user's list: one term
     off = vocab_spec.build_vocabulary({**base, "disabled": ["Flux  Haze", "not a term at all"]})
     assert len(off) == len(vocab) - 1 and "flux haze" not in off
+    switched = vocab_spec.switched_off({**base, "disabled": ["Flux  Haze", "not a term at all"]})
+    assert switched == {normalize_term("flux haze"), normalize_term("not a term at all")}
+    assert [t.name for t in vocab if t.key not in switched] == [t.name for t in off]  # the table's on/off is the run's
 
 
 def test_only_domain_terms_and_everything_off():

@@ -9,6 +9,7 @@ import streamlit as st
 from tac_core.workspace import ingest
 from tac_core.workspace.export import neutralise
 from ui import state, widgets
+from ui.safe_text import esc
 
 SAMPLE_SIZE = 24
 TABLE_ROWS = 1000
@@ -20,7 +21,7 @@ def render() -> None:
     workspace = state.require_workspace()
     widgets.sidebar_status(workspace)
     st.title("Images")
-    st.caption(f"Workspace: {widgets.esc(workspace.name)}")
+    st.caption(f"Workspace: {esc(workspace.name)}")
     widgets.show_flashes()
     _add_section(workspace)
     _last_report()
@@ -49,7 +50,7 @@ def _add_section(workspace) -> None:
                  "add the uploaded files")
     with tabs[2]:
         st.caption(f"A folder on the machine running TAC Studio; the images stay where they are. "
-                   f"{widgets.esc(ingest.describe_roots())}")
+                   f"{esc(ingest.describe_roots())}")
         path = st.text_input("Folder path", key="images_folder_path", placeholder="/data/line3/photos")
         recursive = st.checkbox("Include sub-folders", value=True, key="images_recursive")
         if st.button("Add folder"):
@@ -75,7 +76,7 @@ def _last_report() -> None:
     if not report:
         return
     text = f"Added from {report['location']}: {report['summary']}."
-    (st.success if report["added"] else st.warning)(widgets.esc(text))
+    (st.success if report["added"] else st.warning)(esc(text))
     if report["not_added"]:
         with st.expander(f"Not added from this source ({len(report['not_added'])})", expanded=report["added"] == 0):
             frame = pd.DataFrame(report["not_added"], columns=["file", "status", "reason"])

@@ -1,7 +1,7 @@
 """Small drawing helpers shared by the pages: safe text, messages that survive a rerun, progress, thumbnails.
 
 User text (workspace names, file names, terms, labels) is never rendered as markdown or HTML: it goes into
-dataframes, ``st.text``/``st.code``, or through :func:`esc` where a widget label or message needs it.
+dataframes, ``st.text``/``st.code``, or through :func:`ui.safe_text.esc` where a widget label or message needs it.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import streamlit as st
 
 from tac_core.inputs.thumbnails import thumbnail_path
 from ui import state
-from ui.text import esc
+from ui.safe_text import esc
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = {  # step pages in order: file, link label

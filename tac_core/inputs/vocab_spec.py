@@ -91,7 +91,7 @@ def build_vocabulary(spec: dict, wordnet: Optional[WordNetNouns] = None) -> Voca
     with switched-off terms removed. Raises :class:`EmptyInputError` when nothing is left."""
     spec = validate_spec(spec, wordnet)
     vocab = base_vocabulary(spec, wordnet)
-    drop = {normalize_term(name) for name in spec["disabled"]}
+    drop = switched_off(spec)
     kept = [term for term in vocab if term.key not in drop]
     if not kept:
         raise EmptyInputError("every term of this vocabulary set is switched off or filtered out; switch some "
@@ -114,6 +114,11 @@ def base_vocabulary(spec: dict, wordnet: Optional[WordNetNouns] = None) -> Vocab
     if spec["domain_terms"]:
         vocab = vocab + Vocabulary.from_terms([(t["term"], t["note"]) for t in spec["domain_terms"]])
     return vocab
+
+
+def switched_off(spec: dict) -> set[str]:
+    """The keys (:func:`normalize_term`) of the terms the spec switches off."""
+    return {normalize_term(name) for name in spec["disabled"]}
 
 
 # -- editing (each returns a new validated spec) -------------------------------------------------------

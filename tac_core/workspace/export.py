@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -109,6 +110,18 @@ def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace
     finally:
         reservation.unlink(missing_ok=True)
     return ExportResult(csv_path, manifest_path, len(positions), csv_bytes, manifest)
+
+
+def list_exports(workspace: Workspace) -> list[dict]:
+    """The manifests of the workspace's exports, newest first (by file name: run, then UTC time); a manifest
+    that cannot be read (being written, damaged) is left out."""
+    manifests = []
+    for path in sorted(workspace.exports_dir.glob("*_manifest.json"), reverse=True):
+        try:
+            manifests.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return manifests
 
 
 def _destination(folder: Path, run_id: int, verified_only: bool) -> tuple[Path, Path, Path]:

@@ -106,6 +106,23 @@ def test_pasted_lists_and_uploaded_files():
         vocab_spec.read_terms_file("plant.csv", b"note\nx\n")
 
 
+def test_change_set_applies_to_the_stored_set_and_saves_only_changes(tmp_path):
+    ws = create_workspace("v", tmp_path)
+    vocab_spec.ensure_default_set(ws)
+    seen_by_tab_a = vocab_spec.load_spec(ws, "default")
+    spec, version = vocab_spec.change_set(ws, "default", lambda s: vocab_spec.set_enabled(s, ["bank"], False))
+    assert version == 2 and spec["disabled"] == ["bank"] == ws.load_vocab_set("default")["disabled"]
+    # a second tab still showing the old set: its edit is applied to what is stored, so "bank" stays off
+    spec, version = vocab_spec.change_set(ws, "default", lambda s: {**s, "templates": "photo1"})
+    assert seen_by_tab_a["disabled"] == [] and spec["disabled"] == ["bank"] and spec["templates"] == "photo1"
+    assert version == 3
+    assert vocab_spec.change_set(ws, "default", lambda s: s) == (spec, None)  # nothing changed, nothing saved
+    with pytest.raises(InvalidInputError, match="categor"):
+        vocab_spec.change_set(ws, "default", lambda s: {**s, "categories": ["noun.nothing"]})
+    assert ws.vocab_sets().set_index("name").loc["default", "version"] == 3
+    ws.close()
+
+
 def test_sets_in_a_workspace(tmp_path):
     ws = create_workspace("v", tmp_path)
     assert vocab_spec.ensure_default_set(ws) == "default"

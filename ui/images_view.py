@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from tac_core.workspace import ingest
-from tac_core.workspace.export import neutralise
+from tac_core.workspace.export import skipped_files, skipped_files_csv
 from ui import state, widgets
 from ui.safe_text import esc
 
@@ -95,8 +95,7 @@ def _overview(workspace) -> None:
     if counts["total"] == 0:
         st.info("No images yet: add a folder, files or a .zip above.")
         return
-    images = workspace.images()
-    ok = images[images["status"] == "ok"]
+    ok = workspace.images("ok")
     if len(ok):
         st.markdown("**Sample**")
         picks = ok.iloc[np.unique(np.linspace(0, len(ok) - 1, min(SAMPLE_SIZE, len(ok))).astype(int))]
@@ -105,16 +104,13 @@ def _overview(workspace) -> None:
         widgets.thumbnail_grid(workspace.thumbs_dir, list(zip(picks["sha256"], picks["rel_path"])))
     st.markdown("**Sources**")
     st.dataframe(sources.rename(columns={"ok": "usable"}), hide_index=True, width="stretch")
-    problems = images[images["status"] != "ok"]
-    st.markdown(f"**Skipped files and duplicates** ({len(problems):,})")
-    if problems.empty:
+    table = skipped_files(workspace)
+    st.markdown(f"**Skipped files and duplicates** ({len(table):,})")
+    if table.empty:
         st.caption("Every file was usable.")
         return
-    table = problems[["rel_path", "status", "reason", "source_id", "path"]].rename(
-        columns={"rel_path": "file", "source_id": "source"})
     if len(table) > TABLE_ROWS:
         st.caption(f"Showing the first {TABLE_ROWS:,} of {len(table):,}; download the full list below.")
     st.dataframe(table.head(TABLE_ROWS), hide_index=True, width="stretch")
-    safe = table.assign(**{c: table[c].astype(str).map(neutralise) for c in ("file", "reason", "path")})
-    st.download_button("Download the skipped list (CSV)", safe.to_csv(index=False).encode("utf-8-sig"),
+    st.download_button("Download the skipped list (CSV)", skipped_files_csv(table),
                        file_name="skipped_files.csv", mime="text/csv", on_click="ignore")

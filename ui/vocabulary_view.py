@@ -72,12 +72,8 @@ class Editor:
 
     def change(self, fn, what: str) -> bool:
         try:
-            self.spec = vocab_spec.load_spec(self.workspace, self.name)  # another tab may have saved meanwhile
-            new = fn(self.spec)
-            new = vocab_spec.validate_spec(new)
-            if new != self.spec:
-                self.version = self.workspace.save_vocab_set(self.name, new)
-                self.spec = new
+            self.spec, version = vocab_spec.change_set(self.workspace, self.name, fn)
+            self.version = version or self.version
             return True
         except Exception as exc:  # noqa: BLE001 - shown in plain words on the page
             from tac_core.errors import TacError

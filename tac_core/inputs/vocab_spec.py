@@ -23,7 +23,7 @@ import copy
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from ..errors import EmptyInputError, InvalidInputError, TacError
 from .prompts import DEFAULT_TEMPLATE_SET, TEMPLATE_SETS
@@ -209,6 +209,16 @@ def load_spec(workspace, name: str) -> dict:
         if "no vocabulary set named" in str(exc):
             raise
         raise InvalidInputError(f"the vocabulary set {name!r} cannot be used: {exc}") from None
+
+
+def change_set(workspace, name: str, change: Callable[[dict], dict]) -> tuple[dict, Optional[int]]:
+    """Apply ``change(spec) -> spec`` to the set as stored now (so an edit another session saved meanwhile is
+    kept), validate it and save it when it differs; returns the spec and its new version (None: unchanged)."""
+    stored = load_spec(workspace, name)
+    new = validate_spec(change(stored))
+    if new == stored:
+        return stored, None
+    return new, workspace.save_vocab_set(name, new)
 
 
 def spec_summary(spec: dict) -> str:

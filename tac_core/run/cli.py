@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, TacError
 from ..progress import Cancelled
+from . import embed_cli
 from .results import ClusterRun, write_cluster_outputs
 
 DEFAULT_CACHE = Path(os.environ.get("TAC_STUDIO_CACHE", Path.home() / ".cache" / "tac-studio"))
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "tac_core/jobs.py for the protocol.")
     job.add_argument("--workspace", type=Path, required=True, help="workspace folder")
     job.add_argument("--run", type=int, required=True, help="run id")
+    embed_cli.add_parser(commands, DEFAULT_CACHE)
     return parser
 
 
@@ -198,6 +200,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "run-job":
             from .job import main as run_job_main
             return run_job_main(args.workspace, args.run)
+        if args.command == "embed":
+            print(embed_cli.run(args, _progress_printer()), file=sys.stderr)
+            return 0
         result = run_cluster(args)
         write_cluster_outputs(result, args.out)
     except TacError as exc:

@@ -135,6 +135,7 @@ def _install_signal_handlers(cancel: CancelToken) -> dict:
 
 
 def _compute(workspace: Workspace, run_id: int, params: dict, progress: _Reporter, cancel: CancelToken) -> None:
+    from ..embedding.ray_cluster import ray_options
     from ..embedding.embed import embed_images, embed_vocabulary
     from ..devices import describe_devices, resolve_device
     from .pipeline import ClusterConfig
@@ -147,12 +148,14 @@ def _compute(workspace: Workspace, run_id: int, params: dict, progress: _Reporte
     spec = run_model_spec(params)
     vocab = build_vocabulary(params["vocab_spec"])
     device = str(resolve_device(params["device"]))
+    ray = ray_options(workspace.setting("ray_address"))  # the workspace embeds on a Ray cluster when it names one
+    embed_device = params["device"] if ray else device  # on Ray: what each worker finds on its machine
     image_ids = workspace.run_image_ids(run_id)
     images = workspace.images().set_index("id").loc[image_ids]
     start = time.perf_counter()
     embedded = embed_images(spec, images["path"].tolist(), images["sha256"].tolist(), workspace.cache_dir,
-                            device=device, batch_size=params["batch_size"], thumbnails_dir=workspace.thumbs_dir,
-                            progress=progress, cancel=cancel)
+                            device=embed_device, batch_size=params["batch_size"], thumbnails_dir=workspace.thumbs_dir,
+                            progress=progress, cancel=cancel, ray=ray)
     timings["embed_images"] = time.perf_counter() - start
     ok = embedded.ok
     failed = [{"image_id": int(image_ids[i]), "rel_path": images["rel_path"].iloc[i], "reason": reason}
@@ -165,8 +168,8 @@ def _compute(workspace: Workspace, run_id: int, params: dict, progress: _Reporte
                                 "embedded; choose a smaller K.")
     x = embedded.embeddings[ok]
     start = time.perf_counter()
-    v = embed_vocabulary(spec, vocab.names, params["vocab_spec"]["templates"], workspace.cache_dir, device=device,
-                         progress=progress, cancel=cancel)
+    v = embed_vocabulary(spec, vocab.names, params["vocab_spec"]["templates"], workspace.cache_dir,
+                         device=embed_device, progress=progress, cancel=cancel, ray=ray)
     timings["embed_vocabulary"] = time.perf_counter() - start
     config = ClusterConfig(n_clusters=params["n_clusters"], mode=params["mode"], seed=params["seed"],
                            epochs=params["epochs"], device=device, templates=params["vocab_spec"]["templates"],
@@ -211,7 +214,7 @@ def _compute(workspace: Workspace, run_id: int, params: dict, progress: _Reporte
         "n_domain_terms": int(vocab.is_domain.sum()), "vocabulary_fingerprint": vocab.fingerprint(),
         "selected_terms": [names[i] for i in model.selected_indices_], "n_text_terms": int(len(model.text_indices_)),
         "n_semantic_centers": int(model.n_centers_), "tau": float(model.tau), "model_identity": spec.identity(),
-        "device": device, "image_precision": embedded.precision,
+        "device": device, "image_precision": embedded.precision, "ray_address": ray.address if ray else None,
         "devices_detected": describe_devices(), "k_suggestion": suggestion,
         "seconds": {k: round(s, 3) for k, s in timings.items()}, "versions": package_versions()})
     progress.flush()

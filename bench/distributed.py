@@ -88,7 +88,7 @@ def main(argv=None) -> None:
     keys = [f"{sha256_file(p)[:48]}-{i}" for i, p in enumerate(paths)]  # distinct even where paths repeat
     spec = ModelSpec("ViT-B-32", "none")
     started = time.perf_counter()
-    connect(RayOptions("local", object_store_mb=512))
+    connect(RayOptions("local", object_store_mb=512 if args.device == "cpu" else 4096))
     ray_start = time.perf_counter() - started
     resources = ray.cluster_resources()
     log(f"local Ray up in {ray_start:.1f} s: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")

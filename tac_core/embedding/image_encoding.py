@@ -10,7 +10,9 @@ image instead of ~40 (fp32 is compute-bound there), with unit embeddings within 
 than fp32 and ``"auto"`` stays in fp32. Every finished batch is
 written to the :class:`~tac_core.embedding.cache.VectorStore` at once, so a crash or cancel loses at most one batch,
 and files whose vector is cached are not decoded at all. A file that cannot be decoded is reported in
-``failed`` with its reason and the run goes on.
+``failed`` with its reason and the run goes on. On a CUDA GPU the workers only read plain JPEGs, which are
+decoded and resized on the device (:mod:`~tac_core.embedding.device_decode`). The planning, per-file decoding
+and batch encoding here are public because the Ray path (:mod:`~tac_core.embedding.distributed`) runs the same.
 """
 from __future__ import annotations
 

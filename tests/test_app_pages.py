@@ -256,6 +256,7 @@ def test_vocabulary_page_explains_a_bad_import(data):
 
 
 # -- cluster -----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choice):
     at = app("pages/3_Cluster.py", images_ws)
     assert any(c.value.startswith("Detected: ") and "CPU with" in c.value for c in at.caption)
@@ -285,6 +286,7 @@ def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choic
     assert at.session_state["run_id"] == int(runs.iloc[0]["id"])
 
 
+@pytest.mark.slow
 def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_choice):
     params = run_params.make_params(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=2,
                               projection="pca", suggest_k=False)
@@ -299,6 +301,7 @@ def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_cho
 
 
 # -- export ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_export_page_writes_the_verified_rows(images_ws, tiny_choice):
     params = run_params.make_params(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=3,
                               projection="pca", suggest_k=False)

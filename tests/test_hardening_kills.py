@@ -40,7 +40,7 @@ from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace, create_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]
 
 # -- child processes ---------------------------------------------------------------------------------------
 WAIT = """

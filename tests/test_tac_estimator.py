@@ -30,6 +30,14 @@ def other_bed():
     return make_clip_like_bed(n_samples=60, n_classes=4, dim=16, n_distractor_nouns=20, random_state=9)
 
 
+@pytest.fixture(scope="module")
+def fitted(bed):
+    """One fit per mode, for the tests that only read it."""
+    return {mode: TAC(bed.n_classes, mode=mode, random_state=11, **FAST[mode]).fit(bed.image_embeddings,
+                                                                                  bed.vocab_embeddings)
+            for mode in FAST}
+
+
 def fitted_names(model: TAC) -> set[str]:
     return {name for name in vars(model) if name.endswith("_") and not name.startswith("_")}
 
@@ -66,23 +74,14 @@ def test_get_params_lists_every_constructor_argument_and_set_params_changes_them
 
 
 @pytest.mark.parametrize("mode", ["free", "trained"])
-def test_clone_is_an_unfitted_copy_that_fits_to_the_same_result(bed, mode):
-    model = TAC(bed.n_classes, mode=mode, random_state=3, **FAST[mode]).fit(bed.image_embeddings,
-                                                                             bed.vocab_embeddings)
+def test_a_clone_is_unfitted_and_fits_to_the_same_result_under_the_seed(bed, fitted, mode):
+    model = fitted[mode]
     copy = clone(model)
     assert copy is not model and copy.get_params() == model.get_params()
     assert not fitted_names(copy) and not hasattr(copy, "labels_")
-    assert_same_fit(copy.fit(bed.image_embeddings, bed.vocab_embeddings), model)
-
-
-# -- a seed fixes the result ------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["free", "trained"])
-def test_same_seed_same_result_and_fit_predict_agrees(bed, mode):
-    first, second = (TAC(bed.n_classes, mode=mode, random_state=11, **FAST[mode]) for _ in range(2))
-    first.fit(bed.image_embeddings, bed.vocab_embeddings)
-    labels = second.fit_predict(bed.image_embeddings, bed.vocab_embeddings)
-    assert_same_fit(first, second)
-    np.testing.assert_array_equal(labels, first.labels_)
+    labels = copy.fit_predict(bed.image_embeddings, bed.vocab_embeddings)
+    assert_same_fit(copy, model)
+    np.testing.assert_array_equal(labels, model.labels_)
 
 
 def test_array_likes_and_other_dtypes_give_the_same_result(bed):
@@ -175,8 +174,8 @@ def test_bad_input_is_refused_and_changes_nothing(bed, case):
     assert all(getattr(model, name) is value for name, value in before.items())
 
 
-def test_a_fitted_model_pickles(bed):
-    model = TAC(bed.n_classes, random_state=0).fit(bed.image_embeddings, bed.vocab_embeddings)
+def test_a_fitted_model_pickles(fitted):
+    model = fitted["trained"]
     loaded = pickle.loads(pickle.dumps(model))
     assert loaded.get_params() == model.get_params()
     assert_same_fit(loaded, model)

@@ -39,6 +39,7 @@ def test_fast_encoding_equals_stock_encode_text_tiny(tiny_model):
     assert np.abs(fast - _stock(tiny_model, PROMPTS)).max() < 1e-4
 
 
+@pytest.mark.slow  # builds the full-size ViT-B-32 (150 M parameters)
 def test_fast_encoding_equals_stock_encode_text_vit_b32():
     loaded = load_model(ModelSpec("ViT-B-32", "none"), "cpu")  # random weights: builds without a download
     assert supports_truncation(loaded.model)

@@ -134,8 +134,9 @@ class TAC:
 
     # -- scikit-learn's estimator protocol (without depending on scikit-learn) ----------------------
     def get_params(self, deep: bool = True) -> dict:
-        """The constructor's arguments by name, so that ``sklearn.base.clone`` and parameter searches work."""
-        return {name: getattr(self, name) for name in list(inspect.signature(type(self)).parameters)}
+        """The constructor's arguments by name, so that ``sklearn.base.clone`` and parameter searches work
+        (``deep`` is scikit-learn's flag for nested estimators; TAC holds none)."""
+        return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
 
     def set_params(self, **params) -> "TAC":
         """Change constructor arguments by name (they are checked at :meth:`fit`); returns ``self``."""

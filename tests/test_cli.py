@@ -63,6 +63,7 @@ def test_embeddings_form_writes_every_output(embedding_files, tmp_path):
     assert sum(run["cluster_sizes"]) == 600
 
 
+@pytest.mark.slow
 def test_images_form_with_the_tiny_model(elpv_images, tiny_model_config, tiny_checkpoint, tmp_path):
     terms = tmp_path / "terms.csv"
     terms.write_text("term,note\ncrack,a line fracture\nsolder bridge,unwanted joint\ndark area,inactive cell part\n")
@@ -87,6 +88,7 @@ def test_images_form_with_the_tiny_model(elpv_images, tiny_model_config, tiny_ch
     assert pd.read_csv(out / "skipped.csv").empty
 
 
+@pytest.mark.slow
 def test_random_weights_warn_loudly(elpv_images, tmp_path):
     terms = tmp_path / "terms.txt"
     terms.write_text("crack\nscratch\nstain\n")
@@ -136,12 +138,14 @@ def test_bad_arguments_give_one_line_and_exit_2(args, message, embedding_files, 
     assert not (tmp_path / "o").exists()  # nothing half-written
 
 
+@pytest.mark.slow
 def test_a_real_process_exits_2_without_traceback(tmp_path):
     result = run_cli("cluster", "--k", "3", "--out", tmp_path / "o")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: give either --images DIR or --image-embeddings X.npy (exactly one of them)"
 
 
+@pytest.mark.slow
 def test_missing_weights_offline_fail_fast_with_advice(elpv_images, tmp_path):
     (tmp_path / "terms.txt").write_text("crack\n")
     result = run_cli("cluster", "--images", elpv_images, "--vocab", tmp_path / "terms.txt", "--k", 2,

@@ -159,10 +159,7 @@ def read_stages(workspace: Workspace, run_id: int) -> list[dict]:
 
 def read_summary(workspace: Workspace, run_id: int) -> dict:
     """What a finished run's job wrote beside its result (summary.json), or {}."""
-    try:
-        return json.loads((workspace.run_dir(run_id) / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    return workspace.run_summary(run_id)
 
 
 def log_tail(workspace: Workspace, run_id: int, lines: int = 20) -> str:

@@ -20,6 +20,8 @@ from ..embedding.cache import default_cache_root
 from ..errors import InvalidInputError, ParameterError, TacError
 from ..progress import Cancelled
 from .params import RunParams
+from .terminal import flag_error, progress_printer
+from . import workspace_cli
 from .results import ClusterRun, write_cluster_outputs
 
 #: RunParams fields with a flag of their own: how the CLI names them in a message.
@@ -75,26 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "tac_core/run/jobs.py for the protocol.")
     job.add_argument("--workspace", type=Path, required=True, help="workspace folder")
     job.add_argument("--run", type=int, required=True, help="run id")
+    workspace_cli.add_commands(commands)
     return parser
-
-
-def _progress_printer(stream=sys.stderr):
-    """Progress on one rewritten line on a terminal; a line per 10 % otherwise (logs, CI)."""
-    last: dict[str, int] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stream.isatty():
-            stream.write(f"\r{stage}: {done}/{total}   ")
-            if done >= total:
-                stream.write("\n")
-        else:
-            decile = 10 * done // max(total, 1)
-            if last.get(stage) == decile:
-                return
-            last[stage] = decile
-            stream.write(f"{stage}: {done}/{total}\n")
-        stream.flush()
-    return progress
 
 
 def _params(args: argparse.Namespace) -> RunParams:
@@ -110,12 +94,7 @@ def _params(args: argparse.Namespace) -> RunParams:
                          epochs=args.epochs, projection=None, suggest_k=False,
                          include_domain_terms=not args.no_domain_in_text_space, templates=args.templates)
     except ParameterError as exc:
-        if exc.field not in _FLAGS:
-            raise
-        flag, what = _FLAGS[exc.field]
-        if exc.minimum is None:
-            raise InvalidInputError(f"{flag} ({what}): {exc}") from None
-        raise InvalidInputError(f"{flag} ({what}) must be at least {exc.minimum}; got {exc.value}") from None
+        raise flag_error(exc, _FLAGS) from None
 
 
 def _check_form(args: argparse.Namespace) -> None:
@@ -189,7 +168,7 @@ def run_cluster(args: argparse.Namespace) -> ClusterRun:
     params = _params(args)
     _check_form(args)
     from . import pipeline  # open_clip loads only once the arguments are known to be usable
-    progress = _progress_printer()
+    progress = progress_printer()
     if args.image_embeddings is not None:
         x = _load_npy(args.image_embeddings, "image embeddings")
         v = _load_npy(args.vocab_embeddings, "vocabulary embeddings")
@@ -216,6 +195,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "run-job":
             from .job import main as run_job_main
             return run_job_main(args.workspace, args.run)
+        if args.command == "workspace":
+            return workspace_cli.main(args)
         result = run_cluster(args)
         write_cluster_outputs(result, args.out)
     except TacError as exc:

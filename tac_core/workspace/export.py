@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -45,6 +46,7 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_ANCHORS = 3
 LOCAL_DIR = "local-dir:"  # tac_core.embedding.models names local model folders so
 TEXT_COLUMNS = frozenset({"relative_path", "label", "top_anchors", "source", "duplicate_of"})
+SKIPPED_COLUMNS = {"rel_path": "file", "status": "status", "reason": "reason", "source_id": "source", "path": "path"}
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,30 @@ def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace
     finally:
         reservation.unlink(missing_ok=True)
     return ExportResult(csv_path, manifest_path, len(table), data, manifest)
+
+
+def list_exports(workspace: Workspace) -> list[dict]:
+    """The manifests of the workspace's exports, newest first (by file name: run, then UTC time); a manifest
+    that cannot be read (being written, damaged) is left out."""
+    manifests = []
+    for path in sorted(workspace.exports_dir.glob("*_manifest.json"), reverse=True):
+        try:
+            manifests.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return manifests
+
+
+def skipped_files(workspace: Workspace) -> pd.DataFrame:
+    """The files the workspace does not use (skipped and duplicates): file, status, reason, source, path."""
+    return workspace.skipped_images()[list(SKIPPED_COLUMNS)].rename(columns=SKIPPED_COLUMNS)
+
+
+def skipped_files_csv(skipped: pd.DataFrame) -> bytes:
+    """:func:`skipped_files` as a CSV a spreadsheet opens safely (UTF-8 with BOM, text cells neutralised)."""
+    text_columns = [c for c in ("file", "reason", "path") if c in skipped.columns]
+    safe = skipped.assign(**{c: skipped[c].astype(str).map(neutralise) for c in text_columns})
+    return safe.to_csv(index=False).encode("utf-8-sig")
 
 
 def _destination(folder: Path, run_id: int, verified_only: bool) -> tuple[Path, Path, Path]:

@@ -27,6 +27,8 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from ..cluster.tac import MODES
 from ..devices import DEVICES
 from ..errors import InvalidInputError, ParameterError
@@ -238,8 +240,9 @@ def _show_stages(workspace: Workspace, run_id: int, done: threading.Event) -> No
     """Print the job's progress on stderr (each stage, then each tenth of it), looking once a second."""
     from .jobs import read_stages
 
-    progress, shown = progress_printer(), {}
-    while not done.wait(1.0):
+    progress, shown, finished = progress_printer(), {}, False
+    while not finished:
+        finished = done.wait(1.0)
         for stage in read_stages(workspace, run_id):
             if shown.get(stage["stage"]) != stage["done"]:
                 shown[stage["stage"]] = stage["done"]
@@ -294,9 +297,15 @@ def _verify(args) -> int:
 
 
 def _write_csv(header, rows) -> None:
+    """Rows on stdout: text cells made formula-safe (:func:`neutralise`), booleans as ``true``/``false``."""
+    def cell(value):
+        if isinstance(value, (bool, np.bool_)):
+            return "true" if value else "false"
+        return neutralise(value) if isinstance(value, str) else value
+
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows([neutralise(cell) if isinstance(cell, str) else cell for cell in row] for row in rows)
+    writer.writerows([cell(value) for value in row] for row in rows)
 
 
 def _blank(value) -> object:

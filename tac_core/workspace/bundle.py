@@ -144,7 +144,8 @@ def _fill(staging: Path, table, options: BundleOptions, run_id: int) -> dict:
 
 
 def _json_bytes(value) -> bytes:
-    return (json.dumps(value, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    """Compact JSON (with an indent Python encodes 20 times slower: 50k tasks took 20 s)."""
+    return (json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def _zip(folder: Path, dest: Path) -> None:

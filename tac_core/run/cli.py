@@ -19,9 +19,9 @@ from ..devices import DEVICES
 from ..embedding.cache import default_cache_root
 from ..errors import InvalidInputError, ParameterError, TacError
 from ..progress import Cancelled
+from . import embed_cli, workspace_cli
 from .params import RunParams
 from .terminal import flag_error, progress_printer
-from . import workspace_cli
 from .results import ClusterRun, write_cluster_outputs
 from .run_audit import AUDIT_FILE, audit_csv, audit_run
 
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "tac_core/run/jobs.py for the protocol.")
     job.add_argument("--workspace", type=Path, required=True, help="workspace folder")
     job.add_argument("--run", type=int, required=True, help="run id")
+    embed_cli.add_parser(commands, default_cache_root())
     workspace_cli.add_commands(commands)
     return parser
 
@@ -207,6 +208,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "run-job":
             from .job import main as run_job_main
             return run_job_main(args.workspace, args.run)
+        if args.command == "embed":
+            print(embed_cli.run(args, progress_printer()), file=sys.stderr)
+            return 0
         if args.command == "workspace":
             return workspace_cli.main(args)
         result = run_cluster(args)

@@ -45,6 +45,7 @@ DB_NAME = "workspace.db"
 SUBFOLDERS = ("cache", "thumbs", "files", "runs", "exports")
 SOURCE_KINDS = ("folder", "upload", "zip", "path")
 IMAGE_STATUSES = ("ok", "skipped", "duplicate")
+SETTINGS = {"ray_address": "the Ray cluster runs embed images and vocabulary on (empty: this machine)"}  # in the meta table
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,25 @@ class Workspace(RunsMixin, AbstractContextManager):
     @property
     def created(self) -> str:
         return self._meta("created")
+
+    def setting(self, key: str) -> str:
+        """A workspace-level setting (see :data:`SETTINGS`), "" when it is not set."""
+        self._check_setting(key)
+        row = self.connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return "" if row is None else row[0]
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store a setting at once (stripped; "" removes it)."""
+        self._check_setting(key)
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            if str(value).strip():
+                conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, str(value).strip()))
+
+    @staticmethod
+    def _check_setting(key: str) -> None:
+        if key not in SETTINGS:
+            raise InvalidInputError(f"{key!r} is not a workspace setting; known: {', '.join(SETTINGS)}.")
 
     def _meta(self, key: str) -> str:
         row = self.connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

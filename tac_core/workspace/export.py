@@ -17,6 +17,9 @@ CSV columns: ``relative_path, sha256, cluster_id, label, verified, confidence, t
   written atomically (temporary file, fsync, rename), the manifest last, so a manifest means a whole export.
   The name is reserved first (a hidden ``.<name>.reserved`` file created exclusively, removed after), so two
   sessions exporting the same run in the same second get ``…`` and ``…-2``, never one file for both.
+
+The rows come from :func:`label_table`, which the export bundle (:mod:`tac_core.workspace.bundle`) shares:
+it adds a ``source`` column, a row per duplicate file and, later, a restriction to chosen clusters.
 """
 from __future__ import annotations
 

@@ -102,6 +102,9 @@ def test_home_links_every_step_in_the_sidebar_order_keeping_the_workspace(data):
     assert [link.value for link in links] == STEPS
     assert [link.proto.page for link in links] == [p["url_pathname"] for p in registered_pages(at)][1:]
     assert {link.proto.query_string for link in links} == {f"ws={ws.path.name}"}
+    assert {link.proto.help for link in links} == {""}  # no tooltip to cover the next link: the step is said in words
+    tips = [p["help"] for p in registered_pages(at)][1:]
+    assert [c.value for c in at.caption if c.value in tips] == tips
 
 
 def test_every_page_puts_the_workspace_back_into_the_url(data):

@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..errors import InvalidInputError
 from .decisions import Decision, decided_mask, decision_of, moved_mask
+from .review_log import touched
 from .review_state import Edit, ReviewState, Revert
 from .store import WorkspaceUnreadableError, to_json, utc_now, validate_name
 from .workspace import Workspace
@@ -51,6 +52,7 @@ class ReviewSession:
         self._edits: dict[int, tuple[str, dict, str]] = {}  # event id -> kind, payload, text
         self._decisions: dict[int, Decision] = {}  # event id -> what a deciding edit decided
         self._reverts: dict[int, Revert] = {}
+        self._touched: dict[int, tuple[list[int], int]] = {}  # event id -> clusters and image count it touched
         self._history: list[dict] = []
         self.refresh()
 
@@ -78,7 +80,9 @@ class ReviewSession:
                 self._reverts[target] = state.apply(*self._edits[target][:2])[0]
             other.append(stack.pop())
             text = f"{'undid' if kind == 'undo' else 'redid'} #{target}: {self._edits[target][2]}"
+            self._touched[event_id] = self._touched[target]
         else:
+            self._touched[event_id] = touched(kind, payload, state)
             self._reverts[event_id], text = state.apply(kind, payload)
             self._edits[event_id] = (kind, payload, text)
             decision = decision_of(kind, payload, state)
@@ -86,7 +90,9 @@ class ReviewSession:
                 self._decisions[event_id] = decision
             state.effective.append(event_id)
             state.undone.clear()
-        self._history.append({"event_id": event_id, "ts": ts, "session": session, "kind": kind, "text": text})
+        clusters, images = self._touched[event_id]
+        self._history.append({"event_id": event_id, "ts": ts, "session": session, "kind": kind, "text": text,
+                              "clusters": clusters, "images": images})
         self._last_event_id = event_id
         return text
 
@@ -232,7 +238,8 @@ class ReviewSession:
         return list(dict.fromkeys(terms))[:n]
 
     def history(self) -> list[dict]:
-        """Every event, oldest first: event_id, ts, session, kind, text and whether it is undone now."""
+        """Every event, oldest first: event_id, ts, session, kind, text, the clusters and number of images it
+        touched (:func:`~tac_core.workspace.review_log.touched`) and whether it is undone now."""
         undone = set(self._edits) - set(self.state.effective)
         return [{**entry, "undone": entry["event_id"] in undone} for entry in self._history]
 

@@ -2,7 +2,9 @@
 kept apart from the model code so the clustering layer needs no model library."""
 from __future__ import annotations
 
+import functools
 import os
+from pathlib import Path
 
 import torch
 
@@ -38,3 +40,13 @@ def describe_devices() -> str:
 
 def mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_amx() -> bool:
+    """True when this CPU has AMX bfloat16 matrix units (Linux: the ``amx_bf16`` flag in /proc/cpuinfo): a
+    bfloat16 copy of a CLIP tower then runs ~3x faster than fp32 on it (``image_encoding``, ``text_encoding``)."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text(errors="replace").split()
+    except OSError:
+        return False

@@ -6,7 +6,18 @@ to be understood. Programming errors stay ordinary Python exceptions.
 
 
 class TacError(Exception):
-    """Base of every user-facing error of the engine."""
+    """Base of every user-facing error of the engine.
+
+    ``str()`` is the message for the command line; ``app_message``, where given, says the same in the app's
+    words (the app has no ``--checkpoint`` flag): :meth:`for_app`.
+    """
+
+    def __init__(self, message: str = "", app_message: str | None = None) -> None:
+        super().__init__(message)
+        self.app_message = app_message
+
+    def for_app(self) -> str:
+        return self.app_message or str(self)
 
 
 class InvalidInputError(TacError, ValueError):

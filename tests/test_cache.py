@@ -69,6 +69,25 @@ def test_a_reader_sees_shards_written_by_another_store(tmp_path):
     np.testing.assert_array_equal(got, vectors[::-1])
 
 
+def test_compact_merges_small_shards_and_readers_keep_every_key(tmp_path, recwarn):
+    store = VectorStore(tmp_path, 4)
+    vectors = _vectors(9)
+    big = VectorStore(tmp_path, 4)
+    for start in range(0, 9, 2):  # five small shards, as a vocabulary written every few seconds leaves
+        store.put_many([f"k{i}" for i in range(start, min(start + 2, 9))], vectors[start:start + 2])
+    store.put_many(["k0", "extra"], _vectors(2, seed=5))  # k0 is stored already: its first vector stays
+    older_reader = VectorStore(tmp_path, 4)  # has every shard in memory before the merge
+    assert store.compact(below=3) == 6
+    shards = sorted(p.name for p in tmp_path.glob("shard-*.npy"))
+    assert shards == ["shard-00007.npy"] and len((tmp_path / "shard-00007.keys.txt").read_text().split()) == 10
+    keys = [f"k{i}" for i in range(9)]
+    for reader in (store, older_reader, VectorStore(tmp_path, 4), big):  # big listed no shard before the merge
+        got, missing = reader.get_many(keys + ["extra"])
+        assert missing == [] and np.array_equal(got[:9], vectors)
+    assert store.compact(below=3) == 0 and store.compact() == 0  # one shard left: nothing to merge
+    assert not recwarn.list  # shards removed under a reader are skipped silently
+
+
 @pytest.mark.parametrize(
     "keys, vectors, message",
     [

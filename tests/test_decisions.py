@@ -122,3 +122,17 @@ def test_recluster_without_saved_embeddings_says_what_to_do(tmp_path, elpv_image
         recluster_into_new_run(ReviewSession(workspace, run_id))
     assert len(workspace.runs()) == 1  # no half-made run
     workspace.close()
+
+
+def test_recluster_renumbers_automatic_names_with_their_ids_and_keeps_given_names(tmp_path):
+    """Issue 11, bug 6: a re-clustered run had a cluster with id 5 named "cluster 6"."""
+    workspace, run_id = synthetic_workspace(tmp_path, 40, 4)
+    try:
+        session = ReviewSession(workspace, run_id)
+        session.merge(1, 0)  # ids 0, 2, 3 are left: re-clustering renumbers them 0, 1, 2
+        session.rename(3, "scratches")
+        outcome = recluster_into_new_run(session)
+        names = ReviewSession(workspace, outcome.run_id).state.names
+        assert names == {0: "cluster 0", 1: "cluster 1", 2: "scratches"}
+    finally:
+        workspace.close()

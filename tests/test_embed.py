@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from tac_core.embedding import embed
+from tac_core.embedding import embed, text_encoding
 from tac_core.embedding.cache import VectorStore, sha256_file
 from tac_core.embedding.embed import cached_term_count, embed_images, embed_vocabulary, term_key
 from tac_core.embedding.text_encoding import encode_vocabulary
 from tac_core.errors import InvalidInputError
+from tac_core.progress import CancelToken, Cancelled
+from tac_core.inputs.vocabulary import Vocabulary
 
 
 # -- images -----------------------------------------------------------------------------------------------
@@ -40,7 +43,7 @@ def test_embed_images_reports_unreadable_files(tiny_model, elpv_paths, tmp_path)
 # -- vocabularies -----------------------------------------------------------------------------------------
 def test_embed_vocabulary_caches_by_model_and_templates(tiny_spec, tiny_model, tmp_path, monkeypatch):
     names = ["cat", " hairline  crack ", "dog", "cat"]
-    first = embed_vocabulary(tiny_spec, names, "tac3", tmp_path, device="cpu")
+    first = embed_vocabulary(tiny_spec, names, "tac3", tmp_path, device="cpu", precision="fp32")
     expected = encode_vocabulary(tiny_model, [term_key(n) for n in names], "tac3")
     np.testing.assert_allclose(first, expected, atol=1e-6)
 
@@ -52,13 +55,14 @@ def test_embed_vocabulary_caches_by_model_and_templates(tiny_spec, tiny_model, t
         raise AssertionError("cached vocabulary must not load or run the model")
 
     monkeypatch.setattr(embed, "load_model", no_model_work)
-    monkeypatch.setattr(embed, "encode_vocabulary", no_model_work)
+    monkeypatch.setattr(text_encoding, "iter_vocabulary", no_model_work)
     np.testing.assert_array_equal(embed_vocabulary(tiny_spec, names[::-1], "tac3", tmp_path), first[::-1])
 
     monkeypatch.undo()
     spy = []
-    monkeypatch.setattr(embed, "encode_vocabulary", lambda loaded, chunk, *a, **k: spy.append(list(chunk))
-                        or encode_vocabulary(loaded, chunk, *a, **k))
+    original = text_encoding.iter_vocabulary
+    monkeypatch.setattr(text_encoding, "iter_vocabulary", lambda loaded, chunk, *a, **k: spy.append(list(chunk))
+                        or original(loaded, chunk, *a, **k))
     embed_vocabulary(tiny_model, ["cat", "bird"], "tac3", tmp_path)
     assert spy == [["bird"]]  # only the new term is encoded
     embed_vocabulary(tiny_model, ["cat"], "tac7", tmp_path)
@@ -67,9 +71,65 @@ def test_embed_vocabulary_caches_by_model_and_templates(tiny_spec, tiny_model, t
         embed_vocabulary(tiny_model, ["cat", " "], "tac7", tmp_path)
 
 
+def test_text_precision_auto_is_bf16_on_a_cpu_with_amx(tiny_model, tmp_path, monkeypatch):
+    names = Vocabulary.wordnet(categories=["noun.shape"]).names[:200]
+    monkeypatch.setattr(text_encoding, "cpu_has_amx", lambda: True)
+    assert text_encoding.resolve_text_precision("auto", torch.device("cpu")) == "bf16"
+    assert text_encoding.resolve_text_precision("auto", torch.device("cuda")) == "fp32"  # fp16 autocast there
+    assert text_encoding.resolve_text_precision("bf16", torch.device("cpu"), truncatable=False) == "fp32"
+    fast = embed_vocabulary(tiny_model, names, "tac3", tmp_path / "a")
+    exact = encode_vocabulary(tiny_model, names, "tac3")
+    assert 0 < np.abs(fast - exact).max() < 1e-2 and (fast * exact).sum(axis=1).min() > 0.999
+    monkeypatch.setenv(text_encoding.PRECISION_ENV, "fp32")  # the environment overrides "auto"
+    np.testing.assert_allclose(embed_vocabulary(tiny_model, names, "tac3", tmp_path / "b"), exact, atol=1e-6)
+    monkeypatch.setenv(text_encoding.PRECISION_ENV, "fp8")
+    with pytest.raises(InvalidInputError, match="TAC_STUDIO_TEXT_PRECISION"):
+        embed_vocabulary(tiny_model, names, "tac3", tmp_path / "c")
+
+
 def test_cached_term_count_reads_the_text_cache(tmp_path, tiny_spec):
     names = ["crack", "scratch", "stain"]
     assert cached_term_count(names, tiny_spec, "photo1", tmp_path) == 0
     embed_vocabulary(tiny_spec, names[:2], "photo1", tmp_path, device="cpu")
     assert cached_term_count(names + [" crack "], tiny_spec, "photo1", tmp_path) == 2
     assert cached_term_count(names, tiny_spec, "tac3", tmp_path) == 0  # other templates, other cache
+
+
+def test_a_cancelled_vocabulary_keeps_every_term_it_encoded(tiny_spec, tmp_path, monkeypatch):
+    """Issue 11, bug 1: a run cancelled at 1,243 terms restarted the vocabulary at 0 (the cache was written every
+    2,048 terms). Now everything encoded before the cancel is kept, and writes every few seconds leave no more
+    than one shard once the encoding ends."""
+    names = Vocabulary.wordnet(categories=["noun.shape"]).names  # 328 terms
+    token, reported = CancelToken(), []
+
+    def progress(stage, done, total):
+        reported.append(done)
+        if done >= 150:
+            token.cancel()
+    monkeypatch.setattr(embed, "VOCABULARY_WRITE_S", 0.0)  # as if every batch took the write interval
+    with pytest.raises(Cancelled):
+        embed_vocabulary(tiny_spec, names, "tac7", tmp_path, device="cpu", batch_size=14, progress=progress,
+                         cancel=token)
+    assert 150 <= reported[-1] < len(names)
+    assert cached_term_count(names, tiny_spec, "tac7", tmp_path) == reported[-1]  # nothing encoded was lost
+    folder = embed.text_cache_dir(tiny_spec, "tac7", tmp_path)
+    assert len(list(folder.glob("shard-*.npy"))) == 1  # the small shards were merged on the way out
+
+    again = []
+    embed_vocabulary(tiny_spec, names, "tac7", tmp_path, device="cpu", progress=lambda *a: again.append(a[1]))
+    assert again[0] == reported[-1] and again[-1] == len(names)  # the rerun starts from the encoded count
+    assert len(list(folder.glob("shard-*.npy"))) == 1
+
+
+def test_vocabulary_cache_writes_are_timed_not_counted(tiny_spec, tmp_path, monkeypatch):
+    """A killed process loses at most VOCABULARY_WRITE_S seconds of encoding: writes follow the clock."""
+    names = Vocabulary.wordnet(categories=["noun.shape"]).names
+    clock = iter(range(0, 10_000, 2))  # every look at the clock: 2 s later
+    monkeypatch.setattr(embed.time, "monotonic", lambda: float(next(clock)))
+    writes = []
+    original = VectorStore.put_many
+    monkeypatch.setattr(VectorStore, "put_many", lambda self, keys, vectors: writes.append(len(keys))
+                        or original(self, keys, vectors))
+    embed_vocabulary(tiny_spec, names, "photo1", tmp_path, device="cpu", batch_size=32)
+    assert embed.VOCABULARY_WRITE_S == 3.0 and len(writes) > 3 and sum(writes) == len(names)
+    assert max(writes[:-1]) <= 2 * 32  # every second batch of 32 names, not 2,048 at a time

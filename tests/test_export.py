@@ -69,9 +69,24 @@ def test_rows_columns_and_files(ws, run, session):
     first = by_hash[hashlib.sha256(b"a/ok.png").hexdigest()]
     assert first == {"relative_path": "a/ok.png", "sha256": first["sha256"], "cluster_id": "0", "label": "cluster 0",
                      "verified": "false", "confidence": "0.5000",
-                     "top_anchors": "crack (0.31); scratch (0.29); dent (0.27)", "run_id": str(run_id)}
+                     "top_anchors": "crack (0.31); scratch (0.29); dent (0.27)", "run_id": str(run_id),
+                     "source": "1: src"}
     assert [r["cluster_id"] for r in rows] == sorted(r["cluster_id"] for r in rows)
     assert by_hash[hashlib.sha256("ünï 工場.png".encode()).hexdigest()]["relative_path"] == "ünï 工場.png"
+
+
+def test_source_tells_same_named_files_of_two_sources_apart(ws, run):
+    """Issue 11, friction 9: the plain export names each row's source, as the bundle's labels.csv does."""
+    run_id, ids = run
+    records = (ImageRecord("/up/x/a/ok.png", "a/ok.png", "f" * 64, 10, 4, 4, "ok", ""),)
+    second = ws.add_image_set(ImageSet("/up/x", records), "zip", "=batch7.zip")
+    both = np.concatenate([ids, second.image_ids])
+    later = ws.create_run({"n_clusters": 2}, both)
+    ws.save_run_result(later, both, [0] * len(ids) + [1], np.ones(len(both)), [[], []])
+    rows = read_rows(export_labels(ReviewSession(ws, later), ws, later))
+    same_name = sorted((r["source"], r["sha256"]) for r in rows if r["relative_path"] == "a/ok.png")
+    assert same_name == [("1: src", hashlib.sha256(b"a/ok.png").hexdigest()), (f"{second.source_id}: =batch7.zip",
+                                                                                 "f" * 64)]
 
 
 def test_formula_injection_is_neutralised_in_paths_names_and_anchors(ws, run, session):

@@ -110,6 +110,16 @@ atomic.write_json = write_and_wait
 ws = Workspace(sys.argv[1])
 export_labels(ReviewSession(ws, int(sys.argv[2])), ws, int(sys.argv[2]))
 """
+VOCABULARY_CHILD = """
+import sys
+from tac_core.embedding.embed import embed_vocabulary
+from tac_core.embedding.models import ModelSpec
+from tac_core.inputs.vocabulary import Vocabulary
+spec = ModelSpec(sys.argv[1], checkpoint=sys.argv[2])
+names = Vocabulary.wordnet().names
+embed_vocabulary(spec, names, "tac7", sys.argv[3], device="cpu", progress=lambda s, done, t: print(done, flush=True))
+print("FINISHED", flush=True)
+"""
 REVIEW_CHILD = """
 import sys
 from tac_core.workspace.review import ReviewSession
@@ -294,6 +304,31 @@ def test_job_killed_while_embedding_keeps_finished_batches_and_resumes(tmp_path,
     stages = run_again(ws, run_id)
     assert stages["embedding images"]["first_done"] == kept  # resumed: those were not encoded again
     assert len(ws.run_assignments(run_id)) == 24
+
+
+def test_vocabulary_encoding_killed_loses_at_most_a_few_seconds(tmp_path, tiny_model_config, tiny_checkpoint,
+                                                                monkeypatch):
+    """Issue 11, bug 1: the term cache is written every VOCABULARY_WRITE_S seconds, so a SIGKILL loses at most
+    the terms of those seconds (it lost up to 2,048 terms: minutes of ViT-B-32 on a CPU)."""
+    from tac_core.embedding.embed import VOCABULARY_WRITE_S, cached_term_count
+    from tac_core.inputs.vocabulary import Vocabulary
+
+    monkeypatch.setenv("TAC_STUDIO_TEXT_PRECISION", "fp32")  # the slower precision: minutes for all of WordNet
+    child = Child(VOCABULARY_CHILD, tiny_model_config, tiny_checkpoint, tmp_path / "cache", log=tmp_path / "child.log")
+    seen: list[tuple[float, int]] = []  # (when this process read it, terms done)
+    while True:
+        line = child.read_line(180)
+        assert line is not None and line != "FINISHED", f"the child ended or stalled: {child.lines[-3:]}"
+        seen.append((time.monotonic(), int(line)))
+        if seen[-1][1] >= 300 and seen[-1][0] - seen[1][0] >= VOCABULARY_WRITE_S + 2:
+            break
+    killed_at = time.monotonic()
+    child.kill()
+    names = Vocabulary.wordnet().names
+    cached = cached_term_count(names, ModelSpec(str(tiny_model_config), checkpoint=str(tiny_checkpoint)), "tac7",
+                               tmp_path / "cache")
+    done_before = max(done for when, done in seen if when <= killed_at - VOCABULARY_WRITE_S - 1.5)
+    assert done_before <= cached <= seen[-1][1] + 512 and cached > 0, (done_before, cached, seen[-1])
 
 
 @pytest.mark.parametrize("point", [("clustering", 1), ("saving arrays", 2)], ids=["clustering", "saving"])

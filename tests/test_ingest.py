@@ -149,6 +149,25 @@ def test_duplicates_are_found_across_adds_and_kinds(ws, tmp_path):
         duplicates.loc["again two.png", "reason"]
 
 
+def test_only_files_that_became_images_are_kept_on_disk(ws, tmp_path):
+    """Issue 11, bug 10: a zip of nothing but duplicates was unpacked and kept (17 MB for 8.3 MB of images)."""
+    first = ingest.add_uploads(ws, [("a.png", png(1)), ("b.png", png(2))])
+    buffer = tmp_path / "again.zip"
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("copies/a.png", png(1))
+        archive.writestr("copies/b.png", png(2))
+        archive.writestr("b-again.png", png(2))
+    before = all_files(ws.files_dir)
+    report = ingest.add_uploads(ws, [("again.zip", buffer.read_bytes())])
+    assert (report.added, report.duplicates) == (0, 3)
+    assert all_files(ws.files_dir) == before  # nothing of the zip stays on disk
+    assert sorted(p.name for p in ws.files_dir.iterdir()) == [Path(ws.sources()["root"].iloc[0]).name]
+    assert set(ws.images("duplicate")["rel_path"]) == {"copies/a.png", "copies/b.png", "b-again.png"}  # still listed
+    mixed = ingest.add_uploads(ws, [("c.png", png(3)), ("a copy.png", png(1)), ("notes.txt", b"text")])
+    kept = {p.relative_to(ws.files_dir).parts[-1] for p in all_files(ws.files_dir) - before}
+    assert kept == {"c.png"} and mixed.added == 1 and mixed.skipped == 1 and first.added == 2
+
+
 def test_allowed_roots_restrict_server_folders(ws, tmp_path, monkeypatch):
     allowed, outside = tmp_path / "allowed", tmp_path / "outside"
     (allowed / "photos").mkdir(parents=True)

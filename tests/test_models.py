@@ -8,8 +8,9 @@ import torch
 
 from tac_core.embedding.cache import sha256_file
 from tac_core.errors import InvalidInputError, WeightsUnavailableError
+from tac_core.embedding import weights
+from tac_core.embedding.weights import LOCAL_DIR_CONFIG
 from tac_core.embedding.models import (
-    LOCAL_DIR_CONFIG,
     ModelSpec,
     clear_model_cache,
     load_model,
@@ -120,6 +121,51 @@ def test_offline_download_fails_at_once_with_instructions(monkeypatch, tmp_path)
     message = str(caught.value)
     for expected in ("ViT-B-32", "'openai'", str(tmp_path / "hub"), "--checkpoint", "local-dir:", "HF_HUB_OFFLINE=0"):
         assert expected in message
+    assert "models folder" in caught.value.for_app() and "--checkpoint" not in caught.value.for_app()
+
+
+@pytest.fixture
+def silent_hub(monkeypatch, tmp_path):
+    """A Hugging Face endpoint that accepts connections and never answers (a firewall that drops packets),
+    no cached weights, downloads allowed."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    weights._probed.clear()
+    yield
+    server.close()
+    weights._probed.clear()
+
+
+def test_an_unreachable_hub_fails_fast_in_the_words_of_each_front_end(silent_hub):
+    """Issue 11, bug 9: offline, the weights took ~55 s of Hugging Face retries to fail, and the page was told to
+    "pass --checkpoint PATH"."""
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailableError) as caught:
+        load_model(ModelSpec("ViT-B-32", "openai"), "cpu")
+    assert time.monotonic() - started < weights.HUB_PROBE_TIMEOUT_S + 4
+    assert "did not answer within 3 s" in str(caught.value) and "--checkpoint" in str(caught.value)
+    app = caught.value.for_app()
+    assert "cannot be reached" in app and "models folder" in app and "--" not in app
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailableError):
+        weights.check_weights(ModelSpec("ViT-B-32", "laion2b_s34b_b79k"))  # the same server: asked once a minute
+    assert time.monotonic() - started < 1
+
+
+def test_check_weights_downloads_nothing(tiny_spec, monkeypatch):
+    weights.check_weights(tiny_spec)  # a checkpoint that exists
+    monkeypatch.setattr(weights, "source_reachable", lambda url: True)
+    monkeypatch.setattr(weights, "_cached_tag_file", lambda config: None)
+    monkeypatch.setattr(weights.open_clip, "download_pretrained", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    weights.check_weights(ModelSpec("ViT-B-32", "openai"))  # downloadable: fine, fetched by the run
 
 
 def test_config_file_needs_weights_or_none(tiny_model_config):

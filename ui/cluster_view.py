@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
+from tac_core.embedding.weights import check_weights
 from tac_core.run import jobs
 from tac_core.run.history import latest_k_suggestion
 from tac_core.run.params import RunParams
 from tac_core.inputs import vocab_spec
-from ui import model_picker, ray_setting, run_monitor, state, widgets
+from ui import model_picker, ray_setting, run_monitor, state, vocab_terms, widgets
 from ui.safe_text import esc
 
 MODE_LABELS = {"free": "Training-free (fast; TAC without training)",
@@ -42,7 +43,7 @@ def _new_run(workspace) -> None:
     st.markdown("**Model**")
     model = model_picker.model_inputs(workspace)
     device = model_picker.device_input()
-    set_name, spec = _vocabulary_input(workspace)
+    set_name, spec = _vocabulary_input(workspace, model, device)
     k = _k_input(workspace, n_images)
     cols = st.columns(2)
     mode = cols[0].radio("Mode", list(MODE_LABELS), format_func=MODE_LABELS.get, key="cluster_mode")
@@ -64,6 +65,10 @@ def _new_run(workspace) -> None:
         if model is None or spec is None:
             st.error("Fix the problems above first.")
             return
+        with st.spinner("Checking that the model's weights can be had …"):  # at once, not a failed run a minute later
+            ok, _ = widgets.attempt(lambda: check_weights(model_picker.spec_of(model)), "use this model")
+        if not ok:
+            return
         ok, run_id = widgets.attempt(lambda: jobs.start_run(workspace, RunParams(
             model=model, vocab_set=set_name, vocab_spec=spec, n_clusters=int(k), mode=mode, seed=int(seed),
             device=device, epochs=int(epochs), batch_size=int(batch), projection=layout, suggest_k=suggest)),
@@ -74,7 +79,7 @@ def _new_run(workspace) -> None:
             st.rerun()
 
 
-def _vocabulary_input(workspace) -> tuple[str, dict | None]:
+def _vocabulary_input(workspace, model: dict | None, device: str) -> tuple[str, dict | None]:
     ok, default = widgets.attempt(lambda: vocab_spec.ensure_default_set(workspace), "read the vocabulary sets")
     if not ok:
         return "", None
@@ -84,10 +89,17 @@ def _vocabulary_input(workspace) -> tuple[str, dict | None]:
     name = st.selectbox("Vocabulary set", names, index=index, key="cluster_vocab_set",
                         help="Edit sets on the Vocabulary page; the run keeps a copy of the set as it is now.")
     ok, spec = widgets.attempt(lambda: vocab_spec.load_spec(workspace, name), "read the vocabulary set")
-    if ok:
-        st.caption(esc(vocab_spec.spec_summary(spec)))
-        return name, spec
-    return name, None
+    if not ok:
+        return name, None
+    st.caption(esc(vocab_spec.spec_summary(spec)))
+    if model is not None:
+        ok, est = widgets.attempt(lambda: vocab_terms.estimate(workspace, spec, model, device),
+                                  "estimate the vocabulary's encoding time")
+        if ok:
+            st.markdown(f"Vocabulary: {vocab_terms.estimate_text(est)}")
+    vocab_terms.setting_section(workspace, spec, lambda: widgets.attempt(lambda: vocab_spec.change_set(
+        workspace, name, vocab_spec.paper_setting), "switch to the paper's setting")[0], key="cluster_paper_setting")
+    return name, spec
 
 
 def _k_input(workspace, n_images: int) -> int:

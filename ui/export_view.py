@@ -61,8 +61,9 @@ def render() -> None:
 
 
 def _run_label(run_id: int, run) -> str:
+    """The clusters the run's result has (a re-clustered run or K suggestion may differ from the K asked for)."""
     params = run["params"]
-    return (f"Run {run_id} · K = {params.get('n_clusters')} · {params.get('mode')} · "
+    return (f"Run {run_id} · {int(run['n_clusters'])} clusters · {params.get('mode')} · "
             f"{str(run['finished'] or '')[:16].replace('T', ' ')}")
 
 

@@ -12,9 +12,10 @@ import streamlit as st
 
 from tac_core.errors import TacError
 from tac_core.devices import DEVICES, describe_devices
-from tac_core.embedding.models import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR_PREFIX, ModelSpec
+from tac_core.embedding.models import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
+from tac_core.embedding.weights import LOCAL_DIR_PREFIX
 from tac_core.run.params import model_from_dict, model_to_dict
-from ui import state
+from ui import model_folder_view, state
 
 _FIELDS = ("name", "pretrained", "checkpoint")
 
@@ -40,11 +41,19 @@ def _keep(field: str) -> None:
     st.session_state[f"pref_model_{field}"] = st.session_state[f"w_model_{field}"]
 
 
+def _set_choice(model: dict) -> None:
+    """Fill the inputs with a model as run parameters store it (a pick from the models folder)."""
+    for field in _FIELDS:
+        st.session_state[f"pref_model_{field}"] = model.get(field) or ""
+
+
 def model_inputs(workspace, compact: bool = False) -> Optional[dict]:
     """Draw the model inputs; returns ``{"name", "pretrained", "checkpoint"}`` or None (problem shown)."""
     defaults = _defaults(workspace)
     for field in _FIELDS:
         st.session_state.setdefault(f"pref_model_{field}", defaults[field])
+    model_folder_view.picker(_set_choice)
+    for field in _FIELDS:
         st.session_state[f"w_model_{field}"] = st.session_state[f"pref_model_{field}"]
     cols = st.columns([3, 2, 3])
     cols[0].text_input("Model", key="w_model_name", on_change=_keep, args=("name",),
@@ -56,26 +65,41 @@ def model_inputs(workspace, compact: bool = False) -> Optional[dict]:
     cols[2].text_input("Checkpoint file (optional)", key="w_model_checkpoint", on_change=_keep,
                        args=("checkpoint",), help="A local weights file; needed offline, and for a model config .json.")
     if not compact:
-        st.caption("Offline, give a local checkpoint or model folder: published weights are downloaded on first use "
-                   "only where this machine has internet access.")
+        st.caption("Published weights are downloaded on first use only where this machine has internet access; "
+                   "offline, use the models folder or give a checkpoint file.")
+        model_folder_view.help_section(str(st.session_state["pref_model_name"]))
     return check_model({field: st.session_state[f"pref_model_{field}"] for field in _FIELDS})
+
+
+def current_choice(workspace) -> Optional[dict]:
+    """The model the inputs hold now (this session's choice, else the newest run's), without drawing anything;
+    None when it does not pass the cheap checks."""
+    defaults = _defaults(workspace)
+    try:
+        return _checked({field: st.session_state.get(f"pref_model_{field}", defaults[field]) for field in _FIELDS})
+    except TacError:
+        return None
 
 
 def check_model(choice: dict) -> Optional[dict]:
     """The choice as stored in run parameters, after the cheap checks (no download, no loading)."""
+    try:
+        return _checked(choice)
+    except TacError as exc:
+        state.show_error(exc, "use this model")
+        return None
+
+
+def _checked(choice: dict) -> dict:
     name = str(choice.get("name") or "").strip()
     checkpoint = str(choice.get("checkpoint") or "").strip() or None
     if name and not name.startswith(LOCAL_DIR_PREFIX) and Path(name).expanduser().is_dir():
         name = f"{LOCAL_DIR_PREFIX}{Path(name).expanduser().resolve()}"
-    try:
-        spec = ModelSpec(name, str(choice.get("pretrained") or "").strip() or DEFAULT_PRETRAINED, checkpoint)
-        spec.architecture_config()
-        if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
-            raise TacError(f"the checkpoint file {checkpoint} does not exist on the machine running TAC Studio; "
-                           "check the path.")
-    except TacError as exc:
-        state.show_error(exc, "use this model")
-        return None
+    spec = ModelSpec(name, str(choice.get("pretrained") or "").strip() or DEFAULT_PRETRAINED, checkpoint)
+    spec.architecture_config()
+    if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+        raise TacError(f"the checkpoint file {checkpoint} does not exist on the machine running TAC Studio; "
+                       "check the path.")
     return model_to_dict(spec)
 
 

@@ -79,7 +79,8 @@ def pick_run(workspace: Workspace, key: str) -> Optional[int]:
 
 def _run_label(row) -> str:
     params = row.params if isinstance(row.params, dict) else {}
-    parts = [f"Run {row.id}", f"{row.n_clusters or 0} clusters", f"{row.n_images:,} images"]
+    clusters = 0 if pd.isna(row.n_clusters) else int(row.n_clusters)
+    parts = [f"Run {row.id}", f"{clusters} clusters", f"{row.n_images:,} images"]
     if params.get("mode"):
         parts.append(str(params["mode"]))
     if not pd.isna(row.parent_run_id):

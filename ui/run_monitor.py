@@ -105,11 +105,11 @@ def _table(runs: pd.DataFrame) -> pd.DataFrame:
                      "model": model.get("name", "") if not model.get("checkpoint") else
                      f"{model.get('name')} + {model.get('checkpoint')}",
                      "vocabulary set": params.get("vocab_set", ""), "images": run.n_images,
-                     "clusters": "" if pd.isna(run.n_clusters) else int(run.n_clusters),
+                     "clusters": None if pd.isna(run.n_clusters) else int(run.n_clusters),
                      "stage": run.stage if run.status in ACTIVE else "",
                      "created": str(run.created)[:19].replace("T", " "),
                      "finished": str(run.finished or "")[:19].replace("T", " "), "error": run.error or ""})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"clusters": "Int64"})  # whole numbers, empty for runs without a result
 
 
 def _details(workspace, run_id: int, run: dict) -> None:
@@ -148,8 +148,10 @@ def _details(workspace, run_id: int, run: dict) -> None:
                 st.rerun()
     elif status in ACTIVE:
         cols[0].caption("Progress and the Cancel run button are under Start run above.")
-    with st.expander("Stages", expanded=status != "done"):
-        widgets.stage_bars(run_params.STAGES.get(params.get("mode"), ()), jobs.read_stages(workspace, run_id), status)
+    if status not in ACTIVE:  # a running run's bars are the live ones above: a second, static set would lag behind
+        with st.expander("Stages", expanded=status != "done"):
+            widgets.stage_bars(run_params.STAGES.get(params.get("mode"), ()), jobs.read_stages(workspace, run_id),
+                               status)
     summary = jobs.read_summary(workspace, run_id)
     if summary:
         _summary(summary)

@@ -144,7 +144,7 @@ def current_run_id(workspace: Workspace, finished_only: bool = True) -> Optional
 def show_error(exc: BaseException, doing: str) -> None:
     """A user's error in plain words; an engine bug as one line, with the traceback only in the server log."""
     if isinstance(exc, TacError):
-        st.error(f"Could not {doing}: {esc(exc)}")  # messages name files and values a user typed
+        st.error(f"Could not {doing}: {esc(exc.for_app())}")  # messages name files and values a user typed
     else:
         LOG.exception("unexpected failure while trying to %s", doing)
         st.error(f"Could not {doing} because of an unexpected problem ({type(exc).__name__}). "

@@ -1,6 +1,7 @@
 """The vocabulary page's term table (search names and definitions, switch terms on and off), the active-term
-counts, and the one-off encoding cost of the active terms for a chosen model (rates from
-:mod:`tac_core.embedding.encoding_rate`)."""
+counts, the one-off encoding cost of the active terms for a chosen model (:func:`tac_core.embedding.embed.
+vocabulary_estimate`), and which setting a set is with one click to the paper's full one (also on the Cluster
+page)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,18 +10,17 @@ import json
 import pandas as pd
 import streamlit as st
 
-from tac_core.embedding.embed import cached_term_count
-from tac_core.embedding.encoding_rate import measure_encoding_rate
+from tac_core.embedding.embed import VocabularyEstimate, model_cache_dir, vocabulary_estimate
+from tac_core.embedding.encoding_rate import measure_encoding_rate, planned_precision
 from tac_core.inputs import vocab_spec
-from tac_core.inputs.prompts import template_set
 from tac_core.inputs.wordnet import WordNetNouns, normalize_term
-from tac_core.run.history import text_encoding_rate
 from ui import model_picker, widgets
 from ui.safe_text import esc
 
 MAX_ROWS = 300
 SHOW = {"all": "all terms", "on": "switched on", "off": "switched off", "domain": "domain terms"}
-MEASURE_TERMS = 32
+MEASURE_TERMS = 64
+LONG_S = 1800
 
 
 @st.cache_resource(show_spinner="Loading WordNet …")
@@ -37,6 +37,11 @@ def _base_frame(base_json: str) -> pd.DataFrame:
     return frame
 
 
+@st.cache_resource(show_spinner=False)
+def category_terms() -> dict[str, int]:
+    return wordnet().category_terms()
+
+
 def _base_json(spec: dict) -> str:
     return json.dumps({k: v for k, v in spec.items() if k not in ("disabled", "templates")}, sort_keys=True)
 
@@ -51,7 +56,8 @@ def active_count(edit) -> list[str]:
     frame = _frame(edit.spec)
     active = frame[frame["on"]]
     cols = st.columns(4)
-    cols[0].metric("Active terms", f"{len(active):,}")
+    cols[0].metric("Active terms", f"{len(active):,}",
+                   help="Distinct terms TAC may use: a name with several WordNet meanings counts once.")
     cols[1].metric("WordNet terms", f"{int(active['sources'].str.contains('wordnet').sum()):,}")
     cols[2].metric("Domain terms", f"{int(active['sources'].str.contains('domain').sum()):,}")
     cols[3].metric("Switched off", f"{int((~frame['on']).sum()):,}")
@@ -108,6 +114,45 @@ def browse_section(edit) -> None:
             st.rerun()
 
 
+def estimate(workspace, spec: dict, model: dict, device: str) -> VocabularyEstimate:
+    """What encoding the active terms of ``spec`` costs with ``model`` on ``device`` here."""
+    frame = _frame(spec)
+    names = frame.loc[frame["on"], "name"].tolist()
+    return vocabulary_estimate(model_picker.spec_of(model), names, spec["templates"], workspace.cache_dir, device)
+
+
+def estimate_text(est: VocabularyEstimate) -> str:
+    """One sentence: how long, for what, at which rate and where the rate comes from (markdown, escaped)."""
+    if est.missing == 0:
+        return f"All {est.terms:,} terms are encoded already for this model: runs skip this step."
+    return (f"About **{widgets.duration(est.seconds)}** to encode {est.missing:,} terms × {est.prompts_per_term} "
+            f"prompts at ~{est.rate.prompts_per_second:,.0f} prompts/s ({esc(est.rate.source)}).")
+
+
+def setting_section(workspace, spec: dict, switch, key: str = "vocab_paper_setting") -> None:
+    """Which setting ``spec`` is (the quick first-run one says why it was chosen) and one click to the paper's
+    full setting with what it would cost here; ``switch()`` saves that change and returns whether it worked."""
+    if vocab_spec.is_paper_setting(spec):
+        return
+    quick = spec["categories"] == list(vocab_spec.QUICK_CATEGORIES) and spec["templates"] == vocab_spec.QUICK_TEMPLATES
+    if quick:
+        st.info(f"Quick setting: {esc(vocab_spec.QUICK_REASON)}")
+    model = model_picker.current_choice(workspace)
+    full = vocab_spec.paper_setting(spec)
+    cost = ""
+    if model is not None:
+        ok, est = widgets.attempt(lambda: estimate(workspace, full, model, st.session_state.get("pref_device", "auto")),
+                                  "estimate the paper's setting")
+        cost = f"; about {widgets.duration(est.seconds)} here" if ok and est.missing else ""
+    n_terms = int(_frame(full)["on"].sum())
+    if st.button(f"Use the paper's full setting ({n_terms:,} terms, 7 prompts{cost})", key=key,
+                 help="Every WordNet noun and the paper's 7 prompt templates; your own terms and switched-off terms "
+                      "stay as they are. Encoded once per model, then cached."):
+        if switch():
+            widgets.flash("success", "This set now uses the paper's full setting.")
+        st.rerun()
+
+
 def cost_section(edit, active: list[str]) -> None:
     st.subheader("Encoding cost")
     st.caption("Every active term is embedded once per model and template set, then cached in the workspace: later "
@@ -115,42 +160,28 @@ def cost_section(edit, active: list[str]) -> None:
     model = model_picker.model_inputs(edit.workspace, compact=True)
     if model is None or not active:
         return
-    templates = edit.spec["templates"]
-    ok, cached = widgets.attempt(lambda: cached_term_count(
-        active, model_picker.spec_of(model), templates, edit.workspace.cache_dir), "read the embedding cache")
+    device = st.session_state.get("pref_device", "auto")
+    ok, est = widgets.attempt(lambda: estimate(edit.workspace, edit.spec, model, device), "estimate the encoding cost")
     if not ok:
         return
-    missing = len(dict.fromkeys(active)) - cached
-    device = st.session_state.get("pref_device", "auto")
-    rate = (st.session_state.get("vocab_measured", {}).get(_rate_key(model, templates, device))
-            or text_encoding_rate(edit.workspace, model, templates, device))
-    st.metric("Terms still to encode", f"{missing:,}", help=f"{cached:,} of the active terms are cached already.")
-    if missing == 0:
-        st.success("Every active term is already encoded for this model: runs skip this step.")
+    st.metric("Terms still to encode", f"{est.missing:,}", help=f"{est.terms - est.missing:,} of the active terms are "
+                                                              "cached already.")
+    st.markdown(estimate_text(est))
+    ok, planned = widgets.attempt(lambda: planned_precision(device), "read the device")
+    if ok and planned[1] == "bf16":
+        st.caption("This CPU has AMX matrix units, so terms are encoded by a bfloat16 copy of the text tower: about "
+                   "2.4x faster than fp32, each term's vector within 2e-3 of fp32 (cosine > 0.9999). Start TAC Studio "
+                   "with TAC_STUDIO_TEXT_PRECISION=fp32 for exact fp32.")
+    if est.missing == 0:
         return
-    seconds = rate.seconds(missing, templates)
-    st.markdown(f"About **{_duration(seconds)}** once ({missing:,} terms × {len(template_set(templates))} prompts at "
-                f"~{rate.prompts_per_second:,.0f} prompts/s, {esc(rate.source)}).")
-    if seconds > 1800:
-        st.warning("That is long. The full WordNet with the paper's 7 prompts takes about an hour on a 2-core CPU with "
-                   "ViT-B-32 (about 150 prompts/s) and seconds to minutes on a GPU. To cut it: choose tac3 or photo1 "
-                   "templates, keep only some WordNet categories (e.g. noun.artifact, noun.state), or run on a GPU.")
-    if st.button("Measure encoding speed", help="Loads the model here and encodes 32 terms to time it."):
+    if est.seconds > LONG_S:
+        st.warning("That is long. To cut it: choose tac3 or photo1 templates, keep only some WordNet categories "
+                   "(e.g. noun.artifact, noun.state), or run on a GPU.")
+    if st.button("Measure encoding speed", help=f"Loads the model here and encodes {MEASURE_TERMS} terms to time it."):
+        spec = model_picker.spec_of(model)
         with st.spinner("Measuring …"):
-            ok, measured = widgets.attempt(lambda: measure_encoding_rate(
-                model_picker.spec_of(model), templates, device, active[:MEASURE_TERMS]), "measure the encoding speed")
+            ok, _ = widgets.attempt(lambda: measure_encoding_rate(
+                spec, edit.spec["templates"], device, active[:MEASURE_TERMS],
+                model_cache_dir(spec, edit.workspace.cache_dir)), "measure the encoding speed")
         if ok:
-            st.session_state.setdefault("vocab_measured", {})[_rate_key(model, templates, device)] = measured
             st.rerun()
-
-
-def _rate_key(model: dict, templates: str, device: str) -> str:
-    return json.dumps([model, templates, device], sort_keys=True)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"

@@ -44,6 +44,8 @@ def render() -> None:
     _set_picker(workspace, edit, list(sets.index))
     widgets.show_flashes()
     vocab = vocab_terms.active_count(edit)
+    vocab_terms.setting_section(edit.workspace, edit.spec, lambda: edit.change(vocab_spec.paper_setting,
+                                                                               "switch to the paper's setting"))
     _wordnet_section(edit)
     _domain_section(edit)
     vocab_terms.browse_section(edit)
@@ -124,12 +126,14 @@ def _wordnet_section(edit: Editor) -> None:
     if not spec["wordnet"]:
         st.caption("Only domain terms are used.")
         return
-    counts = dict(wn.categories())
+    counts = vocab_terms.category_terms()
     st.multiselect("WordNet categories", list(counts), default=spec["categories"], key=edit.key("categories"),
-                   format_func=lambda c: f"{c} ({counts[c]:,})", placeholder="All categories",
+                   format_func=lambda c: f"{c} ({counts[c]:,} terms)", placeholder="All categories",
                    on_change=edit.on_change("categories", "categories", "filter the categories", list),
                    help="Empty means all 26 categories. For product photos noun.artifact, noun.state, noun.shape and "
-                        "noun.substance hold most useful words.")
+                        "noun.substance hold most useful words. Each count is the category's distinct terms, the "
+                        "unit of 'Active terms' above: a name with several meanings in the category counts once, a "
+                        "name in two categories counts in both, and switched-off terms still count here.")
     query = st.text_input("Find a synset for a subtree", key="vocab_synset_query",
                           placeholder="e.g. blemish, crack, defect")
     if query.strip():

@@ -13,6 +13,7 @@ from typing import Callable, Optional, Sequence
 import streamlit as st
 
 from tac_core.inputs.thumbnails import thumbnail_path
+from tac_core.run.job import seconds_left
 from ui import state
 from ui.safe_text import esc
 
@@ -60,20 +61,35 @@ def attempt(action: Callable[[], object], doing: str) -> tuple[bool, object]:
 
 
 # -- progress -----------------------------------------------------------------------------------------
+def duration(seconds: float) -> str:
+    """A duration as people say it: "40 s", "12 min", "2.4 h"."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 class ProgressBar:
-    """A ``progress(stage, done, total)`` callback drawing one bar with counts, at most ~5 updates a second."""
+    """A ``progress(stage, done, total)`` callback drawing one bar with counts and, once a stage has stepped
+    forward twice, the time it has left at that pace; at most ~5 updates a second."""
 
     def __init__(self, placeholder=None) -> None:
         self.placeholder = placeholder or st.empty()
         self.bar = None
         self.last = 0.0
+        self.pace: dict[str, tuple[float, int]] = {}  # stage -> (time, done) at its first step forward
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         now = time.monotonic()
+        self.pace.setdefault(stage, (now, done))
         if done < total and now - self.last < 0.2:
             return
         self.last = now
         text = f"{stage}: {done:,} / {total:,}"
+        since, done_then = self.pace[stage]
+        if done_then < done < total and now - since > 1.0:
+            text += f" · about {duration((total - done) * (now - since) / (done - done_then))} left"
         fraction = min(1.0, done / total) if total else 1.0
         if self.bar is None:
             self.bar = self.placeholder.progress(fraction, text=text)
@@ -85,7 +101,8 @@ class ProgressBar:
 
 
 def stage_bars(expected: Sequence[str], reported: Sequence[dict], status: str) -> None:
-    """One bar per stage of a run with its counts and seconds; stages not reached say why."""
+    """One bar per stage of a run with its counts, seconds, what was cached already and, while it runs, the time
+    left at its own pace; stages not reached say why."""
     if status in ("pending", "running") and not reported:
         st.caption("Starting the job (loading the model libraries takes a few seconds) …")
     seen = {entry["stage"]: entry for entry in reported}
@@ -100,7 +117,14 @@ def stage_bars(expected: Sequence[str], reported: Sequence[dict], status: str) -
             continue
         total, done = int(entry.get("total", 0)), int(entry.get("done", 0))
         fraction = min(1.0, done / total) if total else 1.0
-        st.progress(fraction, text=f"{stage}: {done:,} / {total:,} · {float(entry.get('seconds', 0.0)):.1f} s")
+        text = f"{stage}: {done:,} / {total:,} · {float(entry.get('seconds', 0.0)):.1f} s"
+        first = int(entry.get("first_done", 0))
+        if first and total and first < total:
+            text += f" · {first:,} cached"
+        left = seconds_left(entry) if status in ("pending", "running") and done < total else None
+        if left is not None:
+            text += f" · about {duration(left)} left"
+        st.progress(fraction, text=text)
 
 
 # -- images -------------------------------------------------------------------------------------------

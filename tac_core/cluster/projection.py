@@ -37,6 +37,7 @@ from ..errors import InvalidInputError
 from ..progress import ProgressFn, report
 
 STAGE = "projecting"
+STEPS = 100  # progress of a fit counts to this: PCA done at 5, UMAP's layout epochs from 10 to 100
 METRICS = ("cosine", "euclidean", "correlation")
 MIN_POINTS_FOR_UMAP = 4
 COORDINATES_FILE = "coordinates.npy"
@@ -183,10 +184,10 @@ def fit_projection(features, random_state: int = 0, pca_dims: int = 50, n_neighb
     n, d = x.shape
     params = {"random_state": random_state, "pca_dims": pca_dims, "n_neighbors": min(n_neighbors, n - 1),
               "min_dist": min_dist, "metric": metric}
-    report(progress, STAGE, 0, 2)
+    report(progress, STAGE, 0, STEPS)
     if n < MIN_POINTS_FOR_UMAP:
         linear = LinearLayout.fit(x)
-        report(progress, STAGE, 2, 2)
+        report(progress, STAGE, STEPS, STEPS)
         return Projection(linear.transform(x), d, params, linear_=linear)
 
     from sklearn.decomposition import PCA
@@ -195,15 +196,37 @@ def fit_projection(features, random_state: int = 0, pca_dims: int = 50, n_neighb
     if d > pca_dims and n > pca_dims:
         pca = PCA(n_components=pca_dims, random_state=random_state).fit(x)
         x = pca.transform(x).astype(np.float32)
-    report(progress, STAGE, 1, 2)
+    report(progress, STAGE, 5, STEPS)
 
     import umap  # imported here: numba makes the import slow, and the quick layout does not need it
 
     model = umap.UMAP(n_neighbors=params["n_neighbors"], n_components=2, min_dist=min_dist, metric=metric,
-                      random_state=random_state, transform_seed=random_state, n_jobs=1)
+                      random_state=random_state, transform_seed=random_state, n_jobs=1,
+                      tqdm_kwds=None if progress is None else _EpochProgress(progress).tqdm_kwds())
     coordinates = np.asarray(model.fit_transform(x), dtype=np.float32)
-    report(progress, STAGE, 2, 2)
+    model.tqdm_kwds = {"disable": True}  # the fitted model is saved: it must not hold the progress callback
+    report(progress, STAGE, STEPS, STEPS)
     return Projection(coordinates, d, params, pca_=pca, umap_=model)
+
+
+class _EpochProgress:
+    """A file for UMAP's epoch bar (tqdm, written as "<epoch>/<epochs>"): each line becomes a progress report
+    from 10 to :data:`STEPS`, so the app can tell the time left from the layout's own pace."""
+
+    def __init__(self, progress: ProgressFn) -> None:
+        self.progress = progress
+
+    def tqdm_kwds(self) -> dict:
+        return {"disable": False, "file": self, "bar_format": "{n}/{total}\n", "mininterval": 0.5}
+
+    def write(self, text: str) -> None:
+        for part in text.split():
+            done, _, total = part.partition("/")
+            if done.isdigit() and total.isdigit() and int(total) > 0:
+                report(self.progress, STAGE, 10 + (STEPS - 10) * int(done) // int(total), STEPS)
+
+    def flush(self) -> None:
+        pass
 
 
 @contextlib.contextmanager

@@ -6,7 +6,9 @@ agree, so a crash loses at most the batch being written and never leaves a store
 A shard of the wrong shape or type, or holding NaN or infinite values, is ignored with a warning (its keys are
 encoded again), so a damaged or foreign file never mixes wrong vectors into a run.
 Shards are never rewritten, which keeps concurrent readers safe; a reader picks up shards written by others
-when it looks for a key it does not have.
+when it looks for a key it does not have. Writers that write often (the vocabulary every few seconds) leave
+many small shards: :meth:`VectorStore.compact` merges them into one new shard, written before the small ones
+are removed, so a reader never misses a key (a shard removed under a reader's feet is skipped silently).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from ..errors import InvalidInputError
 
 _SHARD_PATTERN = re.compile(r"^shard-(\d{5,})\.npy$")
 _HASH_CHUNK = 1 << 20
+SMALL_SHARD_ROWS = 4096  # shards below this size are merged by VectorStore.compact
 _file_hashes: dict[tuple[str, int, int], str] = {}
 CACHE_ENV = "TAC_STUDIO_CACHE"
 
@@ -65,7 +68,7 @@ class VectorStore:
         self.dim = int(dim)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._shards: list[np.ndarray] = []
-        self._shard_names: set[str] = set()
+        self._shard_number: dict[str, int] = {}  # shard name -> its number in self._shards
         self._rejected: set[str] = set()  # complete but unusable shards: warned about once, never read again
         self._pending: set[str] = set()  # shards without a keys file yet: warned about once, read again later
         self._index: dict[str, tuple[int, int]] = {}  # key -> (shard number in self._shards, row)
@@ -122,7 +125,35 @@ class VectorStore:
         self._add_shard(name, shard_vectors, list(new_rows))
         return len(new_rows)
 
+    def compact(self, below: int = SMALL_SHARD_ROWS) -> int:
+        """Merge every shard of fewer than ``below`` rows into one new shard, then remove them; returns how many
+        shards were merged (0 when fewer than two are that small). Keys stay as they were (first shard wins)."""
+        self._load_new_shards()
+        small = [(name, shard) for name, shard in self._names_in_order() if len(self._shards[shard]) < below]
+        if len(small) < 2:
+            return 0
+        keys_of = {shard: [] for _, shard in small}
+        for key, (shard, row) in self._index.items():
+            if shard in keys_of:
+                keys_of[shard].append((row, key))
+        keys = [key for _, shard in small for _, key in sorted(keys_of[shard])]
+        vectors = np.concatenate([self._shards[shard][[row for row, _ in sorted(keys_of[shard])]]
+                                  for _, shard in small]) if keys else np.empty((0, self.dim), np.float32)
+        name = self._claim_shard_name()
+        write_npy(self.folder / f"{name}.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+        write_text(self.folder / f"{name}.keys.txt", "".join(f"{key}\n" for key in keys))
+        for old, _ in small:
+            (self.folder / f"{old}.npy").unlink(missing_ok=True)
+            (self.folder / f"{old}.keys.txt").unlink(missing_ok=True)
+        self._shards, self._shard_number, self._index = [], {}, {}
+        self._load_new_shards()
+        return len(small)
+
     # ------------------------------------------------------------------------------------------ internals
+
+    def _names_in_order(self) -> list[tuple[str, int]]:
+        """(shard name, its number in self._shards) of the loaded shards, oldest first."""
+        return sorted(self._shard_number.items(), key=lambda item: int(item[0].split("-")[1]))
 
     def _claim_shard_name(self) -> str:
         """Reserve the next shard number by creating its file exclusively, so two writers never share one."""
@@ -139,7 +170,7 @@ class VectorStore:
     def _load_new_shards(self) -> None:
         names = sorted(m.group(0)[:-4] for p in self.folder.iterdir() if (m := _SHARD_PATTERN.match(p.name)))
         for name in names:
-            if name in self._shard_names or name in self._rejected:
+            if name in self._shard_number or name in self._rejected:
                 continue
             loaded = self._read_shard(name)
             if loaded is not None:
@@ -147,6 +178,8 @@ class VectorStore:
 
     def _read_shard(self, name: str) -> tuple[np.ndarray, list[str]] | None:
         keys_path = self.folder / f"{name}.keys.txt"
+        if not (self.folder / f"{name}.npy").is_file():
+            return None  # merged into another shard by compact() since the folder was listed
         if not keys_path.is_file():
             if name not in self._pending:
                 warnings.warn(f"Ignoring cache shard {self.folder / name}.npy: its keys file is missing "
@@ -156,6 +189,8 @@ class VectorStore:
         try:
             keys = keys_path.read_text(encoding="utf-8").splitlines()
             vectors = np.load(self.folder / f"{name}.npy", allow_pickle=False)
+        except FileNotFoundError:
+            return None  # merged into another shard by compact() meanwhile
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             warnings.warn(f"Ignoring unreadable cache shard {self.folder / name}.npy ({exc}).")
             self._rejected.add(name)
@@ -176,6 +211,6 @@ class VectorStore:
     def _add_shard(self, name: str, vectors: np.ndarray, keys: Iterable[str]) -> None:
         shard = len(self._shards)
         self._shards.append(vectors)
-        self._shard_names.add(name)
+        self._shard_number[name] = shard
         for row, key in enumerate(keys):
             self._index.setdefault(key, (shard, row))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
@@ -19,19 +21,20 @@ from . import image_encoding
 from . import text_encoding
 from ..atomic import write_text
 from .cache import VectorStore
+from .encoding_rate import (EncodingRate, guessed_encoding_rate, planned_precision, record_encoding_rate,
+                            recorded_encoding_rate)
 from ..errors import InvalidInputError
 from ..inputs.thumbnails import thumbnail_exists, thumbnail_path
 from .image_encoding import ImageEncodingResult, content_keys, encode_images
 from .models import LoadedModel, ModelSpec, load_model
 from ..progress import CancelToken, ProgressFn, report
 from ..inputs.prompts import template_set
-from .text_encoding import encode_vocabulary
 
 if TYPE_CHECKING:
     from .ray_cluster import RayOptions
 
 _HASH_LENGTH = 16
-_VOCABULARY_WRITE_CHUNK = 2048  # names encoded between two cache writes: a crash loses at most this many
+VOCABULARY_WRITE_S = 3.0  # seconds of vocabulary encoding between two cache writes: a SIGKILL loses at most this
 
 
 def term_key(term: str) -> str:
@@ -137,12 +140,18 @@ def embed_vocabulary(
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelToken] = None,
     ray: Optional["RayOptions"] = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """(n, d) float32 embeddings of ``names`` (mean over ``templates``, normalised) in input order.
 
-    Names are cached per model and template set; new names are encoded and written every few thousand
-    names, so a cancelled run keeps what it finished. Progress counts distinct names. With ``ray``, the
-    missing names are sharded over that Ray cluster's encoder actors (:mod:`tac_core.embedding.distributed`).
+    Names are cached per model and template set. New names are written to the cache every
+    :data:`VOCABULARY_WRITE_S` seconds (and when the encoding ends, is cancelled or fails), so a cancel keeps
+    every name encoded so far and a killed process loses at most those seconds; the small shards this leaves
+    are merged when the encoding ends (:meth:`VectorStore.compact`). Progress counts distinct names, finished
+    ones only. The rate measured while encoding is recorded for the next estimate
+    (:mod:`tac_core.embedding.encoding_rate`). ``precision``: see
+    :func:`~tac_core.embedding.text_encoding.resolve_text_precision`. With ``ray``, the missing names are
+    sharded over that Ray cluster's encoder actors (:mod:`tac_core.embedding.distributed`).
     """
     spec = _spec_of(spec_or_loaded)
     templates = template_set(templates)
@@ -161,14 +170,71 @@ def embed_vocabulary(
                             progress=_shifted(progress, len(unique_keys) - len(missing), len(unique_keys)),
                             cancel=cancel)
     elif missing:
-        loaded = _loaded(spec_or_loaded, device)
-        for start in range(0, len(missing), _VOCABULARY_WRITE_CHUNK):
-            chunk = missing[start:start + _VOCABULARY_WRITE_CHUNK]
-            done_before = len(unique_keys) - len(missing) + start
-            vectors = encode_vocabulary(loaded, chunk, templates, batch_size=batch_size, cancel=cancel,
-                                        progress=_shifted(progress, done_before, len(unique_keys)))
-            store.put_many(chunk, vectors)
+        _encode_missing_terms(_loaded(spec_or_loaded, device), missing, templates, store, batch_size, precision,
+                              lambda done: report(progress, text_encoding.STAGE,
+                                                  len(unique_keys) - len(missing) + done, len(unique_keys)), cancel)
     return store.get_many(keys)[0]
+
+
+def _encode_missing_terms(loaded: LoadedModel, missing: list[str], templates: tuple[str, ...], store: VectorStore,
+                          batch_size: int, precision: str, on_done, cancel: Optional[CancelToken]) -> None:
+    """Encode ``missing`` into ``store``, written every :data:`VOCABULARY_WRITE_S` seconds and whatever way this
+    ends; records the measured rate at each write and merges the small shards at the end."""
+    precision = text_encoding.resolve_text_precision(precision, loaded.device,
+                                                     text_encoding.supports_truncation(loaded.model))
+    pending: list[tuple[list[str], np.ndarray]] = []
+    started = last_write = time.monotonic()
+    done = 0
+
+    def write() -> None:
+        if pending:
+            store.put_many([key for chunk, _ in pending for key in chunk], np.concatenate([v for _, v in pending]))
+            pending.clear()
+            record_encoding_rate(store.folder.parent, loaded.device, precision, done * len(templates),
+                                 time.monotonic() - started)
+    try:
+        for rows, vectors in text_encoding.iter_vocabulary(loaded, missing, templates, batch_size, cancel, precision):
+            pending.append(([missing[row] for row in rows], vectors))
+            done += len(rows)
+            if time.monotonic() - last_write >= VOCABULARY_WRITE_S:
+                write()
+                last_write = time.monotonic()
+            on_done(done)
+    finally:  # finished, cancelled (SIGTERM too) or failed: keep what was encoded
+        write()
+        store.compact()
+
+
+@dataclass(frozen=True)
+class VocabularyEstimate:
+    """What encoding a vocabulary will cost: its distinct terms, how many are not cached yet, the prompts per term
+    and the rate they are expected at."""
+
+    terms: int
+    missing: int
+    prompts_per_term: int
+    rate: EncodingRate
+
+    @property
+    def seconds(self) -> float:
+        return self.missing * self.prompts_per_term / self.rate.prompts_per_second
+
+
+def vocabulary_estimate(spec: ModelSpec, names: Sequence[str], templates: str, cache_root: str | os.PathLike,
+                        device: str = "auto") -> VocabularyEstimate:
+    """How long embedding ``names`` with ``templates`` will take here (cached terms cost nothing)."""
+    terms = len(dict.fromkeys(term_key(name) for name in names))
+    missing = terms - cached_term_count(names, spec, templates, cache_root)
+    return VocabularyEstimate(terms, missing, len(template_set(templates)),
+                              expected_encoding_rate(spec, cache_root, device))
+
+
+def expected_encoding_rate(spec: ModelSpec, cache_root: str | os.PathLike, device: str = "auto") -> EncodingRate:
+    """Prompts per second ``spec`` encodes on ``device`` here: the newest rate recorded in this cache for that
+    model, device and precision, else a rough guess (:mod:`tac_core.embedding.encoding_rate`)."""
+    resolved, precision = planned_precision(device)
+    return (recorded_encoding_rate(model_cache_dir(spec, cache_root), resolved, precision)
+            or guessed_encoding_rate(device))
 
 
 def _spec_of(spec_or_loaded: ModelSpec | LoadedModel) -> ModelSpec:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import os
 import weakref
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .cache import VectorStore, sha256_file
 from .device_decode import DecodedBatch, DeviceJpegDecoder
+from ..devices import cpu_has_amx
 from ..errors import InvalidInputError
 from ..inputs.image_decode import crop_extreme_aspect
 from ..inputs.imageset import ImageDecodeError, open_image_rgb
@@ -179,15 +179,6 @@ def resolve_precision(precision: str, loaded: Optional[LoadedModel] = None) -> s
             and _has_bf16_tower(loaded.model)):
         return "bf16"
     return precision
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_amx() -> bool:
-    """True when this CPU has AMX bfloat16 matrix units (Linux: the ``amx_bf16`` flag in /proc/cpuinfo)."""
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text(errors="replace").split()
-    except OSError:
-        return False
 
 
 def encode_image_batch(loaded: LoadedModel, images: torch.Tensor, precision: str = "auto") -> np.ndarray:

@@ -2,8 +2,9 @@
 
 A :class:`ModelSpec` names an open_clip architecture and where its weights come from. Its
 :meth:`~ModelSpec.identity` keys every embedding cache, so it changes whenever the weights could. Weights
-are always loaded from a file (a user's checkpoint, a ``local-dir:`` folder, or open_clip's download cache),
-so each failure (offline, missing file, corrupt file, wrong architecture) gets its own message.
+are always loaded from a file (a user's checkpoint, a ``local-dir:`` folder, or open_clip's download cache:
+:mod:`tac_core.embedding.weights` finds it), so each failure (offline, missing file, corrupt file, wrong
+architecture) gets its own message.
 """
 from __future__ import annotations
 
@@ -25,25 +26,15 @@ from ..atomic import atomic_path
 from .cache import sha256_file
 from ..devices import resolve_device
 from ..errors import InvalidInputError, WeightsUnavailableError
+from .weights import LOCAL_DIR_CONFIG, LOCAL_DIR_PREFIX, RANDOM_WEIGHTS, locate_weights, tag_config
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "openai"
-RANDOM_WEIGHTS = "none"
-LOCAL_DIR_PREFIX = "local-dir:"
-LOCAL_DIR_CONFIG = "open_clip_config.json"
 
-#: Weight file names open_clip writes, most preferred first.
-_PREFERRED_WEIGHT_FILES = (
-    "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
-    "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth",
-)
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
-_HF_DEFAULT_WEIGHTS, _HF_SAFE_WEIGHTS = "open_clip_pytorch_model.bin", "open_clip_model.safetensors"
 _BUILTIN_MODELS = frozenset(open_clip.list_models())
 _INIT_SEED = 0  # random (pretrained="none") weights are seeded, so their identity is stable
 _MODEL_CACHE_SIZE = 2
-_SUPPLY_WEIGHTS = (f"Run once with internet access to download them, or pass --checkpoint PATH to a weights file, "
-                   f"or '{LOCAL_DIR_PREFIX}FOLDER' holding {LOCAL_DIR_CONFIG} and the weights")
+
 
 
 @dataclass(frozen=True)
@@ -271,113 +262,12 @@ def _readable_weights(path: Path) -> bool:
         return False
 
 
-# ---------------------------------------------------------------------------------------------- weights
-
-def locate_weights(spec: ModelSpec) -> Path | None:
-    """The file holding ``spec``'s weights, or None for random weights; a tag's file may be downloaded.
-
-    Raises :class:`WeightsUnavailableError` when there are none: callers use it as a cheap check before
-    long work (scanning thousands of files) so a missing checkpoint is reported at once.
-    """
-    if spec.checkpoint is not None:
-        path = Path(spec.checkpoint).expanduser()
-        if not path.is_file():
-            raise WeightsUnavailableError(f"Checkpoint file {path} does not exist; check the --checkpoint path.")
-        return path.resolve()
-    if spec.kind == "local-dir":
-        return _weights_file_in(spec.local_dir)
-    if spec.pretrained == RANDOM_WEIGHTS:
-        return None
-    if spec.kind == "config-file":
-        raise WeightsUnavailableError(
-            f"Model config {spec.name} has no downloadable weights (pretrained={spec.pretrained!r}); pass "
-            f"--checkpoint PATH to a weights file, or pretrained={RANDOM_WEIGHTS!r} for random weights."
-        )
-    return _tag_weights_file(spec)
-
-
-def _weights_file_in(folder: Path) -> Path:
-    """open_clip's preferred weight file name in ``folder``, else its only weights file."""
-    candidates = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
-    preferred = sorted((p for p in candidates if p.name in _PREFERRED_WEIGHT_FILES),
-                       key=lambda p: _PREFERRED_WEIGHT_FILES.index(p.name))
-    if preferred or len(candidates) == 1:
-        return (preferred or candidates)[0]
-    found = f"several weights files ({', '.join(p.name for p in candidates)})" if candidates else "no weights file"
-    raise WeightsUnavailableError(f"Model folder {folder} holds {found}; keep exactly one next to "
-                                  f"{LOCAL_DIR_CONFIG}, e.g. named open_clip_model.safetensors.")
-
-
-def _tag_config(spec: ModelSpec) -> dict[str, Any]:
-    tag_config = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
-    if not tag_config:
-        tags = open_clip.list_pretrained_tags_by_model(spec.name)
-        known = ", ".join(tags[:6]) + (f" and {len(tags) - 6} more" if len(tags) > 6 else "") if tags else "none"
-        raise InvalidInputError(
-            f"{spec.pretrained!r} is not a pretrained tag of {spec.name} (known: {known}); or use "
-            f"pretrained={RANDOM_WEIGHTS!r}, --checkpoint PATH or '{LOCAL_DIR_PREFIX}FOLDER'."
-        )
-    return tag_config
-
-
 def _tag_options(spec: ModelSpec) -> dict[str, Any]:
     """What open_clip takes from a tag: normalisation, resizing, and QuickGELU. OpenAI's weights need
     QuickGELU; open_clip 3.x only warns when the plain ``ViT-B-32`` config lacks it, and embeds wrongly."""
-    tag = _tag_config(spec)
+    tag = tag_config(spec)
     return {"image_mean": tag.get("mean"), "image_std": tag.get("std"), "image_interpolation": tag.get("interpolation"),
             "image_resize_mode": tag.get("resize_mode"), "force_quick_gelu": bool(tag.get("quick_gelu", False))}
-
-
-def _tag_weights_file(spec: ModelSpec) -> Path:
-    """The cached file when there is one (no network at all); else a download, unless HF_HUB_OFFLINE is set."""
-    tag_config = _tag_config(spec)
-    cached = _cached_tag_file(tag_config)
-    if cached is not None:
-        return cached
-    sources = [f"Hugging Face {tag_config['hf_hub']}" if tag_config.get("hf_hub") else "", tag_config.get("url", "")]
-    tried = ", ".join(filter(None, sources))
-    where = f"{_hf_cache_dir()} and {_url_weights_cache()}"
-    weights = f"Weights for {spec.name} (pretrained={spec.pretrained!r})"
-    if _hf_offline():
-        raise WeightsUnavailableError(f"{weights} are not in the local cache ({where}) and HF_HUB_OFFLINE=1 forbids "
-                                      f"downloading them from {tried}. {_SUPPLY_WEIGHTS}, or set HF_HUB_OFFLINE=0.")
-    try:
-        return Path(open_clip.download_pretrained(tag_config))
-    except Exception as exc:
-        raise WeightsUnavailableError(f"{weights} could not be downloaded from {tried} ({type(exc).__name__}) "
-                                      f"and are not in the local cache ({where}). {_SUPPLY_WEIGHTS}.") from exc
-
-
-def _cached_tag_file(tag_config: dict[str, Any]) -> Path | None:
-    if tag_config.get("hf_hub"):
-        from huggingface_hub import try_to_load_from_cache
-
-        repo_id, filename = os.path.split(tag_config["hf_hub"])
-        filename = filename or _HF_DEFAULT_WEIGHTS
-        candidates = [_HF_SAFE_WEIGHTS, filename] if filename == _HF_DEFAULT_WEIGHTS else [filename]
-        for candidate in candidates:  # open_clip prefers the safetensors file, as here
-            found = try_to_load_from_cache(repo_id, candidate)
-            if isinstance(found, str):
-                return Path(found)
-    if tag_config.get("url"):
-        url_file = _url_weights_cache() / os.path.basename(tag_config["url"])
-        if url_file.is_file():
-            return url_file
-    return None
-
-
-def _hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def _hf_cache_dir() -> str:
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
-def _url_weights_cache() -> Path:
-    return Path("~/.cache/clip").expanduser()  # where open_clip keeps the weights it downloads by URL
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+import torch
+
 from ..errors import EmptyInputError, InvalidInputError, TacError
 from .prompts import DEFAULT_TEMPLATE_SET, TEMPLATE_SETS
 from .vocabulary import (Vocabulary, WordNetNouns, domain_packs, load_domain_pack, normalize_term,
@@ -43,10 +45,47 @@ TEMPLATE_NOTES = {
 }
 
 
+#: The first set of a workspace on a computer without a CUDA GPU: the WordNet categories that name what product
+#: and defect photos show (objects, shapes, conditions, materials: 16,666 of WordNet's 67,186 nouns) with 3 of the
+#: paper's prompts, so the first run encodes its vocabulary in minutes on a CPU instead of hours.
+QUICK_CATEGORIES = ("noun.artifact", "noun.shape", "noun.state", "noun.substance")
+QUICK_TEMPLATES = "tac3"
+QUICK_REASON = ("this computer has no CUDA GPU, so the first vocabulary set is the quick setting: WordNet's "
+                f"{', '.join(QUICK_CATEGORIES)} (the objects, shapes, conditions and materials product and defect "
+                f"photos show) with the {QUICK_TEMPLATES} prompts (3 of the paper's 7). Encoding all 67,186 WordNet "
+                "nouns with 7 prompts, the paper's setting, takes hours on a CPU.")
+
+
 def default_spec() -> dict:
-    """Every WordNet noun, no domain terms, the paper's prompt templates."""
+    """The paper's setting: every WordNet noun, the paper's 7 prompt templates, no domain terms. Fields missing
+    from a stored set take these values."""
     return {"version": SPEC_VERSION, "wordnet": True, "categories": [], "subtrees": [], "disabled": [],
             "domain_terms": [], "domain_packs": [], "templates": DEFAULT_TEMPLATE_SET}
+
+
+def quick_spec() -> dict:
+    """The first set on a computer without a CUDA GPU (:data:`QUICK_REASON` says why)."""
+    return {**default_spec(), "categories": list(QUICK_CATEGORIES), "templates": QUICK_TEMPLATES}
+
+
+def first_run_spec(gpu: Optional[bool] = None) -> dict:
+    """The first set of a new workspace: the paper's setting with a CUDA GPU (``gpu`` None: whether this process
+    sees one), else :func:`quick_spec`."""
+    return default_spec() if (torch.cuda.is_available() if gpu is None else gpu) else quick_spec()
+
+
+def is_paper_setting(spec: dict) -> bool:
+    """Whether ``spec`` uses every WordNet noun with the paper's prompts (its own terms and switches aside)."""
+    spec = validate_spec(spec)
+    return spec["wordnet"] and not spec["categories"] and not spec["subtrees"] and \
+        spec["templates"] == DEFAULT_TEMPLATE_SET
+
+
+def paper_setting(spec: dict) -> dict:
+    """``spec`` widened to the paper's setting: every WordNet noun, the paper's 7 prompts; domain terms, packs
+    and switched-off terms stay as they are."""
+    return validate_spec({**validate_spec(spec), "wordnet": True, "categories": [], "subtrees": [],
+                          "templates": DEFAULT_TEMPLATE_SET})
 
 
 def validate_spec(spec: object, wordnet: Optional[WordNetNouns] = None) -> dict:
@@ -192,11 +231,12 @@ def read_terms_file(name: str, data: bytes) -> list[tuple[str, str]]:
 
 
 # -- sets in a workspace --------------------------------------------------------------------------------
-def ensure_default_set(workspace) -> str:
-    """The most recently edited set's name; a workspace without sets gets :data:`DEFAULT_SET_NAME` first."""
+def ensure_default_set(workspace, gpu: Optional[bool] = None) -> str:
+    """The most recently edited set's name; a workspace without sets gets :data:`DEFAULT_SET_NAME` first, made by
+    :func:`first_run_spec`."""
     sets = workspace.vocab_sets()
     if sets.empty:
-        workspace.save_vocab_set(DEFAULT_SET_NAME, default_spec())
+        workspace.save_vocab_set(DEFAULT_SET_NAME, first_run_spec(gpu))
         return DEFAULT_SET_NAME
     return str(sets.sort_values("updated").iloc[-1]["name"])
 

@@ -83,6 +83,14 @@ class WordNetNouns:
             counts[category] += 1
         return sorted(counts.items())
 
+    def category_terms(self) -> dict[str, int]:
+        """Per category, its distinct terms (names by :func:`normalize_term`): what it adds to a vocabulary, where
+        a name with several meanings (synsets) counts once. A name in two categories counts in both."""
+        names: dict[str, set[str]] = defaultdict(set)
+        for category, key in zip(self.synset_categories, self.keys):
+            names[category].add(key)
+        return {category: len(keys) for category, keys in sorted(names.items())}
+
     @functools.cached_property
     def keys(self) -> list[str]:
         """:func:`normalize_term` of each name: the key synsets are collapsed by."""

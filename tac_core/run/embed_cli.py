@@ -67,7 +67,8 @@ def run(args: argparse.Namespace, progress: ProgressFn) -> str:
     """Everything ``embed`` does; returns the line the CLI prints at the end."""
     from ..embedding.ray_cluster import RayOptions, encoder_pool, import_ray, ray_options, ray_session
     from ..embedding.embed import embed_images, embed_vocabulary, model_cache_dir
-    from ..embedding.models import ModelSpec, locate_weights
+    from ..embedding.models import ModelSpec
+    from ..embedding.weights import locate_weights
 
     started = time.perf_counter()
     _check_form(args)

@@ -25,7 +25,12 @@ OOM_ADVICE = "try device cpu or a smaller image batch size"
 
 
 class _Reporter:
-    """Progress into the run row and stages.json, throttled (a stage change or its end is always written)."""
+    """Progress into the run row and stages.json, throttled (a stage change or its end is always written).
+
+    Each stage records ``first_done`` (where it started: cached work counts there) and ``pace_from``: [seconds
+    into the stage, done] at its first step forward, so the time left is measured on the work itself, not on
+    what came before its first step (loading a model, UMAP's neighbour search): :func:`seconds_left`.
+    """
 
     def __init__(self, workspace: Workspace, run_id: int) -> None:
         self.workspace, self.run_id = workspace, run_id
@@ -42,6 +47,8 @@ class _Reporter:
                 current["seconds"] = round(now - current["started"], 3)
             current = {"stage": stage, "done": done, "total": total, "first_done": done, "started": now, "seconds": 0.0}
             self.stages.append(current)
+        if "pace_from" not in current and done > current["done"]:
+            current["pace_from"] = [round(now - current["started"], 3), int(done)]
         current.update(done=int(done), total=int(total), seconds=round(now - current["started"], 3))
         if changed or done >= total or now - self.last_write >= PROGRESS_INTERVAL_S:
             self.flush()
@@ -51,6 +58,17 @@ class _Reporter:
         last = self.stages[-1] if self.stages else {"stage": "", "done": 0, "total": 0}
         self.workspace.update_run_progress(self.run_id, last["stage"], last["done"], last["total"])
         atomic.write_json(self.path, {"stages": self.stages})
+
+
+def seconds_left(stage: dict) -> float | None:
+    """The time a reported stage still needs at the pace of its steps so far, or None before two steps."""
+    pace_from = stage.get("pace_from")
+    if not pace_from:
+        return None
+    elapsed, done = float(stage.get("seconds", 0.0)) - pace_from[0], int(stage.get("done", 0)) - pace_from[1]
+    if done <= 0 or elapsed <= 0:
+        return None
+    return max(0.0, (int(stage.get("total", 0)) - int(stage.get("done", 0))) * elapsed / done)
 
 
 def run_job(workspace_path: str | os.PathLike, run_id: int, cancel: Optional[CancelToken] = None) -> str:
@@ -104,7 +122,7 @@ def explain_failure(exc: BaseException, log_path: Path) -> str:
     """A failure in plain words, with what to do."""
     text = str(exc)
     if isinstance(exc, TacError):
-        return text
+        return exc.for_app()  # the run's error is shown on the Cluster page
     if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
         return f"the GPU ran out of memory ({text.splitlines()[0][:160] if text else 'CUDA'}); {OOM_ADVICE}."
     if isinstance(exc, MemoryError):

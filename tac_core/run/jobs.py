@@ -157,7 +157,8 @@ def _is_our_job(pid: int, workspace: Workspace, run_id: int) -> bool:
 
 
 def read_stages(workspace: Workspace, run_id: int) -> list[dict]:
-    """The stages the job has reported so far, in order: stage, done, total, seconds, first_done."""
+    """The stages the job has reported so far, in order: stage, done, total, seconds, first_done, and pace_from
+    once a stage stepped forward (:func:`tac_core.run.job.seconds_left`)."""
     try:
         return json.loads((workspace.run_dir(run_id) / "stages.json").read_text(encoding="utf-8"))["stages"]
     except (OSError, ValueError, KeyError):

@@ -120,7 +120,7 @@ def cluster_image_folder(folder: str | Path, vocabulary: Vocabulary, params: Run
 
     Unusable files (the scan's) and images that fail to embed are both listed in ``skipped`` with their reason.
     """
-    from ..embedding.models import locate_weights
+    from ..embedding.weights import locate_weights
 
     locate_weights(params.require_model())
     start = time.perf_counter()
@@ -189,10 +189,12 @@ def _projection(params, x, counterparts, progress, timings):
     if params.projection is None:
         return None
     start = time.perf_counter()
-    report(progress, "projection", 0, 2)
+    from ..cluster.projection import STEPS
+
+    report(progress, "projection", 0, STEPS)
     projection = compute_projection(np.concatenate([x, counterparts], axis=1), params.projection, params.seed,
                                     progress)
-    report(progress, "projection", 2, 2)
+    report(progress, "projection", STEPS, STEPS)
     timings["projection"] = time.perf_counter() - start
     return projection
 

@@ -19,6 +19,7 @@ from ..cluster.audit import SIGNALS, AuditResult, audit
 from ..inputs.imageset import storable_text
 from ..workspace.review_audit import state_audit_inputs
 from ..workspace.review_state import ReviewState
+from ..workspace.runs import automatic_name
 from .results import ClusterRun
 
 AUDIT_FILE = "audit.csv"
@@ -28,7 +29,7 @@ def audit_run(run: ClusterRun) -> AuditResult:
     """Score every image of a fresh run as the Audit page would (O(n²) neighbour search: ~5 s at 10k images)."""
     n = len(run.labels)
     assignments = pd.DataFrame({"image_id": np.arange(n), "cluster": run.labels, "confidence": run.confidence})
-    state = ReviewState.from_run(assignments, {c: f"cluster {c}" for c in range(run.n_clusters)}, run.anchors)
+    state = ReviewState.from_run(assignments, {c: automatic_name(c) for c in range(run.n_clusters)}, run.anchors)
     return audit(**state_audit_inputs(state, np.zeros(n, bool), run.arrays().get))
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 
 from ..cluster.tac import MODES
 from ..devices import DEVICES
@@ -309,7 +310,7 @@ def _write_csv(header, rows) -> None:
 
 
 def _blank(value) -> object:
-    return "" if value is None or value != value else int(value)
+    return "" if pd.isna(value) else int(value)
 
 
 def _read_bytes(path: Path, what: str) -> bytes:

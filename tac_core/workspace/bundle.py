@@ -3,8 +3,8 @@ folder or zip written atomically.
 
 A bundle (``<workspace>/exports/bundle_run<id>_<UTC time>[_verified][.zip]``) holds:
 
-- ``labels.csv``: the columns of the plain export (:data:`~tac_core.workspace.export.COLUMNS`), then
-  ``source`` (the folder, upload or zip the file came from: ``"<source id>: <name>"``) and ``duplicate_of``;
+- ``labels.csv``: the columns of the plain export (:data:`~tac_core.workspace.export.COLUMNS`, ending with
+  ``source``: the folder, upload or zip the file came from, ``"<source id>: <name>"``), then ``duplicate_of``;
   one row per exported image *and* one per byte-identical duplicate file of it, which carries its original's
   label and the original's relative path in ``duplicate_of`` (empty for the originals), so every usable file
   the user added gets a label. Same encoding and formula-safe cells as the plain CSV.
@@ -38,7 +38,7 @@ from .manifest import FORMAT, FORMAT_VERSION, MANIFEST_FILE, provenance, review_
 from .review import ReviewSession
 from .store import utc_now
 
-BUNDLE_COLUMNS = (*COLUMNS, "source", "duplicate_of")
+BUNDLE_COLUMNS = (*COLUMNS, "duplicate_of")
 LABELS_FILE = "labels.csv"
 LABEL_STUDIO_FILE, LABEL_STUDIO_CONFIG = "label_studio.json", "label_studio_config.xml"
 COCO_FILE = "coco.json"

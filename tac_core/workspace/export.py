@@ -1,14 +1,16 @@
 """Export: reviewed labels as a CSV that spreadsheets open safely, with a JSON manifest saying what it holds.
 
-CSV columns: ``relative_path, sha256, cluster_id, label, verified, confidence, top_anchors, run_id``.
+CSV columns: ``relative_path, sha256, cluster_id, label, verified, confidence, top_anchors, run_id, source``.
 
 - One row per image of the run that is not excluded (excluded images are never exported). With
   ``verified_only``, only images verified themselves *or* members of a verified cluster.
-- ``relative_path`` is relative to the folder, upload or zip the image came from; ``sha256`` tells apart
-  same-named files of two sources. Rows are sorted by cluster, then path.
+- ``relative_path`` is relative to the folder, upload or zip the image came from, which ``source`` names
+  (``"<source id>: <name>"``: the folder's own name, ``batch7.zip``, ``uploaded folder line3``; never a server
+  path), so scripts tell same-named files of two sources apart; ``sha256`` is the file's content. Rows are
+  sorted by cluster, then path.
 - ``verified`` is ``true``/``false`` (itself or through its cluster); ``confidence`` has 4 decimals;
   ``top_anchors`` is the cluster's 3 best anchors, ``"crack (0.31); scratch (0.29); dent (0.27)"``.
-- Formula injection: a text cell (path, label, anchors) starting with ``=``, ``+``, ``-``, ``@``, tab or
+- Formula injection: a text cell (path, label, anchors, source) starting with ``=``, ``+``, ``-``, ``@``, tab or
   carriage return gets a leading ``'`` so Excel, LibreOffice and Google Sheets show it as text instead of
   evaluating it (OWASP's advice; the quote is visible in other tools). Numeric cells are never changed.
 - Encoding: UTF-8 with a byte-order mark and CRLF line ends (RFC 4180). Excel reads BOM-less UTF-8 as the
@@ -19,7 +21,7 @@ CSV columns: ``relative_path, sha256, cluster_id, label, verified, confidence, t
   sessions exporting the same run in the same second get ``…`` and ``…-2``, never one file for both.
 
 The rows come from :func:`label_table`, which the export bundle (:mod:`tac_core.workspace.bundle`) shares:
-it adds a ``source`` column, a row per duplicate file and, later, a restriction to chosen clusters.
+it adds a ``duplicate_of`` column, a row per duplicate file and, later, a restriction to chosen clusters.
 """
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ from .review import ReviewSession, ReviewState
 from .store import utc_now
 from .workspace import Workspace
 
-COLUMNS = ("relative_path", "sha256", "cluster_id", "label", "verified", "confidence", "top_anchors", "run_id")
+COLUMNS = ("relative_path", "sha256", "cluster_id", "label", "verified", "confidence", "top_anchors", "run_id",
+           "source")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_ANCHORS = 3
 LOCAL_DIR = "local-dir:"  # tac_core.embedding.models names local model folders so
@@ -80,8 +83,8 @@ def label_table(state: ReviewState, workspace: Workspace, run_id: int, verified_
                 clusters: Optional[Iterable[int]] = None, duplicates: bool = False) -> pd.DataFrame:
     """The rows an export holds, in file order (cluster, then path), with raw text (not yet made safe).
 
-    Columns: those of :data:`COLUMNS` (``verified`` a bool, ``confidence`` a float), then ``source`` (see
-    :func:`source_names`), ``duplicate_of`` (the original's relative path for a duplicate's row, else ""),
+    Columns: those of :data:`COLUMNS` (``verified`` a bool, ``confidence`` a float, ``source`` see
+    :func:`source_names`), then ``duplicate_of`` (the original's relative path for a duplicate's row, else ""),
     and for writers of other formats ``image_id``, ``path`` (where the file is on this machine: never
     written), ``width`` and ``height``. ``clusters`` keeps only those clusters' images; ``duplicates`` adds a
     row for every byte-identical duplicate file of an exported image, carrying its original's label.
@@ -114,7 +117,7 @@ def label_table(state: ReviewState, workspace: Workspace, run_id: int, verified_
                          path=ordered["path"].to_numpy(), width=ordered["width"].to_numpy(),
                          height=ordered["height"].to_numpy())
     frame = frame.sort_values(["cluster_id", "relative_path"], kind="stable", ignore_index=True)
-    return frame[[*COLUMNS, "source", "duplicate_of", "image_id", "path", "width", "height"]]
+    return frame[[*COLUMNS, "duplicate_of", "image_id", "path", "width", "height"]]
 
 
 def source_names(workspace: Workspace) -> dict[int, str]:

@@ -12,7 +12,9 @@ cancel never leaves half an add listed. What the app stores:
   valid on every OS), so no name can reach outside the workspace. Zips are extracted with
   ``extract_zip_safely``. Files are first written to a hidden staging folder that is renamed into place when
   complete, and only the transaction that stores the source makes them images, so an upload killed half-way
-  never counts half-copied files; what such a crash leaves behind is removed by an upload a day later.
+  never counts half-copied files; what such a crash leaves behind is removed by an upload a day later. Once
+  stored, only the files that became images stay: duplicates and unusable files are removed (the skipped list
+  keeps their names and reasons).
   An uploaded folder's own name is dropped from the relative paths, so they match what adding the
   same folder by path gives.
 - **Thumbnails** are made once, right after the add, as ``thumbs/<sha256>.jpg`` with the embedding
@@ -23,6 +25,7 @@ with their reason, next to the scan's own skipped files and duplicates, so the s
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -163,10 +166,28 @@ def add_uploads(workspace: Workspace, uploads: Sequence[Upload], folder_upload: 
         image_set = ImageSet(image_set.root, image_set.records + extra)
         if not image_set.records:
             raise EmptyInputError("the upload holds no files (empty zip or folder); choose other files.")
-        return _store(workspace, image_set, kind, location, progress, cancel)
+        stored = _store(workspace, image_set, kind, location, progress, cancel)
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)  # nothing of this upload was stored: leave no copy behind
         raise
+    _keep_only_images(workspace, stored.source_id, final)
+    return stored
+
+
+def _keep_only_images(workspace: Workspace, source_id: int, folder: Path) -> None:
+    """Remove the upload's files that did not become images of the workspace (duplicates, unusable files) and
+    the folders left empty; the skipped list keeps their names and reasons. A zip of nothing but duplicates
+    leaves nothing on disk."""
+    images = workspace.images()
+    unused = images.loc[(images["source_id"] == source_id) & (images["status"] != "ok"), "path"]
+    for path in unused:
+        if _inside(Path(path).resolve(), folder.resolve()):
+            Path(path).unlink(missing_ok=True)
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()  # only empty ones
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _store(workspace: Workspace, image_set: ImageSet, kind: str, location: str,

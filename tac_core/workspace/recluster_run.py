@@ -7,7 +7,8 @@ The old run and its log stay as they are, so the reviewer can go back.
   Everything else is re-assigned (free mode: constrained spherical k-means on [image, counterpart]).
 - The new run has the same images in the same order, the same layout (so the map does not jump), the same
   embeddings and counterparts (hard links when the file system allows, else copies), new centres and
-  confidences. Clusters are renumbered 0..K'-1 in the order of their old ids; names carry over; anchors
+  confidences. Clusters are renumbered 0..K'-1 in the order of their old ids; names the user gave carry over,
+  automatic names ("cluster 6") follow the new id ("cluster 5"); anchors
   carry over (a merged cluster's union; a split-off cluster has none until the next full clustering).
 - The decisions carry over as the first events of the new run's log, written by session
   ``"carried from run <id>"``: one ``verify_images`` (every fixed image that was verified or moved), one
@@ -26,6 +27,7 @@ from ..errors import InvalidInputError
 from ..numerics import cluster_unit_means, tac_features
 from .review import ReviewSession
 from .review_state import ReviewState
+from .runs import automatic_name, is_automatic_name
 from .workspace import Workspace
 
 CARRIED_ARRAYS = ("image_embeddings", "counterparts", "projection")
@@ -73,7 +75,8 @@ def recluster_into_new_run(session: ReviewSession, random_state: int = 0) -> Rec
     workspace.save_run_result(run_id, state.image_ids, labels, result.confidence,
                               [session.anchors(c) for c in old_ids],
                               arrays={"cluster_centers": centers, "confidence": result.confidence},
-                              cluster_names=[state.names[c] for c in old_ids])
+                              cluster_names=[automatic_name(new) if is_automatic_name(state.names[old], old)
+                                             else state.names[old] for new, old in enumerate(old_ids)])
     _carry_decisions(workspace, run_id, parent, state, explicit, compact)
     return ReclusterOutcome(run_id, parent, int(result.moved), int(result.fixed.sum()),
                             _changes(result.transitions, state.names), [state.names[c] for c in result.vanished])

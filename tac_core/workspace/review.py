@@ -29,7 +29,7 @@ from .review_log import touched
 from .review_state import Edit, ReviewState, Revert
 from .store import WorkspaceUnreadableError, to_json, utc_now, validate_name
 from .workspace import Workspace
-from .runs import MAX_CLUSTER_NAME_LENGTH, id_array, require_known_ids
+from .runs import MAX_CLUSTER_NAME_LENGTH, automatic_name, id_array, require_known_ids
 
 MEMBER_ORDERS = ("confidence", "least_confident")
 TOP_ANCHORS = 5
@@ -137,7 +137,7 @@ class ReviewSession:
                                         f"{int(outside[0])}; split only images of that cluster.")
             new = self.state.next_cluster
             return {"cluster": source, "image_ids": ids.tolist(), "new_cluster": new,
-                    "name": f"cluster {new}" if name is None else self._name(name)}
+                    "name": automatic_name(new) if name is None else self._name(name)}
         return self._record("split", build, lambda p: p["new_cluster"])
 
     def move(self, image_ids, cluster: int, verify: bool = False) -> Edit:

@@ -43,6 +43,16 @@ _RUN_COLUMNS = ("id, parent_run_id, status, stage, done, total, n_images, n_clus
 Anchors = Sequence[Sequence[tuple[str, float]]]
 
 
+def automatic_name(cluster: int) -> str:
+    """The name a cluster gets until the user names it: ``"cluster <id>"``. Such a name follows the cluster's id
+    (re-clustering renumbers it with the id); a name the user gave follows the cluster."""
+    return f"cluster {int(cluster)}"
+
+
+def is_automatic_name(name: str, cluster: int) -> bool:
+    return name == automatic_name(cluster)
+
+
 def id_array(values, what: str = "image ids") -> np.ndarray:
     """Ids as a flat, duplicate-free int64 array, or :class:`InvalidInputError` saying what is wrong."""
     array = np.asarray(values)
@@ -150,11 +160,13 @@ class RunsMixin:
                              (status, None if error is None else str(error), now, run_id))
 
     def runs(self) -> pd.DataFrame:
-        """Every run, newest first, with its effective status and ``params`` as a dict."""
+        """Every run, newest first, with its effective status and ``params`` as a dict; ``n_clusters`` (the clusters
+        of its result) and ``parent_run_id`` are whole numbers or empty."""
         frame = self._frame(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC")
         frame["status"] = [effective_status(s, p) for s, p in zip(frame["status"], frame["pid"])]
         frame["params"] = [json.loads(text) for text in frame["params"]]
         frame["parent_run_id"] = frame["parent_run_id"].astype("Int64")
+        frame["n_clusters"] = frame["n_clusters"].astype("Int64")  # empty (not NaN, which makes a float) until done
         return frame
 
     def run(self, run_id: int) -> dict:
@@ -181,7 +193,7 @@ class RunsMixin:
             raise InvalidInputError(f"confidence must hold one finite number per image ({len(ids)}), got shape "
                                     f"{confidence.shape}.")
         anchor_rows = _anchor_rows(run_id, anchors)
-        names = ([f"cluster {c}" for c in range(len(anchors))] if cluster_names is None
+        names = ([automatic_name(c) for c in range(len(anchors))] if cluster_names is None
                  else [validate_name(n, "cluster name", MAX_CLUSTER_NAME_LENGTH) for n in cluster_names])
         if len(names) != len(anchors):
             raise InvalidInputError(f"{len(names)} cluster names were given for {len(anchors)} clusters.")

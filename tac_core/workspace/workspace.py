@@ -39,12 +39,13 @@ from .store import (ConnectionPool, WorkspaceUnreadableError, connect, damaged_d
 from .runs import RunsMixin
 
 __all__ = ["DB_NAME", "AddedImages", "Workspace", "WorkspaceInfo", "WorkspaceUnreadableError", "create_workspace",
-           "data_dir", "delete_workspace", "list_workspaces", "open_workspace", "rename_workspace", "validate_name"]
+           "data_dir", "delete_workspace", "list_workspaces", "models_dir", "open_workspace", "rename_workspace"]
 
 DB_NAME = "workspace.db"
 SUBFOLDERS = ("cache", "thumbs", "files", "runs", "exports")
 SOURCE_KINDS = ("folder", "upload", "zip", "path")
 IMAGE_STATUSES = ("ok", "skipped", "duplicate")
+MODELS_ENV = "TAC_STUDIO_MODELS"  # the models folder: models_dir()
 SETTINGS = {"ray_address": "the Ray cluster runs embed images and vocabulary on (empty: this machine)"}  # in the meta table
 
 
@@ -81,12 +82,18 @@ def data_dir() -> Path:
     return Path.home() / ".tac_studio" / "workspaces"
 
 
+def models_dir() -> Path:
+    """``$TAC_STUDIO_MODELS``, else ``models`` in :func:`data_dir` (:mod:`tac_core.embedding.model_folder`)."""
+    return Path(os.environ.get(MODELS_ENV, "").strip() or data_dir() / "models").expanduser()
+
+
 def list_workspaces(root: str | os.PathLike | None = None) -> list[WorkspaceInfo]:
-    """Every workspace folder in ``root`` (default :func:`data_dir`) by name; broken ones carry an error."""
+    """Every workspace folder in ``root`` (default :func:`data_dir`; not the models folder); broken: an error."""
     root = _root(root)
     if not root.is_dir():
         return []
-    infos = [_read_info(entry) for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+    infos = [_read_info(entry) for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")
+             and entry.resolve() != models_dir().resolve()]
     return sorted(infos, key=lambda info: (info.name.casefold(), str(info.path)))
 
 
@@ -369,8 +376,8 @@ def _resolve(path_or_name: str | os.PathLike, root: str | os.PathLike | None, re
     if matches:
         raise InvalidInputError(f"the workspace {str(path_or_name)!r} cannot be opened: {matches[0].error}")
     names = ", ".join(repr(info.name) for info in infos) or "none yet"
-    raise InvalidInputError(f"there is no workspace {str(path_or_name)!r} in {root} (workspaces: {names}); "
-                            "create it or choose an existing one.")
+    raise InvalidInputError(f"there is no workspace {str(path_or_name)!r} in {root} (workspaces: {names}); create it "
+                            "or choose an existing one.")
 
 
 def _read_info(folder: Path) -> WorkspaceInfo:

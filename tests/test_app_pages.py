@@ -233,7 +233,14 @@ def test_vocabulary_page_edits_are_saved_at_once(data):
     ws = create_workspace("vocab", data)
     at = app("pages/vocabulary.py", ws)
     assert ws.vocab_sets()["name"].tolist() == ["default"]
-    assert metrics(at)["Active terms"] == "67,186"
+    assert ws.load_vocab_set("default") == vocab_spec.quick_spec()  # no CUDA GPU here: the quick first setting
+    assert metrics(at)["Active terms"] == "16,666"
+    assert any(i.startswith("Quick setting: this computer has no CUDA GPU") for i in messages(at, "info"))
+    assert next(c for c in at.multiselect if c.label == "WordNet categories").format_func("noun.artifact") == \
+        "noun.artifact (10,329 terms)"  # distinct terms, the unit of "Active terms" (11,587 synsets)
+    click(at, next(b.label for b in at.button if b.label.startswith("Use the paper's full setting (67,186 terms")))
+    assert ws.load_vocab_set("default") == vocab_spec.default_spec() and metrics(at)["Active terms"] == "67,186"
+    assert not any(b.label.startswith("Use the paper's") for b in at.button)
 
     at.multiselect(key=next(m.key for m in at.multiselect if m.label == "WordNet categories")).select("noun.shape")
     at.run()

@@ -114,22 +114,24 @@ def test_trained_mode_keeps_probabilities_and_heads(workspace, tiny_model_config
 
 
 def test_sigterm_cancels_and_a_rerun_resumes_from_the_cache(workspace, tiny_model_config, tiny_checkpoint):
-    params = params_for(tiny_model_config, tiny_checkpoint, vocab_spec=small_spec("noun.artifact"), suggest_k=False)
+    """Issue 11, bug 1: everything encoded before the cancel is kept (it was kept per 2,048 terms)."""
+    spec = {**small_spec("noun.artifact"), "templates": "tac7"}  # 10k terms × 7 prompts: some seconds to cancel in
+    params = params_for(tiny_model_config, tiny_checkpoint, vocab_spec=spec, suggest_k=False)
     run_id = jobs.start_run(workspace, params)
-    # wait until the first 2048 terms are cached (one shard), then cancel
-    wait_for(workspace, run_id, lambda run, st: finished(run, st) or
-             ((vocabulary_stage(st) or {}).get("done", 0) > 2048))
+    _, stages = wait_for(workspace, run_id, lambda run, st: finished(run, st) or
+                         ((vocabulary_stage(st) or {}).get("done", 0) > 64))
+    at_cancel = vocabulary_stage(stages)["done"]
     assert jobs.cancel_run(workspace, run_id) == "stopping"
     run, stages = wait_for(workspace, run_id, finished, timeout=60)
     assert run["status"] == "cancelled" and "cancelled by the user" in run["error"]
     assert workspace.run_assignments(run_id).empty and workspace.load_run_array(run_id, "projection") is None
-    cached_before = vocabulary_stage(stages)["done"]
+    encoded = vocabulary_stage(stages)["done"]
+    assert 64 < at_cancel <= encoded < vocabulary_stage(stages)["total"]
 
     jobs.rerun(workspace, run_id)
     run, stages = wait_for(workspace, run_id, finished)
     assert run["status"] == "done", run["error"]
-    resumed = vocabulary_stage(stages)
-    assert resumed["first_done"] >= 2048 and resumed["first_done"] <= cached_before  # finished batches were kept
+    assert vocabulary_stage(stages)["first_done"] == encoded  # every term encoded before the cancel was kept
     assert len(workspace.run_assignments(run_id)) == 24
 
 
@@ -170,6 +172,34 @@ def test_failures_are_explained_in_plain_words(workspace, tiny_model_config, tin
     assert "ran out of memory" in oom and "try device cpu or a smaller" in oom
     bug = job.explain_failure(KeyError("x"), Path("/w/runs/1/job.log"))
     assert "unexpected failure (KeyError" in bug and "/w/runs/1/job.log" in bug
+
+
+def test_a_run_whose_weights_cannot_be_had_fails_at_once_in_the_apps_words(workspace, tiny_model_config,
+                                                                          tiny_checkpoint, monkeypatch, tmp_path):
+    """Issue 11, bug 9: the Cluster page showed "pass --checkpoint PATH" after a minute of retries."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # nothing cached
+    monkeypatch.setenv("HOME", str(tmp_path))
+    params = params_for(tiny_model_config, tiny_checkpoint, model={"name": "ViT-B-32", "pretrained": "openai"})
+    run_id = workspace.create_run(params.to_dict(), workspace.images("ok")["id"].to_numpy())
+    started = time.monotonic()
+    assert job.run_job(workspace.path, run_id) == "failed"
+    error = workspace.run(run_id)["error"]
+    assert time.monotonic() - started < 30 and "models folder" in error and "--checkpoint" not in error
+
+
+def test_stages_measure_their_pace_from_their_first_step(monkeypatch, workspace):
+    """The time left of a stage is measured on its work, not on what came before its first step."""
+    now = [0.0]
+    monkeypatch.setattr(job.time, "time", lambda: now[0])
+    run_id = workspace.create_run({"n_clusters": 2}, workspace.images("ok")["id"].to_numpy())
+    reporter = job._Reporter(workspace, run_id)
+    for now[0], done in ((0.0, 0), (10.0, 10), (11.0, 20), (12.0, 30)):  # a model loaded in 10 s, then 10 terms/s
+        reporter("embedding vocabulary", done, 100)
+    stage = jobs.read_stages(workspace, run_id)[-1]
+    assert stage["pace_from"] == [10.0, 10] and job.seconds_left(stage) == pytest.approx(70.0)  # 10 terms/s
+    assert job.seconds_left({"stage": "x", "done": 5, "total": 9, "seconds": 1.0}) is None
 
 
 def test_starting_a_run_checks_its_inputs(tmp_path, workspace, tiny_model_config, tiny_checkpoint):

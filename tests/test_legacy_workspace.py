@@ -63,10 +63,15 @@ def test_export_of_run_1_gives_the_stored_csv(legacy, tmp_path):
     stored_manifest = json.loads(stored_manifest_path.read_text(encoding="utf-8"))
     stored_csv = (stored_manifest_path.parent / stored_manifest["csv_file"]).read_bytes()
     result = export_labels(ReviewSession(legacy, 1), legacy, 1, dest_dir=tmp_path / "out")
-    assert result.csv_bytes == stored_csv
-    assert result.csv_path.read_bytes() == stored_csv
-    assert {k: v for k, v in result.manifest.items() if k not in WRITER} == \
-        {k: v for k, v in stored_manifest.items() if k not in WRITER}
+    rows = [line.split(",") for line in result.csv_bytes.decode("utf-8-sig").split("\r\n") if line]
+    assert rows[0][-1] == "source" and {row[-1] for row in rows[1:]} == {"1: images"}  # added since 0.1
+    without_source = "\r\n".join(line.rsplit(",", 1)[0] for line in result.csv_bytes.decode("utf-8").split("\r\n"))
+    assert without_source.encode() == stored_csv  # every other cell as 0.1 wrote it
+    assert result.csv_path.read_bytes() == result.csv_bytes
+    changed = WRITER + ("columns", "csv_sha256")
+    assert {k: v for k, v in result.manifest.items() if k not in changed} == \
+        {k: v for k, v in stored_manifest.items() if k not in changed}
+    assert result.manifest["columns"] == stored_manifest["columns"] + ["source"]
     assert result.manifest["tac_core_version"] == tac_core.__version__
 
 

@@ -122,9 +122,23 @@ def test_change_set_applies_to_the_stored_set_and_saves_only_changes(tmp_path):
     ws.close()
 
 
+def test_the_first_set_is_the_papers_setting_on_a_gpu_and_a_quick_one_on_a_cpu(tmp_path):
+    """Issue 11, friction 2: the first set was the full WordNet with 7 prompts even on a 2-core CPU (1-2.5 h)."""
+    for gpu, expected in ((True, vocab_spec.default_spec()), (False, vocab_spec.quick_spec())):
+        ws = create_workspace(f"gpu {gpu}", tmp_path)
+        assert vocab_spec.ensure_default_set(ws, gpu=gpu) == "default" and ws.load_vocab_set("default") == expected
+        ws.close()
+    quick = vocab_spec.quick_spec()
+    assert len(vocab_spec.build_vocabulary(quick)) == 16_666 and quick["templates"] == "tac3"
+    assert not vocab_spec.is_paper_setting(quick) and vocab_spec.is_paper_setting(vocab_spec.default_spec())
+    own = {**quick, "domain_terms": [{"term": "solder bridge", "note": ""}], "disabled": ["bank"]}
+    assert vocab_spec.paper_setting(own) == {**vocab_spec.default_spec(), "domain_terms": own["domain_terms"],
+                                             "disabled": ["bank"]}  # own terms and switches stay
+
+
 def test_sets_in_a_workspace(tmp_path):
     ws = create_workspace("v", tmp_path)
-    assert vocab_spec.ensure_default_set(ws) == "default"
+    assert vocab_spec.ensure_default_set(ws, gpu=True) == "default"
     assert ws.load_vocab_set("default") == vocab_spec.default_spec()
     edited, _, _ = vocab_spec.add_domain_terms(ws.load_vocab_set("default"), ["<script>alert(1)</script>"])
     ws.save_vocab_set("plant", edited)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tac_core.embedding.weights import check_weights
 from tac_core.run import jobs
 from tac_core.run.history import latest_k_suggestion
 from tac_core.run.params import RunParams
@@ -64,10 +63,6 @@ def _new_run(workspace) -> None:
     if st.button("Start run", type="primary"):
         if model is None or spec is None:
             st.error("Fix the problems above first.")
-            return
-        with st.spinner("Checking that the model's weights can be had …"):  # at once, not a failed run a minute later
-            ok, _ = widgets.attempt(lambda: check_weights(model_picker.spec_of(model)), "use this model")
-        if not ok:
             return
         ok, run_id = widgets.attempt(lambda: jobs.start_run(workspace, RunParams(
             model=model, vocab_set=set_name, vocab_spec=spec, n_clusters=int(k), mode=mode, seed=int(seed),

@@ -76,12 +76,20 @@ def help_section(architecture: str) -> None:
 
 
 def _current(models: list[FolderModel]) -> str:
+    """The model being asked about, else the one the inputs hold, else :data:`TYPED`."""
+    if st.session_state.get(_ASKING) in {m.name for m in models}:
+        return st.session_state[_ASKING]
     name, checkpoint = st.session_state.get("pref_model_name", ""), st.session_state.get("pref_model_checkpoint", "")
     for model in models:
         if (model.is_folder and name == f"{LOCAL_DIR_PREFIX}{model.path}") or (
                 not model.is_folder and checkpoint and Path(checkpoint) == model.path):
             return model.name
-    return st.session_state.get(_ASKING) if st.session_state.get(_ASKING) in {m.name for m in models} else TYPED
+    return TYPED
+
+
+def typed() -> None:
+    """A model was typed into the inputs: stop asking about a file of the models folder."""
+    st.session_state.pop(_ASKING, None)
 
 
 def _chosen(by_name: dict[str, FolderModel], set_choice) -> None:

@@ -39,6 +39,7 @@ def _defaults(workspace) -> dict:
 
 def _keep(field: str) -> None:
     st.session_state[f"pref_model_{field}"] = st.session_state[f"w_model_{field}"]
+    model_folder_view.typed()
 
 
 def _set_choice(model: dict) -> None:

@@ -64,9 +64,12 @@ def prepare_run(workspace: Workspace, params: RunParams, image_ids=None) -> int:
     """Create a pending run (default: every usable image) for :func:`launch_or_fail`; returns the run id.
 
     Refused before any run exists: no model, no usable images, K above their number, a vocabulary set with no
-    term left (everything switched off or filtered out).
+    term left (everything switched off or filtered out), weights that are neither here nor downloadable from here
+    (:func:`~tac_core.embedding.weights.check_weights`: at once, not in a job that fails a minute later).
     """
-    params.require_model()
+    from ..embedding.weights import check_weights
+
+    model = params.require_model()
     params.vocabulary()  # EmptyInputError naming the problem; the job would fail on it later
     if image_ids is None:
         image_ids = workspace.images("ok")["id"].to_numpy()
@@ -75,6 +78,7 @@ def prepare_run(workspace: Workspace, params: RunParams, image_ids=None) -> int:
     if params.n_clusters > len(image_ids):
         raise InvalidInputError(f"K = {params.n_clusters} is more than the {len(image_ids)} usable images; choose "
                                 f"K of at most {len(image_ids)}.")
+    check_weights(model)
     return workspace.create_run(params.to_dict(), image_ids)
 
 

@@ -76,8 +76,9 @@ class Server:
     def start(self, timeout: float = 90.0) -> "Server":
         env = {key: value for key, value in os.environ.items() if not key.startswith(("TAC_STUDIO_", "STREAMLIT_"))}
         # jobs inherit this environment: no TAC_STUDIO_JOBS_INLINE (a real job subprocess), offline models
+        # fp32 text: the tiny model then takes ~20 s for the quick vocabulary, time to cancel it half-way
         env.update(TAC_STUDIO_DATA=str(self.data), HF_HUB_OFFLINE="1", STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", TAC_STUDIO_TEXT_PRECISION="fp32")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -110,6 +111,12 @@ class Server:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def tracebacks(self) -> list[str]:
+        """The tracebacks the server logged, each with the line that follows it (empty: none)."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return [block[:2000] for block in re.findall(r"Traceback \(most recent call last\):.*?(?=\n\S|\Z)", text,
+                                                      flags=re.S)]
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -326,6 +333,28 @@ def legend(page) -> dict[int, int]:
     return {int(m[1]): int(m[2]) for m in found if m}
 
 
+def stage_bars(page, stage: str) -> list[str]:
+    """The texts of the progress bars of ``stage`` on the page ("embedding vocabulary: 1,243 / 16,667 · …")."""
+    return [text for text in page.get_by_test_id("stProgress").all_inner_texts() if text.startswith(f"{stage}: ")]
+
+
+def wait_for_bar(page, stage: str, wanted, timeout: float = RUN_TIMEOUT_S) -> str:
+    """Poll until a bar of ``stage`` satisfies ``wanted(text)``; returns that text."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [text for text in stage_bars(page, stage) if wanted(text)]
+        if found:
+            return found[0]
+        page.wait_for_timeout(200)
+    raise AssertionError(f"no {stage} bar as wanted within {timeout} s; bars: {stage_bars(page, stage)}")
+
+
+def bar_count(text: str) -> tuple[int, int]:
+    """(done, total) of a bar's text; (0, 0) for a stage not started ("waiting")."""
+    found = re.match(r"^[^:]+: ([\d,]+) / ([\d,]+)", text)
+    return (int(found[1].replace(",", "")), int(found[2].replace(",", ""))) if found else (0, 0)
+
+
 def audit_item(page) -> tuple[str, int | None]:
     """The Audit page's current item: its relative path, and the cluster suggested for it (None if none)."""
     header = page.get_by_text(re.compile(r"^#\d+ in the queue · image \d+ · ")).inner_text()
@@ -391,19 +420,21 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     shot(page, output_dir, "2-images")
     timings["upload"] = time.monotonic() - started
 
-    # vocabulary: a domain term, WordNet narrowed to one small category (the tiny model encodes it in seconds)
+    # vocabulary: a domain term on top of the first set, which on a computer without a GPU is the quick setting
     go(page, "Vocabulary")
     see(page, "Saved automatically on every change (version 1)")
+    see(page, "Quick setting: this computer has no CUDA GPU")
+    expect(page.get_by_role("button", name=re.compile(r"^Use the paper's full setting \(67,186 terms"))).to_be_visible()
     textbox(page, "Domain term").fill("hairline crack")
     textbox(page, "Note (optional)").fill("thin dark line across the cell")
     button(page, "Add domain term").click()
     see(page, "Added 1 term(s).")
-    choose(page, "WordNet categories", "noun.shape (", search="noun.shape")
-    see(page, "Saved automatically on every change (version 3)")
+    see(page, "Saved automatically on every change (version 2)")
     active = metric(page, "Active terms")
-    spec = {**vocab_spec.default_spec(), "categories": ["noun.shape"],
-            "domain_terms": [{"term": "hairline crack", "note": "thin dark line across the cell"}]}
-    expect(active).to_have_text(f"{len(vocab_spec.build_vocabulary(spec)):,}")  # noun.shape and the term
+    spec = {**vocab_spec.quick_spec(), "domain_terms": [{"term": "hairline crack", "note": "thin dark line across the "
+                                                                                          "cell"}]}
+    n_terms = len(vocab_spec.build_vocabulary(spec))
+    expect(active).to_have_text(f"{n_terms:,}")  # the quick categories and the term
     shot(page, output_dir, "3-vocabulary")
 
     # cluster: the tiny model (JSON config + checkpoint), K = 4, the PCA layout (UMAP's numba compile takes a
@@ -416,12 +447,30 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     click(page, page.get_by_text("PCA (instant, less faithful)", exact=True))
     expect(page.get_by_label("Number of clusters (K)", exact=True)).to_have_value("4")
     expect(page.get_by_role("radio", name="PCA (instant, less faithful)")).to_be_checked()
+    see(page, f"to encode {n_terms:,} terms × 3 prompts")  # the vocabulary's cost, before the run starts
     run_started = time.monotonic()
     button(page, "Start run").click()
     see(page, "Started run 1.")
     button(page, "Cancel run").wait_for()
+    # cancel half-way through the vocabulary (more than 64 terms encoded), with the time left on its bar
+    half_way = wait_for_bar(page, "embedding vocabulary", lambda text: 64 < bar_count(text)[0] < n_terms
+                            and " left" in text)
+    assert len(stage_bars(page, "embedding images")) == 1  # one set of bars: the live ones (bug 3)
     shot(page, output_dir, "4-cluster-running")
+    button(page, "Cancel run").click()
+    see(page, "Run 1: cancelled", timeout=RUN_TIMEOUT_S * 1000)
+    [workspace_dir] = [p for p in server.data.iterdir() if p.is_dir()]
+    with open_workspace(workspace_dir) as workspace:
+        encoded = next(s for s in jobs.read_stages(workspace, 1) if s["stage"] == "embedding vocabulary")["done"]
+    assert bar_count(half_way)[0] <= encoded < n_terms
+    button(page, "Run again").click()
+    see(page, "Run 1 started again.")
+    resumed = wait_for_bar(page, "embedding vocabulary", lambda text: f" · {encoded:,} cached" in text)
+    assert bar_count(resumed)[0] >= encoded  # the vocabulary starts from the terms encoded before the cancel
     see(page, "Run 1: done", timeout=RUN_TIMEOUT_S * 1000)
+    with open_workspace(workspace_dir) as workspace:
+        stage = next(s for s in jobs.read_stages(workspace, 1) if s["stage"] == "embedding vocabulary")
+    assert stage["first_done"] == encoded and stage["done"] == n_terms
     timings["run"] = time.monotonic() - run_started
     expect(button(page, "Cancel run")).to_have_count(0)
     shot(page, output_dir, "5-cluster-done")
@@ -525,7 +574,6 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     bundle.save_as(bundle_path)
     timings["total"] = time.monotonic() - started
 
-    [workspace_dir] = [p for p in server.data.iterdir() if p.is_dir()]
     assert (workspace_dir / "exports" / download.suggested_filename).read_bytes() == csv_bytes
     workspace = open_workspace(workspace_dir)
     try:  # the run was a job subprocess of the server (an inline job stores no pid)
@@ -538,6 +586,18 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     check_export(csv_bytes, folder, merged=source, renamed=target, formula=closed, moved=(moved, suggested),
                  kept=kept, excluded=excluded)
     check_bundle(bundle_path, csv_bytes, workspace_dir)
+
+    # a cancelled run listed next to a finished one, then: no traceback anywhere in the server's log (bug 8)
+    sidebar_link(page, "Cluster").click()
+    heading(page, "Cluster").wait_for()
+    button(page, "Start run").click()
+    see(page, "Started run 2.")
+    button(page, "Cancel run").click()
+    see(page, "Run 2: cancelled", timeout=RUN_TIMEOUT_S * 1000)
+    table = page.get_by_test_id("stDataFrame").first
+    expect(table).to_be_visible()
+    shot(page, output_dir, "10-cluster-runs")
+    assert server.tracebacks() == [], server.tracebacks()
     print("browser workflow timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
 
@@ -548,14 +608,14 @@ def check_export(csv_bytes: bytes, folder: Path, merged: int, renamed: int, form
     rows = list(csv.reader(io.StringIO(csv_bytes.decode("utf-8-sig"), newline="")))
     header, rows = rows[0], [dict(zip(rows[0], row)) for row in rows[1:]]
     assert header == ["relative_path", "sha256", "cluster_id", "label", "verified", "confidence", "top_anchors",
-                      "run_id"]
+                      "run_id", "source"]
     files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*.png")}
     by_path = {row["relative_path"]: row for row in rows}
     assert len(by_path) == len(rows) == N_IMAGES - 1  # one row per image, the excluded one left out
     assert set(by_path) == set(files) - {excluded}
     for path, row in by_path.items():
         assert row["sha256"] == sha256_of(files[path]), path  # the content hash of the uploaded file
-        assert row["run_id"] == "1"
+        assert row["run_id"] == "1" and row["source"] == "1: uploaded folder line3"
         assert 0.0 <= float(row["confidence"]) <= 1.0 and re.fullmatch(r"\d\.\d{4}", row["confidence"])
         assert row["top_anchors"] and re.fullmatch(r"[^;]+ \(-?\d\.\d\d\)(; [^;]+ \(-?\d\.\d\d\)){0,2}",
                                                    row["top_anchors"]), row["top_anchors"]
@@ -576,15 +636,15 @@ def check_export(csv_bytes: bytes, folder: Path, merged: int, renamed: int, form
 
 
 def check_bundle(bundle: Path, csv_bytes: bytes, workspace_dir: Path) -> None:
-    """The downloaded bundle holds the plain export's rows (plus source and duplicate_of) and verifies."""
+    """The downloaded bundle holds the plain export's rows (plus duplicate_of) and verifies."""
     from tac_core.workspace.manifest import verify_bundle
 
     with zipfile.ZipFile(bundle) as archive:
         labels = archive.read("labels.csv").decode("utf-8-sig")
     plain = list(csv.reader(io.StringIO(csv_bytes.decode("utf-8-sig"), newline="")))
     rows = list(csv.reader(io.StringIO(labels, newline="")))
-    assert [row[:8] for row in rows] == plain and rows[0][8:] == ["source", "duplicate_of"]
-    assert {row[8] for row in rows[1:]} == {"1: uploaded folder line3"} and {row[9] for row in rows[1:]} == {""}
+    assert [row[:9] for row in rows] == plain and rows[0][9:] == ["duplicate_of"]
+    assert {row[9] for row in rows[1:]} == {""}
     workspace = open_workspace(workspace_dir)
     try:
         assert verify_bundle(bundle, workspace) == []

@@ -75,6 +75,11 @@ def _cancel_buttons(workspace, run_id: int, where: str) -> None:
 def runs_section(workspace) -> None:
     st.subheader("Runs")
     runs = workspace.runs()
+    for run_id in runs.loc[runs["status"] == "interrupted", "id"]:
+        if int(run_id) in st.session_state.get(_CANCELLED_AT, {}):
+            # the job died of the cancel itself (e.g. SIGTERM before its handler was set): that is a cancel
+            widgets.attempt(lambda: jobs.cancel_run(workspace, int(run_id)), "cancel the run")
+            runs = workspace.runs()
     if runs.empty:
         st.info("No runs yet: start one above.")
         return
@@ -114,12 +119,6 @@ def _table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _details(workspace, run_id: int, run: dict) -> None:
     status, params = run["status"], run["params"]
-    if status == "interrupted" and run_id in st.session_state.get(_CANCELLED_AT, {}):
-        # the job died of the cancel itself (e.g. SIGTERM before its handler was set): that is a cancel
-        ok, _ = widgets.attempt(lambda: jobs.cancel_run(workspace, run_id), "cancel the run")
-        if ok:
-            run = workspace.run(run_id)
-            status = run["status"]
     st.markdown(f"**Run {run_id}: {STATUS_TEXT[status]}**")
     if status == "failed":
         st.error(f"This run failed: {esc(run['error'])}")

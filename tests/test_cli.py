@@ -74,7 +74,7 @@ def test_images_form_with_the_tiny_model(elpv_images, tiny_model_config, tiny_ch
                      tiny_checkpoint, "--vocab-categories", "noun.shape,noun.motive", "--vocab-extra", terms,
                      "--k", 3, "--mode", "trained", "--epochs", 2, "--cache", tmp_path / "cache", "--out", out,
                      # fp32 on every CPU: the anchor check below depends on which few nouns get selected
-                     env={"TAC_STUDIO_IMAGE_PRECISION": "fp32"})
+                     env={"TAC_STUDIO_IMAGE_PRECISION": "fp32", "TAC_STUDIO_TEXT_PRECISION": "fp32"})
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "WARNING" not in result.stderr
     assignments = pd.read_csv(out / "assignments.csv")

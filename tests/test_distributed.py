@@ -151,7 +151,8 @@ def test_a_cancelled_ray_run_keeps_its_finished_batches(ray_address, tiny_spec, 
 
 
 @pytest.mark.slow
-def test_vocabulary_shards_over_the_workers_into_the_cache(ray_address, tiny_spec, tmp_path):
+def test_vocabulary_shards_over_the_workers_into_the_cache(ray_address, tiny_spec, tmp_path, monkeypatch):
+    monkeypatch.setenv(text_encoding.PRECISION_ENV, "fp32")  # here and on the workers: the same vectors to 1e-5
     names = [f"defect {i}" for i in range(40)] + ["crack", "Crack", "  crack  "]
     here = embed_vocabulary(tiny_spec, names, "tac3", tmp_path / "here", device="cpu")
     seen = []

@@ -198,7 +198,7 @@ def test_stages_measure_their_pace_from_their_first_step(monkeypatch, workspace)
     for now[0], done in ((0.0, 0), (10.0, 10), (11.0, 20), (12.0, 30)):  # a model loaded in 10 s, then 10 terms/s
         reporter("embedding vocabulary", done, 100)
     stage = jobs.read_stages(workspace, run_id)[-1]
-    assert stage["pace_from"] == [10.0, 10] and job.seconds_left(stage) == pytest.approx(70.0)  # 10 terms/s
+    assert stage["pace_from"] == [10.0, 10] and job.seconds_left(stage) == pytest.approx(7.0)  # 70 left at 10/s
     assert job.seconds_left({"stage": "x", "done": 5, "total": 9, "seconds": 1.0}) is None
 
 

@@ -12,7 +12,7 @@ import pytest
 from tac_core.embedding.model_folder import (ARCHITECTURES_FILE, download_command, find_models,
                                              fitting_architectures, published_tags, remember_architecture,
                                              settled_by_name)
-from tac_core.embedding.models import ModelSpec, load_model
+from tac_core.embedding.models import load_model
 from tac_core.embedding.weights import LOCAL_DIR_CONFIG
 from tac_core.errors import InvalidInputError
 from tac_core.run.params import model_from_dict

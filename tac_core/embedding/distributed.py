@@ -181,11 +181,14 @@ def encode_terms_on_ray(
     batch_size: int = text_encoding.DEFAULT_BATCH_SIZE,
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelToken] = None,
+    precision: str = "auto",
 ) -> None:
     """Encode ``terms`` (cache keys not in ``store``) as :func:`~tac_core.embedding.text_encoding.encode_vocabulary`
-    does, sharded over the encoder actors; each shard is cached as soon as it returns. Progress counts terms."""
+    does, sharded over the encoder actors; each shard is cached as soon as it returns. Progress counts terms.
+    ``precision`` "auto" is resolved by each actor for its own device (``TAC_STUDIO_TEXT_PRECISION`` here first)."""
     if not terms:
         return
+    precision = text_encoding.requested_text_precision(precision)
     with ray_session(options):
         ray = import_ray()
         pool = encoder_pool(options, device)
@@ -193,7 +196,7 @@ def encode_terms_on_ray(
         dataset = ray.data.from_items([{"term": term} for term in terms], override_num_blocks=blocks)
         dataset = dataset.map_batches(**pool.map_args(
             _TextEncoder, {"spec": spec, "device": device, "templates": templates, "batch_size": batch_size,
-                           "threads": max(1, int(pool.cpus_per_worker))}, shard))
+                           "threads": max(1, int(pool.cpus_per_worker)), "precision": precision}, shard))
         done = 0
         report(progress, text_encoding.STAGE, done, len(terms))
         with _streamed(dataset) as batches:
@@ -208,13 +211,15 @@ class _TextEncoder:
     """A Ray actor holding the text tower on its device."""
 
     def __init__(self, spec: ModelSpec, device: str, templates: tuple[str, ...], batch_size: int,
-                 threads: int) -> None:
+                 threads: int, precision: str) -> None:
         torch.set_num_threads(threads)
         self.loaded, self.templates, self.batch_size = load_model(spec, device), templates, batch_size
+        self.precision = precision
 
     def __call__(self, batch: dict) -> dict:
         terms = [str(term) for term in batch["term"]]
-        vectors = text_encoding.encode_vocabulary(self.loaded, terms, self.templates, batch_size=self.batch_size)
+        vectors = text_encoding.encode_vocabulary(self.loaded, terms, self.templates, batch_size=self.batch_size,
+                                                  precision=self.precision)
         return {"term": batch["term"], "vector": vectors}
 
 

@@ -168,7 +168,7 @@ def embed_vocabulary(
 
         encode_terms_on_ray(spec, missing, templates, store, ray, device=device, batch_size=batch_size,
                             progress=_shifted(progress, len(unique_keys) - len(missing), len(unique_keys)),
-                            cancel=cancel)
+                            cancel=cancel, precision=precision)
     elif missing:
         _encode_missing_terms(_loaded(spec_or_loaded, device), missing, templates, store, batch_size, precision,
                               lambda done: report(progress, text_encoding.STAGE,

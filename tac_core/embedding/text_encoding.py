@@ -151,18 +151,20 @@ def resolve_text_precision(precision: str, device: torch.device, truncatable: bo
     ``TAC_STUDIO_TEXT_PRECISION`` when set, else ``"bf16"`` on a CPU with AMX (see the module docstring), else
     ``"fp32"`` (on CUDA that is fp16 autocast, as for images). Only a CPU runs bf16, and only a tower that can be
     truncated (:func:`supports_truncation`); anything else is fp32."""
+    precision = requested_text_precision(precision)
+    wanted = precision == "bf16" or (precision == "auto" and cpu_has_amx())
+    return "bf16" if wanted and device.type == "cpu" and truncatable else "fp32"
+
+
+def requested_text_precision(precision: str) -> str:
+    """``precision`` checked, with ``"auto"`` replaced by ``TAC_STUDIO_TEXT_PRECISION`` when that is set (what a
+    process passes on to encoders elsewhere, which resolve "auto" for their own device)."""
     if precision == "auto":
         precision = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
     if precision not in PRECISIONS:
         raise InvalidInputError(f"text precision must be one of {', '.join(PRECISIONS)}; got {precision!r} "
                                 f"(check {PRECISION_ENV}).")
-    wanted = precision == "bf16" or (precision == "auto" and cpu_has_amx())
-    return "bf16" if wanted and device.type == "cpu" and truncatable else "fp32"
-
-
-def text_precision_label(precision: str, device: torch.device) -> str:
-    """What a resolved precision encodes in on ``device``: fp32 is fp16 autocast on CUDA."""
-    return "fp16" if device.type == "cuda" and precision == "fp32" else precision
+    return precision
 
 
 def supports_truncation(model: torch.nn.Module) -> bool:

@@ -48,7 +48,8 @@ def add_parser(commands, default_cache: Path) -> None:
                        help=f"embedding cache (default {default_cache}; with --workspace its own)")
     model.add_argument("--batch-size", type=int, default=64, help="images encoded at once (default 64)")
     model.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                       help="image tower precision (default auto: fp16 on CUDA, bf16 on CPUs with AMX, else fp32)")
+                       help="image and text tower precision (default auto: fp16 on CUDA, bf16 on CPUs with AMX, "
+                            "else fp32)")
     vocab = embed.add_argument_group("vocabulary (optional)")
     vocab.add_argument("--vocab", type=Path, help="terms to embed (.txt or .csv)")
     vocab.add_argument("--wordnet", action="store_true", help="embed the WordNet nouns (plus --vocab's terms)")
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace, progress: ProgressFn) -> str:
         if vocabulary is not None:
             start = time.perf_counter()
             vectors = embed_vocabulary(spec, vocabulary.names, args.templates, source.cache, device=args.device,
-                                       progress=progress, ray=ray)
+                                       progress=progress, ray=ray, precision=args.precision)
             seconds["embed_vocabulary"] = time.perf_counter() - start
         if ray is not None:
             workers = {"ray": ray.address, "connected": import_ray().is_initialized()}  # not when all was cached

@@ -109,3 +109,11 @@ def validated_unit_rows(name: str, array) -> np.ndarray:
     if np.abs(norms - 1).max() <= 1e-5:
         return a  # already unit rows (as embeddings are): no copy (400 MB for 200,000 × 512); never written to
     return a / norms
+
+
+def tac_features(image_embeddings: np.ndarray, counterparts: np.ndarray) -> np.ndarray:
+    """TAC's joint rows [x, t] / √2 of unit x and unit t (unit length themselves).
+
+    float64, as the re-clustered runs' centres and the contact sheets have always been computed from.
+    """
+    return np.concatenate([unit_rows_array(image_embeddings), unit_rows_array(counterparts)], axis=1) / np.sqrt(2)

@@ -11,7 +11,8 @@ import pytest
 
 from tac_core import atomic
 from tac_core.errors import InvalidInputError
-from tac_core.workspace.export import COLUMNS, export_labels, neutralise
+from tac_core.workspace.export import (COLUMNS, export_labels, list_exports, neutralise, skipped_files,
+                                       skipped_files_csv)
 from tac_core.inputs.imageset import ImageRecord, ImageSet
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import create_workspace
@@ -162,3 +163,30 @@ def test_exports_are_atomic_and_never_overwrite(ws, run, session, monkeypatch):
     with pytest.raises(OSError):
         export_labels(session, ws, run_id)
     assert sorted(p.name for p in ws.exports_dir.iterdir()) == names  # nothing half-written, no temp files
+
+
+def test_list_exports_newest_first_skipping_unreadable_manifests(ws, run, session):
+    run_id, _ = run
+    assert list_exports(ws) == []
+    first = export_labels(session, ws, run_id)
+    second = export_labels(session, ws, run_id, verified_only=True)
+    (ws.exports_dir / "labels_run9_broken_manifest.json").write_text("{not json", encoding="utf-8")
+    assert sorted(list_exports(ws), key=lambda m: m["csv_file"]) == sorted([first.manifest, second.manifest],
+                                                                           key=lambda m: m["csv_file"])
+    names = [m["csv_file"] for m in list_exports(ws)]
+    assert names == sorted(names, reverse=True)
+
+
+def test_skipped_files_and_their_csv_for_a_spreadsheet(ws, run):
+    records = (ImageRecord("/up/=cmd.png", "=cmd.png", "a" * 64, 10, 0, 0, "skipped", "-not an image"),
+               ImageRecord("/up/ok.png", "ok.png", "b" * 64, 10, 4, 4, "ok", ""))
+    added = ws.add_image_set(ImageSet("/up", records), "upload", "upload 1")
+    table = skipped_files(ws)
+    assert list(table.columns) == ["file", "status", "reason", "source", "path"]
+    assert table.to_dict("records") == [{"file": "=cmd.png", "status": "skipped", "reason": "-not an image",
+                                         "source": added.source_id, "path": "/up/=cmd.png"}]
+    data = skipped_files_csv(table)
+    assert data.startswith("\ufeff".encode("utf-8"))
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    assert rows == [{"file": "'=cmd.png", "status": "skipped", "reason": "'-not an image",
+                     "source": str(added.source_id), "path": "/up/=cmd.png"}]

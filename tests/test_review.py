@@ -81,6 +81,16 @@ def test_initial_state_and_views(session, run):
     assert not session.can_undo and not session.can_redo and session.history() == []
 
 
+def test_images_by_position_with_flags_as_they_are_now(session, run):
+    _, ids = run
+    session.move(ids[[0]], 2)
+    session.exclude(ids[[5]])
+    frame = session.images([5, 0])
+    assert frame["image_id"].tolist() == ids[[5, 0]].tolist() and frame["position"].tolist() == [5, 0]
+    assert frame["cluster"].tolist() == [1, 2] and frame["excluded"].tolist() == [True, False]
+    assert frame["rel_path"].tolist() == [f"img{i:06d}.png" for i in (5, 0)]
+
+
 def test_rename(session):
     edit = session.rename(1, "  hairline crack ")
     assert edit.kind == "rename" and edit.cluster == 1 and "'hairline crack'" in edit.text

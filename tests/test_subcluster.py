@@ -10,7 +10,7 @@ from tac_core.errors import InvalidInputError
 from tac_core.inputs.imageset import ImageRecord, ImageSet
 from tac_core.workspace.review import ReviewSession
 from tac_core.cluster.subcluster import two_way_labels
-from tac_core.workspace.auto_split import propose_split, split_cluster
+from tac_core.workspace.auto_split import propose_split, split_cluster, split_name, split_off
 from tac_core.workspace.workspace import create_workspace
 
 D = 16
@@ -109,3 +109,15 @@ def test_tiny_or_degenerate_clusters_give_clear_errors(ws):
     with pytest.raises(InvalidInputError, match="at least 2"):
         two_way_labels(np.ones((1, 3)))
     assert ws.connection().execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+
+
+def test_split_off_takes_only_the_clusters_images_and_names_the_new_cluster(ws):
+    run_id, ids = make_run(ws, [0] * 4 + [1] * 4)
+    session = ReviewSession(ws, run_id)
+    session.rename(0, "x" * 200)  # the longest name allowed
+    edit = split_off(session, 0, [ids[0], ids[1], ids[5], 10_000])  # image 5 is in cluster 1; 10,000 is no image
+    assert edit.kind == "split" and edit.cluster == 2
+    assert sorted(session.members(2)["image_id"]) == ids[:2].tolist() and len(session.members(1)) == 4
+    assert session.state.names[2] == split_name("x" * 200) == "x" * 192 + " (split)"
+    with pytest.raises(InvalidInputError, match="no images were chosen"):
+        split_off(session, 1, [ids[0]])

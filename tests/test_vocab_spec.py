@@ -35,6 +35,9 @@ def test_filters_packs_terms_and_switched_off_terms_combine():
     assert vocab[vocab.index_of("crack")].is_domain  # in the pack and the user's list: one term
     off = vocab_spec.build_vocabulary({**base, "disabled": ["Flux  Haze", "not a term at all"]})
     assert len(off) == len(vocab) - 1 and "flux haze" not in off
+    switched = vocab_spec.switched_off({**base, "disabled": ["Flux  Haze", "not a term at all"]})
+    assert switched == {normalize_term("flux haze"), normalize_term("not a term at all")}
+    assert [t.name for t in vocab if t.key not in switched] == [t.name for t in off]  # the table's on/off is the run's
 
 
 def test_only_domain_terms_and_everything_off():
@@ -101,6 +104,23 @@ def test_pasted_lists_and_uploaded_files():
         vocab_spec.read_terms_file("plant terms.txt", b"\xff\xfe\x00bad")
     with pytest.raises(InvalidInputError, match="plant.csv: has a 'note' column but no 'term'"):
         vocab_spec.read_terms_file("plant.csv", b"note\nx\n")
+
+
+def test_change_set_applies_to_the_stored_set_and_saves_only_changes(tmp_path):
+    ws = create_workspace("v", tmp_path)
+    vocab_spec.ensure_default_set(ws)
+    seen_by_tab_a = vocab_spec.load_spec(ws, "default")
+    spec, version = vocab_spec.change_set(ws, "default", lambda s: vocab_spec.set_enabled(s, ["bank"], False))
+    assert version == 2 and spec["disabled"] == ["bank"] == ws.load_vocab_set("default")["disabled"]
+    # a second tab still showing the old set: its edit is applied to what is stored, so "bank" stays off
+    spec, version = vocab_spec.change_set(ws, "default", lambda s: {**s, "templates": "photo1"})
+    assert seen_by_tab_a["disabled"] == [] and spec["disabled"] == ["bank"] and spec["templates"] == "photo1"
+    assert version == 3
+    assert vocab_spec.change_set(ws, "default", lambda s: s) == (spec, None)  # nothing changed, nothing saved
+    with pytest.raises(InvalidInputError, match="categor"):
+        vocab_spec.change_set(ws, "default", lambda s: {**s, "categories": ["noun.nothing"]})
+    assert ws.vocab_sets().set_index("name").loc["default", "version"] == 3
+    ws.close()
 
 
 def test_sets_in_a_workspace(tmp_path):

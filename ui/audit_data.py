@@ -1,18 +1,13 @@
-"""The audit queue's data: scores computed once per run and review state, kept as a snapshot while decided.
+"""The Audit page's caches around the engine's audit (:mod:`tac_core.workspace.review_audit`).
 
-Scoring every image (``tac_core.cluster.audit``) costs O(n²) neighbour search: ~0.4 s for 2k images, ~5 s for 10k,
-35–50 s for 50k 512-d images on two CPU cores. So the queue is a *snapshot*: computed for one review state,
-cached per server process (``st.cache_resource``, keyed by run and a digest of labels, exclusions and
-decisions, so a second browser session or a return to the page costs nothing), and kept while the reviewer
-decides images — a decided image simply leaves the queue, nothing is rescored. The snapshot is rescored
-automatically when the set of clusters changed (a merge or split elsewhere) and the run has at most
-:data:`AUTO_RESCORE_MAX` images; otherwise on the "Rescore queue" button.
-
-Inputs: the current labels (excluded → −1), verified = verified itself, in a verified cluster, or decided
-(``ui.decisions``); the run's saved centres only while no label was edited (else the means of the current
-clusters); head probabilities (trained runs) grouped by which run clusters a cluster is made of, unless a
-split created a cluster the heads never saw (then free-mode scores). Reasons are computed without names
-and named at display time, so a rename shows up at once.
+What is scored, and by which rules, is the engine's. Scoring costs O(n²) neighbour search: ~0.4 s for 2k
+images, ~5 s for 10k, 35–50 s for 50k 512-d images on two CPU cores. So the page keeps a *snapshot*: the
+queue scored for one review state, cached per server process (``st.cache_resource``, keyed by run and a digest
+of labels, exclusions and decisions, so a second browser session or a return to the page costs nothing), and
+kept while the reviewer decides images — a decided image simply leaves the queue, nothing is rescored. The
+snapshot is rescored automatically when the set of clusters changed (a merge or split elsewhere) and the run
+has at most :data:`AUTO_RESCORE_MAX` images; otherwise on the "Rescore queue" button. Reasons are named at
+display time, so a rename shows up at once.
 """
 from __future__ import annotations
 
@@ -23,13 +18,12 @@ from typing import Optional
 import numpy as np
 import streamlit as st
 
-from tac_core.cluster.audit import audit
 from tac_core.cluster.contact_sheet import contact_sheet
-from tac_core.numerics import cluster_unit_means
+from tac_core.numerics import tac_features
 from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.review_audit import AuditQueue, RunArrays, audit_session, can_audit, current_centers
 from tac_core.workspace.workspace import Workspace
-from ui.decisions import DecisionLog
-from ui.review_data import original_labels, run_array, state_digest
+from ui.review_data import run_array, state_digest
 
 AUTO_RESCORE_MAX = 10_000
 SNAPSHOTS = "audit_snapshots"
@@ -39,60 +33,33 @@ _IMAGE_REF = re.compile(r"\bimage (\d+)")
 
 @dataclass(frozen=True)
 class Snapshot:
+    """The queue scored for one review state (``digest``), with the clusters and edit count it was scored at."""
+
     digest: str
     clusters: tuple[int, ...]
-    queue: np.ndarray  # positions of the audited images, most suspicious first
-    rank: np.ndarray  # per position: place in the queue (0 first), −1 when not audited
-    score: np.ndarray
-    suggested: np.ndarray
-    reasons: list[str]
-    confidence: np.ndarray
     edit_count: int
-    mode: str
+    audit: AuditQueue
+
+
+def cached_arrays(workspace: Workspace, run_id: int) -> RunArrays:
+    """The run's arrays through the page's shared, read-only cache."""
+    return lambda name: run_array(workspace, run_id, name)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def decision_log(workspace_path: str, run_id: int, _workspace: Workspace) -> DecisionLog:
-    return DecisionLog(_workspace, run_id)
-
-
-def decided_mask(workspace: Workspace, session: ReviewSession) -> np.ndarray:
-    return decision_log(str(workspace.path), session.run_id, workspace).decided(session)
-
-
-def _grouped(p: Optional[np.ndarray], session: ReviewSession) -> Optional[np.ndarray]:
-    """Head probabilities per current cluster id (sum of the run clusters it is made of), or None."""
-    state = session.state
-    if p is None or any(not state.anchor_sources.get(c) for c in state.names):
-        return None
-    width = max(state.names) + 1
-    out = np.zeros((len(p), width), np.float32)
-    for cluster, sources in state.anchor_sources.items():
-        cols = [s for s in sources if s < p.shape[1]]
-        if cols:
-            out[:, cluster] = p[:, cols].sum(axis=1)
-    return out
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _score(workspace_path: str, run_id: int, digest: str, _inputs: dict) -> dict:
-    result = audit(**_inputs)
-    audited = result.audited
-    queue = result.order[audited[result.order]]
-    rank = np.full(len(audited), -1, np.int64)
-    rank[queue] = np.arange(len(queue))
-    return {"queue": queue, "rank": rank, "score": result.score, "suggested": result.suggested_cluster,
-            "reasons": result.reasons, "confidence": result.confidence, "mode": result.mode}
+def _score(workspace_path: str, run_id: int, digest: str, _session: ReviewSession, _decided: np.ndarray,
+           _arrays: RunArrays) -> AuditQueue:
+    return audit_session(_session, _decided, _arrays)
 
 
 def snapshot(workspace: Workspace, session: ReviewSession, decided: np.ndarray, force: bool = False
              ) -> tuple[Optional[Snapshot], str]:
     """The queue snapshot for this run (computed when missing or stale by the rules above) and a note."""
     run_id, state = session.run_id, session.state
-    x, t = run_array(workspace, run_id, "image_embeddings"), run_array(workspace, run_id, "counterparts")
-    n = len(state.labels)
-    if x is None or t is None or len(x) != n or len(t) != n:
+    arrays = cached_arrays(workspace, run_id)
+    if not can_audit(session, arrays):
         return None, "This run has no saved image embeddings and text counterparts, which the audit needs."
+    n = len(state.labels)
     store: dict = st.session_state.setdefault(SNAPSHOTS, {})
     key = (str(workspace.path), run_id)
     old: Optional[Snapshot] = store.get(key)
@@ -107,21 +74,9 @@ def snapshot(workspace: Workspace, session: ReviewSession, decided: np.ndarray, 
         if stale_structure:
             note = "Clusters were merged or split since the queue was scored: rescore it for fresh suggestions."
         return old, note
-    verified = state.counts_as_verified() | decided
-    labels = np.where(state.excluded, -1, state.labels)
-    centers = run_array(workspace, run_id, "cluster_centers")
-    if centers is None or not np.array_equal(state.labels, original_labels(workspace, run_id)):
-        centers = None
-    inputs = {"image_embeddings": x, "counterparts": t, "labels": labels, "cluster_centers": centers,
-              "verified": verified}
-    p = _grouped(run_array(workspace, run_id, "probabilities"), session)
-    q = _grouped(run_array(workspace, run_id, "text_probabilities"), session)
-    if p is not None and q is not None:
-        inputs.update(probabilities=p, text_probabilities=q)
     with st.spinner(f"Scoring {n:,} images for the audit queue…"):
-        data = _score(str(workspace.path), run_id, digest, inputs)
-    snap = Snapshot(digest, clusters, data["queue"], data["rank"], data["score"], data["suggested"],
-                    data["reasons"], data["confidence"], session.edit_count, data["mode"])
+        queue = _score(str(workspace.path), run_id, digest, session, decided, arrays)
+    snap = Snapshot(digest, clusters, session.edit_count, queue)
     store[key] = snap
     return snap, ""
 
@@ -144,10 +99,7 @@ def name_reasons(text: str, session: ReviewSession, rel_paths) -> str:
 # -- contact sheets --------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _features(workspace_path: str, run_id: int, _x: np.ndarray, _t: np.ndarray) -> np.ndarray:
-    def unit(a):
-        a = np.asarray(a, np.float32)
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    features = np.concatenate([unit(_x), unit(_t)], axis=1) / np.sqrt(2)
+    features = tac_features(_x, _t)
     features.setflags(write=False)
     return features
 
@@ -166,8 +118,7 @@ def _centers(workspace: Workspace, run_id: int, features: np.ndarray, labels: np
         same_clusters = np.array_equal(np.unique(old_labels[old_labels >= 0]), np.unique(labels[labels >= 0]))
         if same_clusters and np.count_nonzero(old_labels != labels) <= 0.01 * len(labels):
             return centers, version
-    kept = labels >= 0
-    centers = cluster_unit_means(features[kept], labels[kept], int(labels.max(initial=0)) + 1)
+    centers = current_centers(features, labels)
     version = (old[2] + 1) if old is not None else 0
     store[key] = (labels.copy(), centers, version)
     return centers, version
@@ -185,7 +136,7 @@ def sheet_positions(workspace: Workspace, session: ReviewSession, cluster: int, 
     if x is None or t is None or len(x) != len(state.labels):
         return None
     features = _features(str(workspace.path), run_id, x, t)
-    labels = np.where(state.excluded, -1, state.labels)
+    labels = state.included_labels()
     centers, version = _centers(workspace, run_id, features, labels)
     empty = np.zeros(0, np.int64)
     if not 0 <= cluster < len(centers):  # every member excluded or moved away

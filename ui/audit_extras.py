@@ -8,11 +8,10 @@ import streamlit as st
 from tac_core.errors import TacError
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace
-from ui.audit_data import decision_log, sheet_positions
-from ui.decisions import recluster_into_new_run
-from ui.gallery import frame_for_positions, strip
-from ui.review_data import run_paths
-from ui.safe_text import md, short
+from tac_core.workspace.recluster_run import recluster_into_new_run
+from ui.audit_data import sheet_positions
+from ui.gallery import strip
+from ui.safe_text import esc, short
 from ui.state import set_run, show_error
 
 OUTCOMES = "recluster_outcomes"
@@ -38,16 +37,15 @@ def recluster_section(workspace: Workspace, session: ReviewSession) -> None:
     outcomes: dict = st.session_state.setdefault(OUTCOMES, {})
     key = (str(workspace.path), session.run_id)
     if st.button("Re-cluster with my decisions", key="audit_recluster"):
-        log = decision_log(str(workspace.path), session.run_id, workspace)
         try:
             with st.spinner("Re-clustering…"):
-                outcomes[key] = recluster_into_new_run(workspace, session, log)
+                outcomes[key] = recluster_into_new_run(session)
         except Exception as exc:  # noqa: BLE001 - a user's error in plain words, a bug as one line (show_error)
             show_error(exc, "re-cluster")
     outcome = outcomes.get(key)
     if outcome is None:
         return
-    st.success(md(f"Run {outcome.run_id} created from run {outcome.parent_run_id}: {outcome.moved} image(s) moved, "
+    st.success(esc(f"Run {outcome.run_id} created from run {outcome.parent_run_id}: {outcome.moved} image(s) moved, "
                   f"{outcome.fixed} kept by your decisions."))
     if outcome.changes.empty:
         st.text("No image changed cluster.")
@@ -67,12 +65,8 @@ def recluster_section(workspace: Workspace, session: ReviewSession) -> None:
 def coverage_section(session: ReviewSession, snap, decided: np.ndarray) -> None:
     """Per cluster: share verified (a meter), and how many of its images are still waiting in the queue."""
     clusters = session.clusters()
-    state = session.state
-    waiting = np.zeros(len(clusters), np.int64)
-    if snap is not None and len(snap.queue):
-        pending = snap.queue[~decided[snap.queue]]
-        counts = pd.Series(state.labels[pending]).value_counts()
-        waiting = np.array([int(counts.get(c, 0)) for c in clusters["cluster"]])
+    waiting = (np.zeros(len(clusters), np.int64) if snap is None else
+               snap.audit.waiting(decided, session.state.labels, clusters["cluster"].tolist()))
     st.subheader("Coverage per cluster")
     st.dataframe(pd.DataFrame({"ID": clusters["cluster"], "Name": clusters["name"], "Size": clusters["size"],
                                "Coverage": clusters["verified_share"], "Verified": clusters["verified"],
@@ -101,8 +95,7 @@ def contact_sheet_section(workspace: Workspace, session: ReviewSession) -> None:
     if sheet is None:
         st.text("This run has no saved embeddings, so no contact sheet.")
         return
-    paths = run_paths(workspace, session.run_id)
     for title, key in (("Most typical", "typical"), ("Nearest the boundary", "boundary"),
                        ("Farthest from the centre", "farthest")):
         st.markdown(f"**{title}**")
-        strip(workspace, frame_for_positions(session, sheet[key], paths), columns=SHEET_SIZE, caption_rows=True)
+        strip(workspace, session.images(sheet[key]), columns=SHEET_SIZE, caption_rows=True)

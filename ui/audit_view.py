@@ -14,10 +14,11 @@ import streamlit as st
 
 from tac_core.errors import TacError
 from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.review_audit import AuditQueue
 from tac_core.workspace.workspace import Workspace
 from ui import review_actions as actions
 from ui import widgets
-from ui.audit_data import decided_mask, name_reasons, snapshot
+from ui.audit_data import name_reasons, snapshot
 from ui.audit_extras import contact_sheet_section, coverage_section, recluster_section
 from ui.gallery import strip
 from ui.review_data import image_source, pick_run, review_session, run_paths
@@ -44,7 +45,7 @@ def render() -> None:
         show_error(exc, f"open run {run_id} for the audit")
         return
     toolbar(workspace, session, prefix="audit")
-    decided = decided_mask(workspace, session)
+    decided = session.decided()
     force = st.session_state.pop("audit_rescore", False)
     try:
         snap, note = snapshot(workspace, session, decided, force=force)
@@ -87,20 +88,20 @@ def _exclude(workspace, run_id, image_id):
 def queue_section(workspace: Workspace, session: ReviewSession, snap, decided: np.ndarray, note: str) -> None:
     run_id = session.run_id
     paths = run_paths(workspace, run_id)
-    queue = snap.queue
+    queue = snap.audit.queue
     done = int(decided[queue].sum())
     goal = queue[: max(1, int(round(GOAL * len(queue))))] if len(queue) else queue
     st.subheader("Audit queue")
     st.progress(done / len(queue) if len(queue) else 1.0, text=f"{done} of {len(queue)} reviewed")
     st.text(f"Top {GOAL:.0%} of the queue: {int(decided[goal].sum())} of {len(goal)} reviewed.  "
-            f"Scores: {snap.mode} mode.")
+            f"Scores: {snap.audit.mode} mode.")
     top = st.columns([5, 1], vertical_alignment="center")
     if note:
         top[0].text(note)
     top[1].button("Rescore queue", key="audit_rescore_button", width="stretch",
                   on_click=lambda: st.session_state.__setitem__("audit_rescore", True))
     skipped = np.asarray(st.session_state.get(_skipped_key(run_id), []), np.int64)
-    pending = queue[~decided[queue]]
+    pending = snap.audit.pending(decided)
     if skipped.size:  # skipped images go to the end, in the order they were skipped
         later = np.isin(pending, skipped)
         pending = np.concatenate([pending[~later], [p for p in skipped.tolist() if p in set(pending[later].tolist())]])
@@ -108,18 +109,19 @@ def queue_section(workspace: Workspace, session: ReviewSession, snap, decided: n
     if pending.size == 0:
         st.success("Every image in the queue has been reviewed.")
         return
-    current_item(workspace, session, snap, int(pending[0]), paths)
-    upcoming(session, snap, pending[1:UPCOMING + 1], paths)
+    current_item(workspace, session, snap.audit, int(pending[0]), paths)
+    upcoming(session, snap.audit, pending[1:UPCOMING + 1], paths)
 
 
-def current_item(workspace: Workspace, session: ReviewSession, snap, pos: int, paths: pd.DataFrame) -> None:
+def current_item(workspace: Workspace, session: ReviewSession, audit: AuditQueue, pos: int, paths: pd.DataFrame
+                 ) -> None:
     run_id, state = session.run_id, session.state
     image_id = int(state.image_ids[pos])
     own = int(state.labels[pos])
-    suggested = int(snap.suggested[pos])
+    suggested = int(audit.suggested[pos])
     can_suggest = suggested in state.names and suggested != own
     row = paths.iloc[pos]
-    st.text(f"#{int(snap.rank[pos]) + 1} in the queue · image {image_id} · {row['rel_path']}")
+    st.text(f"#{int(audit.rank[pos]) + 1} in the queue · image {image_id} · {row['rel_path']}")
     picture, why = st.columns([2, 3], gap="medium")
     with picture:
         source = image_source(workspace, row["sha256"], row["path"])
@@ -129,8 +131,8 @@ def current_item(workspace: Workspace, session: ReviewSession, snap, pos: int, p
             st.image(source, width="stretch")
     with why:
         st.markdown("**Why it is here**")
-        st.text(name_reasons(snap.reasons[pos], session, paths["rel_path"].to_numpy()))
-        st.text(f"Suspicion {snap.score[pos]:.2f} · confidence in its cluster {snap.confidence[pos]:.2f}")
+        st.text(name_reasons(audit.reasons[pos], session, paths["rel_path"].to_numpy()))
+        st.text(f"Suspicion {audit.score[pos]:.2f} · confidence in its cluster {audit.confidence[pos]:.2f}")
         st.markdown("**In cluster**")
         st.text(f"{own} · {state.names[own]}")
         _examples(workspace, session, own, exclude=image_id)
@@ -165,7 +167,7 @@ def _examples(workspace: Workspace, session: ReviewSession, cluster: int, exclud
     strip(workspace, members.head(4), columns=4)
 
 
-def upcoming(session: ReviewSession, snap, positions: np.ndarray, paths: pd.DataFrame) -> None:
+def upcoming(session: ReviewSession, audit: AuditQueue, positions: np.ndarray, paths: pd.DataFrame) -> None:
     """The next images in the queue, in rank order, with their reasons."""
     if positions.size == 0:
         return
@@ -174,11 +176,11 @@ def upcoming(session: ReviewSession, snap, positions: np.ndarray, paths: pd.Data
     names = state.names
     st.markdown("**Next in the queue**")
     st.dataframe(pd.DataFrame({
-        "Rank": snap.rank[positions] + 1, "Image": rel[positions],
+        "Rank": audit.rank[positions] + 1, "Image": rel[positions],
         "Cluster": [names.get(int(c), "?") for c in state.labels[positions]],
-        "Suggested": [names.get(int(c), "—") for c in snap.suggested[positions]],
-        "Suspicion": snap.score[positions],
-        "Why": [name_reasons(snap.reasons[p], session, rel) for p in positions]}),
+        "Suggested": [names.get(int(c), "—") for c in audit.suggested[positions]],
+        "Suspicion": audit.score[positions],
+        "Why": [name_reasons(audit.reasons[p], session, rel) for p in positions]}),
         hide_index=True, key="audit_upcoming",
         column_config={"Suspicion": st.column_config.NumberColumn(format="%.2f")})
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from tac_core.run import jobs
+from tac_core.run.history import latest_k_suggestion
 from tac_core.run.params import RunParams
 from tac_core.inputs import vocab_spec
 from ui import model_picker, run_monitor, state, widgets
+from ui.safe_text import esc
 
 MODE_LABELS = {"free": "Training-free (fast; TAC without training)",
                "trained": "Trained heads (slower; usually a little better)"}
@@ -18,7 +20,7 @@ def render() -> None:
     workspace = state.require_workspace()
     widgets.sidebar_status(workspace)
     st.title("Cluster")
-    st.caption(f"Workspace: {widgets.esc(workspace.name)}")
+    st.caption(f"Workspace: {esc(workspace.name)}")
     widgets.show_flashes()
     active = run_monitor.active_ids(workspace)
     if active:
@@ -82,13 +84,13 @@ def _vocabulary_input(workspace) -> tuple[str, dict | None]:
                         help="Edit sets on the Vocabulary page; the run keeps a copy of the set as it is now.")
     ok, spec = widgets.attempt(lambda: vocab_spec.load_spec(workspace, name), "read the vocabulary set")
     if ok:
-        st.caption(widgets.esc(vocab_spec.spec_summary(spec)))
+        st.caption(esc(vocab_spec.spec_summary(spec)))
         return name, spec
     return name, None
 
 
 def _k_input(workspace, n_images: int) -> int:
-    suggestion = run_monitor.latest_suggestion(workspace)
+    suggestion = latest_k_suggestion(workspace)
     st.session_state.setdefault("pref_k", min(8, n_images))
     st.session_state["pref_k"] = max(2, min(int(st.session_state["pref_k"]), n_images))
     st.session_state["w_k"] = st.session_state["pref_k"]
@@ -103,7 +105,7 @@ def _k_input(workspace, n_images: int) -> int:
                        "then start a second run with it; embeddings are reused, so it is quick.")
         else:
             run_id, data = suggestion
-            st.caption(f"Suggested by run {run_id}: {widgets.esc(data['explanation'])}")
+            st.caption(f"Suggested by run {run_id}: {esc(data['explanation'])}")
             if st.button(f"Use K = {data['best_k']}", key="use_suggested_k"):
                 st.session_state["pref_k"] = int(data["best_k"])
                 st.rerun()

@@ -3,15 +3,15 @@ kept in the workspace's ``exports/`` folder with a manifest saying what the file
 from __future__ import annotations
 
 import io
-import json
 import tempfile
 
 import pandas as pd
 import streamlit as st
 
-from tac_core.workspace.export import export_labels
+from tac_core.workspace.export import export_labels, list_exports
 from tac_core.workspace.review import ReviewSession
 from ui import state, widgets
+from ui.safe_text import esc
 
 PREVIEW_ROWS = 100
 ROW_CHOICES = {"all": "All images (except excluded ones)",
@@ -23,7 +23,7 @@ def render() -> None:
     workspace = state.require_workspace()
     widgets.sidebar_status(workspace)
     st.title("Export")
-    st.caption(f"Workspace: {widgets.esc(workspace.name)}")
+    st.caption(f"Workspace: {esc(workspace.name)}")
     widgets.show_flashes()
     runs = workspace.runs()
     done = runs[runs["status"] == "done"]
@@ -115,18 +115,12 @@ def _last_export(run_id: int, verified_only: bool) -> None:
 
 
 def _earlier_exports(workspace) -> None:
-    manifests = sorted(workspace.exports_dir.glob("*_manifest.json"), reverse=True)
+    manifests = list_exports(workspace)
     if not manifests:
         return
-    rows = []
-    for path in manifests:
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        rows.append({"file": manifest.get("csv_file", ""), "run": manifest.get("run_id"),
-                     "verified only": manifest.get("verified_only"), "rows": manifest.get("counts", {}).get("rows"),
-                     "created": str(manifest.get("created", ""))[:19].replace("T", " ")})
+    rows = [{"file": manifest.get("csv_file", ""), "run": manifest.get("run_id"),
+             "verified only": manifest.get("verified_only"), "rows": manifest.get("counts", {}).get("rows"),
+             "created": str(manifest.get("created", ""))[:19].replace("T", " ")} for manifest in manifests]
     with st.expander(f"Earlier exports in this workspace ({len(rows)})"):
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        st.caption(f"Folder: {widgets.esc(workspace.exports_dir)}")
+        st.caption(f"Folder: {esc(workspace.exports_dir)}")

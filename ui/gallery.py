@@ -8,7 +8,6 @@ drawn with ``st.text``: user text is never rendered as Markdown.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -91,13 +90,3 @@ def strip(workspace: Workspace, frame: pd.DataFrame, columns: int = 4, caption_r
             if caption_rows:
                 st.text(str(row.rel_path))
 
-
-def frame_for_positions(session, positions: Sequence[int], paths: pd.DataFrame) -> pd.DataFrame:
-    """Gallery rows for run positions: image id, paths, confidence and flags from the review state."""
-    state = session.state
-    pos = np.asarray(positions, dtype=np.int64)
-    frame = paths.iloc[pos].reset_index(drop=True)
-    frame.insert(0, "image_id", state.image_ids[pos])
-    frame.insert(1, "position", pos)
-    return frame.assign(cluster=state.labels[pos], confidence=state.confidence[pos], verified=state.verified[pos],
-                        excluded=state.excluded[pos])

@@ -6,6 +6,7 @@ import streamlit as st
 
 from tac_core.workspace.workspace import create_workspace, data_dir, delete_workspace, list_workspaces, rename_workspace
 from ui import navigation, state, widgets
+from ui.safe_text import esc
 
 _CONFIRM_KEY = "home_confirm_delete"
 
@@ -22,7 +23,7 @@ def render() -> None:
     widgets.show_flashes()
     current = state.current_workspace()
     if current is not None:
-        st.success(f"Open workspace: {widgets.esc(current.name)}")
+        st.success(f"Open workspace: {esc(current.name)}")
         _steps()
     _workspaces(current)
     st.divider()
@@ -69,7 +70,7 @@ def _workspaces(current) -> None:
                           key="home_workspace")
     info = by_path[chosen]
     if info.error:
-        st.error(f"This workspace cannot be opened: {widgets.esc(info.error)}. You can delete it.")
+        st.error(f"This workspace cannot be opened: {esc(info.error)}. You can delete it.")
     cols = st.columns(3)
     with cols[0]:
         if st.button("Open workspace", disabled=bool(info.error), width="stretch"):
@@ -105,7 +106,7 @@ def _rename(info, new_name: str, current) -> None:
 
 
 def _confirm_delete(info) -> None:
-    st.warning(f"Delete the workspace {widgets.esc(info.name)} with its copied images, vocabulary sets, runs, "
+    st.warning(f"Delete the workspace {esc(info.name)} with its copied images, vocabulary sets, runs, "
                "reviews and exports? Images added from a folder on this machine stay where they are. This cannot "
                "be undone.")
     cols = st.columns(2)

@@ -7,8 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from tac_core.workspace import ingest
-from tac_core.workspace.export import neutralise
+from tac_core.workspace.export import skipped_files, skipped_files_csv
 from ui import state, widgets
+from ui.safe_text import esc
 
 SAMPLE_SIZE = 24
 TABLE_ROWS = 1000
@@ -20,7 +21,7 @@ def render() -> None:
     workspace = state.require_workspace()
     widgets.sidebar_status(workspace)
     st.title("Images")
-    st.caption(f"Workspace: {widgets.esc(workspace.name)}")
+    st.caption(f"Workspace: {esc(workspace.name)}")
     widgets.show_flashes()
     _add_section(workspace)
     _last_report()
@@ -49,7 +50,7 @@ def _add_section(workspace) -> None:
                  "add the uploaded files")
     with tabs[2]:
         st.caption(f"A folder on the machine running TAC Studio; the images stay where they are. "
-                   f"{widgets.esc(ingest.describe_roots())}")
+                   f"{esc(ingest.describe_roots())}")
         path = st.text_input("Folder path", key="images_folder_path", placeholder="/data/line3/photos")
         recursive = st.checkbox("Include sub-folders", value=True, key="images_recursive")
         if st.button("Add folder"):
@@ -75,7 +76,7 @@ def _last_report() -> None:
     if not report:
         return
     text = f"Added from {report['location']}: {report['summary']}."
-    (st.success if report["added"] else st.warning)(widgets.esc(text))
+    (st.success if report["added"] else st.warning)(esc(text))
     if report["not_added"]:
         with st.expander(f"Not added from this source ({len(report['not_added'])})", expanded=report["added"] == 0):
             frame = pd.DataFrame(report["not_added"], columns=["file", "status", "reason"])
@@ -94,8 +95,7 @@ def _overview(workspace) -> None:
     if counts["total"] == 0:
         st.info("No images yet: add a folder, files or a .zip above.")
         return
-    images = workspace.images()
-    ok = images[images["status"] == "ok"]
+    ok = workspace.images("ok")
     if len(ok):
         st.markdown("**Sample**")
         picks = ok.iloc[np.unique(np.linspace(0, len(ok) - 1, min(SAMPLE_SIZE, len(ok))).astype(int))]
@@ -104,16 +104,13 @@ def _overview(workspace) -> None:
         widgets.thumbnail_grid(workspace.thumbs_dir, list(zip(picks["sha256"], picks["rel_path"])))
     st.markdown("**Sources**")
     st.dataframe(sources.rename(columns={"ok": "usable"}), hide_index=True, width="stretch")
-    problems = images[images["status"] != "ok"]
-    st.markdown(f"**Skipped files and duplicates** ({len(problems):,})")
-    if problems.empty:
+    table = skipped_files(workspace)
+    st.markdown(f"**Skipped files and duplicates** ({len(table):,})")
+    if table.empty:
         st.caption("Every file was usable.")
         return
-    table = problems[["rel_path", "status", "reason", "source_id", "path"]].rename(
-        columns={"rel_path": "file", "source_id": "source"})
     if len(table) > TABLE_ROWS:
         st.caption(f"Showing the first {TABLE_ROWS:,} of {len(table):,}; download the full list below.")
     st.dataframe(table.head(TABLE_ROWS), hide_index=True, width="stretch")
-    safe = table.assign(**{c: table[c].astype(str).map(neutralise) for c in ("file", "reason", "path")})
-    st.download_button("Download the skipped list (CSV)", safe.to_csv(index=False).encode("utf-8-sig"),
+    st.download_button("Download the skipped list (CSV)", skipped_files_csv(table),
                        file_name="skipped_files.csv", mime="text/csv", on_click="ignore")

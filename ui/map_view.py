@@ -50,7 +50,7 @@ def colour(cluster: int) -> str:
 def build_figure(xy: np.ndarray, session: ReviewSession, height: int = 560) -> go.Figure:
     """One trace per existing cluster (legend: id and name), excluded images in a hidden grey trace."""
     state = session.state
-    labels = np.where(state.excluded, -1, state.labels)
+    labels = state.included_labels()
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
     ids = state.image_ids

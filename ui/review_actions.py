@@ -14,9 +14,8 @@ import streamlit as st
 
 from tac_core.errors import TacError
 from tac_core.workspace.review import Edit, ReviewSession
-from tac_core.workspace.auto_split import SUFFIX, split_cluster
+from tac_core.workspace.auto_split import split_cluster, split_off
 from tac_core.workspace.workspace import Workspace
-from tac_core.workspace.runs import MAX_CLUSTER_NAME_LENGTH
 from ui.map_view import selected_ids, set_selection
 from ui.review_data import cached_session, run_array
 
@@ -96,14 +95,8 @@ def auto_split(workspace: Workspace, run_id: int, cluster: int) -> None:
 
 
 def split_selection(workspace: Workspace, run_id: int, cluster: int) -> None:
-    def run(session: ReviewSession) -> Edit:
-        ids = selected_ids(run_id)
-        ids = ids[np.isin(ids, session.state.image_ids)]
-        inside = ids[session.state.labels[session.state.positions(ids)] == cluster] if ids.size else ids
-        parent = session.state.names.get(cluster, "")
-        name = parent[:MAX_CLUSTER_NAME_LENGTH - len(SUFFIX)].rstrip() + SUFFIX if parent else None
-        return _show_new(session.split(cluster, inside, name))
-    act(workspace, run_id, "split the selection off", run)
+    act(workspace, run_id, "split the selection off",
+        lambda session: _show_new(split_off(session, cluster, selected_ids(run_id))))
 
 
 # -- selection actions -----------------------------------------------------------------------------------

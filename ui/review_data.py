@@ -22,12 +22,13 @@ import streamlit as st
 
 from tac_core.inputs.thumbnails import thumbnail_path
 from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.run_layout import (LAYOUT_ARRAY, compute_layout, layout_features, placeholder_layout,
+                                            preview_layout, saved_layout_name)
 from tac_core.workspace.workspace import Workspace
 from ui.safe_text import short
 from ui.state import current_run_id, set_run
 
 LOG = logging.getLogger("tac_studio")
-LAYOUT_ARRAY = "projection"
 BROWSER_FRIENDLY = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
 MAX_ORIGINAL_BYTES = 5_000_000
 
@@ -114,35 +115,26 @@ def _assignments(workspace_path: str, run_id: int, _workspace: Workspace) -> pd.
     return _workspace.run_assignments(run_id)
 
 
-def original_labels(workspace: Workspace, run_id: int) -> np.ndarray:
-    """The run's own labels by position, before any review edit."""
-    return _assignments(str(workspace.path), int(run_id), workspace)["cluster"].to_numpy(np.int64)
-
-
 def run_paths(workspace: Workspace, run_id: int) -> pd.DataFrame:
     """path, rel_path and sha256 of the run's images by position (shared: do not modify)."""
     return _assignments(str(workspace.path), int(run_id), workspace)[["path", "rel_path", "sha256"]]
 
 
 def layout(workspace: Workspace, run_id: int) -> tuple[np.ndarray, str]:
-    """The run's 2-D layout (N × 2) and a note on where it came from.
+    """The run's 2-D layout (N × 2) and a note on where it came from (:mod:`tac_core.workspace.run_layout`).
 
-    The job saves the UMAP map with the run, and it is never recomputed because of an edit (it depends on the
-    embeddings only). A run without one (an old run) gets it computed once, in a background thread, and
-    saved as the run's ``projection``; meanwhile the page shows a PCA picture of the same features.
+    A run without a saved map (an old run) gets it computed once per server process, in a background thread;
+    meanwhile the page shows a PCA picture of the same features.
     """
     run = workspace.run(run_id)
     n = int(run["n_images"])
     xy = run_array(workspace, run_id, LAYOUT_ARRAY)
     if xy is not None and xy.shape == (n, 2):
-        method = "PCA picture" if run["params"].get("projection") == "pca" else "UMAP map"  # the run's choice
-        return xy, f"{method} of the images' image and text features"
-    x = run_array(workspace, run_id, "image_embeddings")
-    t = run_array(workspace, run_id, "counterparts")
-    if x is None or len(x) != n:
-        rng = np.random.default_rng(int(run_id))  # nothing to lay out: a stable scatter, still selectable
-        return rng.standard_normal((n, 2)).astype(np.float32), "random positions (the run has no embeddings)"
-    features = x if t is None or len(t) != n else np.concatenate([x, t], axis=1)
+        return xy, f"{saved_layout_name(run['params'])} of the images' image and text features"
+    features = layout_features(run_array(workspace, run_id, "image_embeddings"),
+                               run_array(workspace, run_id, "counterparts"), n)
+    if features is None:
+        return placeholder_layout(run_id, n), "random positions (the run has no embeddings)"
     started = _background_umap(str(workspace.path), int(run_id), workspace, features)
     note = "PCA picture while the UMAP map is computed; refresh in a minute" if started else "PCA picture"
     return _quick_layout(str(workspace.path), int(run_id), features), note
@@ -150,9 +142,7 @@ def layout(workspace: Workspace, run_id: int) -> tuple[np.ndarray, str]:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _quick_layout(workspace_path: str, run_id: int, _features: np.ndarray) -> np.ndarray:
-    from tac_core.cluster.projection import quick_layout
-
-    xy = quick_layout(_features)
+    xy = preview_layout(_features)
     xy.setflags(write=False)
     return xy
 
@@ -162,10 +152,7 @@ def _background_umap(workspace_path: str, run_id: int, _workspace: Workspace, _f
     """Start computing the run's UMAP map once per server process; it is saved when done."""
     def work() -> None:
         try:
-            from tac_core.cluster.projection import fit_projection
-
-            coordinates = fit_projection(_features).coordinates
-            _workspace.save_run_array(run_id, LAYOUT_ARRAY, np.asarray(coordinates, np.float32))
+            compute_layout(_workspace, run_id, _features)
         except Exception:  # noqa: BLE001 - the PCA picture stays; say why in the server log
             LOG.exception("could not compute the UMAP map of run %s in %s", run_id, workspace_path)
 

@@ -15,9 +15,9 @@ from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace
 from ui import review_actions as actions
 from ui import map_view, widgets
-from ui.gallery import frame_for_positions, grid, page_of
-from ui.review_data import layout, pick_run, review_session, run_paths
-from ui.safe_text import md, short
+from ui.gallery import grid, page_of
+from ui.review_data import layout, pick_run, review_session
+from ui.safe_text import esc, short
 from ui.state import require_workspace, show_error
 
 TABLE = "review_cluster_table"
@@ -71,7 +71,7 @@ def toolbar(workspace: Workspace, session: ReviewSession, prefix: str = "review"
     cols[2].text(f"{session.edit_count} edit(s) in effect on run {run_id}.")
     message = actions.take_flash()
     if message:
-        (st.success if message[0] == "success" else st.error)(md(message[1]))
+        (st.success if message[0] == "success" else st.error)(esc(message[1]))
 
 
 def _option(clusters: pd.DataFrame):
@@ -240,7 +240,7 @@ def selection_gallery(workspace: Workspace, session: ReviewSession) -> None:
         return
     st.divider()
     st.subheader(f"Selected images ({pos.size})")
-    frame = frame_for_positions(session, np.sort(pos), run_paths(workspace, session.run_id))
+    frame = session.images(np.sort(pos))
     grid(workspace, session.run_id, page_of(frame, SELECTION_PAGE), key="review_selected")
 
 

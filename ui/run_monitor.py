@@ -3,7 +3,6 @@ details (stages, errors in plain words, K suggestion, parameters) and its action
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import pandas as pd
 import streamlit as st
@@ -11,6 +10,7 @@ import streamlit as st
 from tac_core.run import jobs
 from tac_core.run import params as run_params
 from ui import state, widgets
+from ui.safe_text import esc
 
 SELECTED_KEY = "cluster_selected_run"
 _PICK_PENDING = "cluster_pick_pending"
@@ -19,16 +19,6 @@ FORCE_AFTER_S = 15
 ACTIVE = ("pending", "running")
 STATUS_TEXT = {"pending": "waiting to start", "running": "running", "done": "done", "failed": "failed",
                "cancelled": "cancelled", "interrupted": "interrupted (its process stopped)"}
-
-
-def latest_suggestion(workspace) -> Optional[tuple[int, dict]]:
-    """(run id, k_suggestion) of the newest finished run that computed one."""
-    runs = workspace.runs()
-    for run_id in runs.loc[runs["status"] == "done", "id"]:
-        suggestion = jobs.read_summary(workspace, int(run_id)).get("k_suggestion")
-        if suggestion:
-            return int(run_id), suggestion
-    return None
 
 
 def active_ids(workspace) -> tuple[int, ...]:
@@ -132,12 +122,12 @@ def _details(workspace, run_id: int, run: dict) -> None:
             status = run["status"]
     st.markdown(f"**Run {run_id}: {STATUS_TEXT[status]}**")
     if status == "failed":
-        st.error(f"This run failed: {widgets.esc(run['error'])}")
+        st.error(f"This run failed: {esc(run['error'])}")
     elif status == "interrupted":
         st.warning("This run's process stopped before it finished (the server or the machine restarted, or the "
                    "job was killed). Run it again: finished embeddings are reused.")
     elif status == "cancelled":
-        st.info(f"Cancelled: {widgets.esc(run['error'] or 'by the user')}")
+        st.info(f"Cancelled: {esc(run['error'] or 'by the user')}")
     cols = st.columns(4)
     if status == "done":
         current = state.current_run_id(workspace)
@@ -184,7 +174,7 @@ def _summary(summary: dict) -> None:
     suggestion = summary.get("k_suggestion")
     if suggestion:
         with st.expander(f"K suggestion: {suggestion['best_k']}"):
-            st.markdown(widgets.esc(suggestion["explanation"]))
+            st.markdown(esc(suggestion["explanation"]))
             st.caption(f"Rule: the K with the highest silhouette among those whose stability is at least "
                        f"{suggestion['stability_threshold']:.2f} (ties within 0.01 go to the smaller K); otherwise the "
                        f"highest silhouette. Computed on {suggestion['n_points_used']:,} images' TAC features "

@@ -1,16 +1,22 @@
-"""Text a user typed (cluster names, anchor terms, file names) shown as text, never as markup.
+"""Text a user typed (workspace and cluster names, anchor terms, file names, error messages naming them) shown
+as text, never as markup: the app's one place for it.
 
 Streamlit renders Markdown in headings, captions, alerts and widget labels, and Plotly renders a subset of
-HTML in legends and hover labels. The review pages never put user text there directly: they use ``st.text``
-or dataframes, or pass it through one of these helpers first.
+HTML in legends and hover labels. Pages never put user text there directly: they use ``st.text`` or
+dataframes, or pass it through one of these helpers first.
 """
 from __future__ import annotations
 
 import html
+import re
 
-from ui.text import esc as md  # Markdown contexts (alerts, captions, labels): the app's one escaping rule
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^&])")
 
-__all__ = ["md", "plotly_text", "short"]
+
+def esc(text: object) -> str:
+    """``text`` with every character Markdown could interpret backslash-escaped, and line breaks as spaces, for
+    places that render Markdown (st.error/success/…, widget labels, captions, st.markdown)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def plotly_text(text: object, limit: int = 60) -> str:

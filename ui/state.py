@@ -18,7 +18,7 @@ import streamlit as st
 from tac_core import atomic
 from tac_core.errors import TacError
 from tac_core.workspace.workspace import Workspace, data_dir, open_workspace
-from ui.text import esc
+from ui.safe_text import esc
 
 LOG = logging.getLogger("tac_studio")
 _LAST_OPENED = "last_opened.json"

@@ -1,33 +1,36 @@
 """The vocabulary page's term table (search names and definitions, switch terms on and off), the active-term
-counts, and the one-off encoding cost of the active terms for a chosen model."""
+counts, and the one-off encoding cost of the active terms for a chosen model (rates from
+:mod:`tac_core.embedding.encoding_rate`)."""
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 
 import pandas as pd
 import streamlit as st
 
-from tac_core.run import jobs
-from tac_core.inputs import vocab_spec
 from tac_core.embedding.embed import cached_term_count
+from tac_core.embedding.encoding_rate import measure_encoding_rate
+from tac_core.inputs import vocab_spec
 from tac_core.inputs.prompts import template_set
-from tac_core.inputs.wordnet import normalize_term
+from tac_core.inputs.wordnet import WordNetNouns, normalize_term
+from tac_core.run.history import text_encoding_rate
 from ui import model_picker, widgets
+from ui.safe_text import esc
 
 MAX_ROWS = 300
 SHOW = {"all": "all terms", "on": "switched on", "off": "switched off", "domain": "domain terms"}
-CPU_SENTENCES_PER_CORE_S = 75  # measured: ViT-B-32's text tower, exact fast path, 2 cores ≈ 150/s (python -m bench)
-GPU_SENTENCES_S = 30000  # an H200 did 65,000-100,000/s; a workstation GPU does less: measure to be sure
+MEASURE_TERMS = 32
+
+
+@st.cache_resource(show_spinner="Loading WordNet …")
+def wordnet() -> WordNetNouns:
+    return WordNetNouns.load()
 
 
 @st.cache_data(max_entries=6, show_spinner="Building the term list …")
 def _base_frame(base_json: str) -> pd.DataFrame:
     """Every term of the spec before switching any off (WordNet filtered, packs, own terms)."""
-    from ui.vocabulary_view import wordnet
-
     frame = vocab_spec.base_vocabulary(json.loads(base_json), wordnet()).to_frame()
     frame["key"] = [normalize_term(n) for n in frame["name"]]
     frame["search"] = (frame["name"] + " " + frame["gloss"] + " " + frame["note"]).str.casefold()
@@ -40,8 +43,7 @@ def _base_json(spec: dict) -> str:
 
 def _frame(spec: dict) -> pd.DataFrame:
     frame = _base_frame(_base_json(spec))
-    off = {normalize_term(n) for n in spec["disabled"]}
-    return frame.assign(on=~frame["key"].isin(off))
+    return frame.assign(on=~frame["key"].isin(vocab_spec.switched_off(spec)))
 
 
 def active_count(edit) -> list[str]:
@@ -114,29 +116,29 @@ def cost_section(edit, active: list[str]) -> None:
     if model is None or not active:
         return
     templates = edit.spec["templates"]
-    n_prompts = len(template_set(templates))
     ok, cached = widgets.attempt(lambda: cached_term_count(
         active, model_picker.spec_of(model), templates, edit.workspace.cache_dir), "read the embedding cache")
     if not ok:
         return
     missing = len(dict.fromkeys(active)) - cached
     device = st.session_state.get("pref_device", "auto")
-    rate, source = _rate(edit.workspace, model, templates, device)
+    rate = (st.session_state.get("vocab_measured", {}).get(_rate_key(model, templates, device))
+            or text_encoding_rate(edit.workspace, model, templates, device))
     st.metric("Terms still to encode", f"{missing:,}", help=f"{cached:,} of the active terms are cached already.")
     if missing == 0:
         st.success("Every active term is already encoded for this model: runs skip this step.")
         return
-    seconds = missing * n_prompts / rate
-    st.markdown(f"About **{_duration(seconds)}** once ({missing:,} terms × {n_prompts} prompts at ~{rate:,.0f} "
-                f"prompts/s, {widgets.esc(source)}).")
+    seconds = rate.seconds(missing, templates)
+    st.markdown(f"About **{_duration(seconds)}** once ({missing:,} terms × {len(template_set(templates))} prompts at "
+                f"~{rate.prompts_per_second:,.0f} prompts/s, {esc(rate.source)}).")
     if seconds > 1800:
         st.warning("That is long. The full WordNet with the paper's 7 prompts takes about an hour on a 2-core CPU with "
                    "ViT-B-32 (about 150 prompts/s) and seconds to minutes on a GPU. To cut it: choose tac3 or photo1 "
                    "templates, keep only some WordNet categories (e.g. noun.artifact, noun.state), or run on a GPU.")
     if st.button("Measure encoding speed", help="Loads the model here and encodes 32 terms to time it."):
         with st.spinner("Measuring …"):
-            ok, measured = widgets.attempt(lambda: _measure(model, templates, device, active[:32]),
-                                           "measure the encoding speed")
+            ok, measured = widgets.attempt(lambda: measure_encoding_rate(
+                model_picker.spec_of(model), templates, device, active[:MEASURE_TERMS]), "measure the encoding speed")
         if ok:
             st.session_state.setdefault("vocab_measured", {})[_rate_key(model, templates, device)] = measured
             st.rerun()
@@ -144,38 +146,6 @@ def cost_section(edit, active: list[str]) -> None:
 
 def _rate_key(model: dict, templates: str, device: str) -> str:
     return json.dumps([model, templates, device], sort_keys=True)
-
-
-def _rate(workspace, model: dict, templates: str, device: str) -> tuple[float, str]:
-    """Prompts per second: measured here, else from the last run that encoded terms, else a rough guess."""
-    measured = st.session_state.get("vocab_measured", {}).get(_rate_key(model, templates, device))
-    if measured:
-        return measured, "measured just now"
-    runs = workspace.runs()
-    for run in runs.itertuples(index=False):
-        params = run.params
-        if params.get("model") != model or params.get("vocab_spec", {}).get("templates") != templates:
-            continue
-        for stage in jobs.read_stages(workspace, int(run.id)):
-            encoded = stage.get("done", 0) - stage.get("first_done", 0)
-            if stage["stage"] == "embedding vocabulary" and encoded >= 50 and stage.get("seconds", 0) > 0:
-                return encoded * len(template_set(templates)) / stage["seconds"], f"measured in run {run.id}"
-    if model_picker.detected_devices().startswith("cuda") and device != "cpu":
-        return GPU_SENTENCES_S, "a rough guess for a GPU"
-    cores = os.cpu_count() or 1
-    return CPU_SENTENCES_PER_CORE_S * cores, f"a rough guess for {cores} CPU cores"
-
-
-def _measure(model: dict, templates: str, device: str, names: list[str]) -> float:
-    from tac_core.embedding.models import load_model
-    from tac_core.embedding.text_encoding import encode_vocabulary
-
-    loaded = load_model(model_picker.spec_of(model), device)
-    prompts = template_set(templates)
-    encode_vocabulary(loaded, names[:4], prompts)  # warm-up
-    start = time.perf_counter()
-    encode_vocabulary(loaded, names, prompts)
-    return len(names) * len(prompts) / max(time.perf_counter() - start, 1e-6)
 
 
 def _duration(seconds: float) -> str:

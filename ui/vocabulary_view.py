@@ -12,16 +12,11 @@ import streamlit as st
 from tac_core.inputs import vocab_spec
 from tac_core.inputs.prompts import TEMPLATE_SETS
 from tac_core.inputs.vocabulary import domain_packs, load_domain_pack
-from tac_core.inputs.wordnet import WordNetNouns
 from ui import state, vocab_terms, widgets
+from ui.safe_text import esc
 
 SET_KEY = "vocab_set_name"  # the set being edited (kept across pages; the cluster page preselects it)
 _IMPORT_ROUND = "vocab_import_round"
-
-
-@st.cache_resource(show_spinner="Loading WordNet …")
-def wordnet() -> WordNetNouns:
-    return WordNetNouns.load()
 
 
 @st.cache_data(show_spinner=False)
@@ -33,7 +28,7 @@ def render() -> None:
     workspace = state.require_workspace()
     widgets.sidebar_status(workspace)
     st.title("Vocabulary")
-    st.caption(f"Workspace: {widgets.esc(workspace.name)}")
+    st.caption(f"Workspace: {esc(workspace.name)}")
     st.markdown("TAC borrows meaning from nouns: it keeps the ones that fit your images and pairs every image "
                 "with a mix of them. Add the words your plant uses (\"solder bridge\", \"delamination\"), switch off "
                 "misleading ones, and narrow WordNet when encoding all of it is too slow.")
@@ -77,12 +72,8 @@ class Editor:
 
     def change(self, fn, what: str) -> bool:
         try:
-            self.spec = vocab_spec.load_spec(self.workspace, self.name)  # another tab may have saved meanwhile
-            new = fn(self.spec)
-            new = vocab_spec.validate_spec(new)
-            if new != self.spec:
-                self.version = self.workspace.save_vocab_set(self.name, new)
-                self.spec = new
+            self.spec, version = vocab_spec.change_set(self.workspace, self.name, fn)
+            self.version = version or self.version
             return True
         except Exception as exc:  # noqa: BLE001 - shown in plain words on the page
             from tac_core.errors import TacError
@@ -127,7 +118,7 @@ def _set_picker(workspace, edit: Editor, names: list[str]) -> None:
 
 def _wordnet_section(edit: Editor) -> None:
     st.subheader("WordNet nouns")
-    spec, wn = edit.spec, wordnet()
+    spec, wn = edit.spec, vocab_terms.wordnet()
     st.toggle("Use WordNet nouns", value=spec["wordnet"], key=edit.key("wordnet"),
               on_change=edit.on_change("wordnet", "wordnet", "switch WordNet"))
     if not spec["wordnet"]:
@@ -234,5 +225,5 @@ def _templates_section(edit: Editor) -> None:
              format_func=lambda t: f"{t}: {vocab_spec.TEMPLATE_NOTES[t]}",
              on_change=edit.on_change("templates", "templates", "change the templates"))
     st.caption("Each term is embedded as the mean over its prompts (e.g. " +
-               widgets.esc(" / ".join(TEMPLATE_SETS[edit.spec["templates"]][:3])) + "). Encoding time grows with the "
+               esc(" / ".join(TEMPLATE_SETS[edit.spec["templates"]][:3])) + "). Encoding time grows with the "
                "number of prompts; quality gains from more prompts are modest.")

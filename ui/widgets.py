@@ -2,7 +2,7 @@
 progress, thumbnails.
 
 User text (workspace names, file names, terms, labels) is never rendered as markdown or HTML: it goes into
-dataframes, ``st.text``/``st.code``, or through :func:`esc` where a widget label or message needs it.
+dataframes, ``st.text``/``st.code``, or through :func:`ui.safe_text.esc` where a widget label or message needs it.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import streamlit as st
 
 from tac_core.inputs.thumbnails import thumbnail_path
 from ui import state
-from ui.text import esc
+from ui.safe_text import esc
 
 _FLASH_KEY = "_flash_messages"
 

@@ -23,7 +23,7 @@ import copy
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from ..errors import EmptyInputError, InvalidInputError, TacError
 from .prompts import DEFAULT_TEMPLATE_SET, TEMPLATE_SETS
@@ -91,7 +91,7 @@ def build_vocabulary(spec: dict, wordnet: Optional[WordNetNouns] = None) -> Voca
     with switched-off terms removed. Raises :class:`EmptyInputError` when nothing is left."""
     spec = validate_spec(spec, wordnet)
     vocab = base_vocabulary(spec, wordnet)
-    drop = {normalize_term(name) for name in spec["disabled"]}
+    drop = switched_off(spec)
     kept = [term for term in vocab if term.key not in drop]
     if not kept:
         raise EmptyInputError("every term of this vocabulary set is switched off or filtered out; switch some "
@@ -114,6 +114,11 @@ def base_vocabulary(spec: dict, wordnet: Optional[WordNetNouns] = None) -> Vocab
     if spec["domain_terms"]:
         vocab = vocab + Vocabulary.from_terms([(t["term"], t["note"]) for t in spec["domain_terms"]])
     return vocab
+
+
+def switched_off(spec: dict) -> set[str]:
+    """The keys (:func:`normalize_term`) of the terms the spec switches off."""
+    return {normalize_term(name) for name in spec["disabled"]}
 
 
 # -- editing (each returns a new validated spec) -------------------------------------------------------
@@ -204,6 +209,16 @@ def load_spec(workspace, name: str) -> dict:
         if "no vocabulary set named" in str(exc):
             raise
         raise InvalidInputError(f"the vocabulary set {name!r} cannot be used: {exc}") from None
+
+
+def change_set(workspace, name: str, change: Callable[[dict], dict]) -> tuple[dict, Optional[int]]:
+    """Apply ``change(spec) -> spec`` to the set as stored now (so an edit another session saved meanwhile is
+    kept), validate it and save it when it differs; returns the spec and its new version (None: unchanged)."""
+    stored = load_spec(workspace, name)
+    new = validate_spec(change(stored))
+    if new == stored:
+        return stored, None
+    return new, workspace.save_vocab_set(name, new)
 
 
 def spec_summary(spec: dict) -> str:

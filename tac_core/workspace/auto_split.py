@@ -9,7 +9,8 @@ Decisions:
 - The larger half keeps the cluster (its id, name, anchors and verified flag); the smaller half becomes the
   new cluster. Equal halves: the half holding the smallest image id stays.
 - Only members that are not excluded are split; excluded members stay with the original cluster.
-- The new cluster is named ``"<parent name> (split)"`` so its origin stays visible until it is renamed.
+- The new cluster is named ``"<parent name> (split)"`` so its origin stays visible until it is renamed; a
+  selection split off by hand (:func:`split_off`) is named the same way.
 - Fewer than 2 members, or members whose features coincide, raise
   :class:`~tac_core.errors.InvalidInputError` saying what to do instead (select images and split by hand).
 """
@@ -68,10 +69,23 @@ def split_cluster(session: ReviewSession, cluster: int, image_embeddings: Option
                   random_state: int = SEED) -> Edit:
     """Propose a 2-way split and record it as ONE ``split`` event (the smaller half's ids); returns the edit."""
     proposal = propose_split(session, cluster, image_embeddings, counterparts, random_state)
-    if name is None:
-        parent = session.state.names[proposal.cluster]
-        name = parent[:MAX_CLUSTER_NAME_LENGTH - len(SUFFIX)].rstrip() + SUFFIX
-    return session.split(proposal.cluster, proposal.split, name)
+    return session.split(proposal.cluster, proposal.split, split_name(session.state.names[proposal.cluster])
+                         if name is None else name)
+
+
+def split_off(session: ReviewSession, cluster: int, image_ids) -> Edit:
+    """Split the given images that sit in ``cluster`` off into a new cluster named as an automatic split's;
+    the others (a selection spanning clusters, ids not in the run) stay where they are."""
+    state, ids = session.state, np.asarray(image_ids, np.int64).reshape(-1)
+    ids = ids[np.isin(ids, state.image_ids)]
+    inside = ids[state.labels[state.positions(ids)] == cluster] if ids.size else ids
+    parent = state.names.get(cluster)
+    return session.split(cluster, inside, None if parent is None else split_name(parent))
+
+
+def split_name(parent: str) -> str:
+    """The new cluster's name: ``"<parent name> (split)"``, the parent's name shortened to fit."""
+    return parent[:MAX_CLUSTER_NAME_LENGTH - len(SUFFIX)].rstrip() + SUFFIX
 
 
 def _existing(session: ReviewSession, cluster) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
+import pandas as pd
 
 import tac_core
 
@@ -42,6 +44,7 @@ from .workspace import Workspace
 COLUMNS = ("relative_path", "sha256", "cluster_id", "label", "verified", "confidence", "top_anchors", "run_id")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_ANCHORS = 3
+SKIPPED_COLUMNS = {"rel_path": "file", "status": "status", "reason": "reason", "source_id": "source", "path": "path"}
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,30 @@ def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace
         workspace.record("export", {"file": csv_path.name, "rows": len(positions), "verified_only": bool(verified_only)},
                          run_id=run_id)
     return ExportResult(csv_path, manifest_path, len(positions), csv_bytes, manifest)
+
+
+def list_exports(workspace: Workspace) -> list[dict]:
+    """The manifests of the workspace's exports, newest first (by file name: run, then UTC time); a manifest
+    that cannot be read (being written, damaged) is left out."""
+    manifests = []
+    for path in sorted(workspace.exports_dir.glob("*_manifest.json"), reverse=True):
+        try:
+            manifests.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return manifests
+
+
+def skipped_files(workspace: Workspace) -> pd.DataFrame:
+    """The files the workspace does not use (skipped and duplicates): file, status, reason, source, path."""
+    return workspace.skipped_images()[list(SKIPPED_COLUMNS)].rename(columns=SKIPPED_COLUMNS)
+
+
+def skipped_files_csv(skipped: pd.DataFrame) -> bytes:
+    """:func:`skipped_files` as a CSV a spreadsheet opens safely (UTF-8 with BOM, text cells neutralised)."""
+    text_columns = [c for c in ("file", "reason", "path") if c in skipped.columns]
+    safe = skipped.assign(**{c: skipped[c].astype(str).map(neutralise) for c in text_columns})
+    return safe.to_csv(index=False).encode("utf-8-sig")
 
 
 def _destination(folder: Path, run_id: int, verified_only: bool) -> tuple[Path, Path, Path]:

@@ -2,8 +2,9 @@
 
 Every edit is one row of the ``events`` table, committed in its own transaction before the call returns, so
 a refresh, a crash or a SIGKILL never loses an acknowledged edit. The state (labels, verified and excluded
-flags, cluster names) is never stored: it is the run's assignments with the log replayed on top. Events hold
-explicit image ids (an automatic split is recorded as the ids it produced), so replay recomputes nothing.
+flags, cluster names; :mod:`tac_core.workspace.review_state`) is never stored: it is the run's assignments
+with the log replayed on top. Events hold explicit image ids (an automatic split is recorded as the ids it
+produced), so replay recomputes nothing.
 
 Undo is global over a run's log, all sessions together: undo reverts the latest effective edit, redo
 re-applies the most recently undone one, a new edit clears the redo stack. Undo and redo are events
@@ -11,179 +12,26 @@ themselves, so they survive restarts. Sessions on one run append to one log: bef
 applies (inside the write transaction) what others wrote since it last looked, so it validates against the
 current state and an undo never skips someone else's newer edit. Applying is incremental: each applied
 edit keeps what it needs to be reverted, so no action replays the log.
-
-Decisions where the brief was silent:
-- Cluster ids are stable: a merge keeps the target id; a split takes the highest id ever used + 1.
-- Move, split and merge keep each image's own verified flag. A merged cluster is verified only when the
-  target and all sources were; a split-off cluster starts unverified.
-- A merged cluster shows the union of its sources' anchors (best score per term). A split-off cluster has no
-  anchors: its parent's terms describe the parent's mix, and showing them on both halves would suggest the
-  halves are alike. Re-clustering gives it its own.
-- A cluster emptied by moves stays listed (size 0) until merged away; sizes count non-excluded members.
 """
 from __future__ import annotations
 
 import json
 import operator
 import secrets
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError
+from .decisions import Decision, decided_mask, decision_of, moved_mask
+from .review_state import Edit, ReviewState, Revert
 from .store import WorkspaceUnreadableError, to_json, utc_now, validate_name
 from .workspace import Workspace
 from .runs import MAX_CLUSTER_NAME_LENGTH, id_array, require_known_ids
 
-EDIT_KINDS = ("rename", "merge", "split", "move", "verify_images", "verify_cluster", "exclude")
 MEMBER_ORDERS = ("confidence", "least_confident")
 TOP_ANCHORS = 5
-
-Revert = Callable[[], None]
-
-
-@dataclass(frozen=True)
-class Edit:
-    """What an action did: its event id, a sentence for the UI, and the cluster it produced or touched."""
-
-    event_id: int
-    kind: str
-    text: str
-    cluster: Optional[int] = None
-
-
-@dataclass(eq=False)
-class ReviewState:
-    """A run's clustering with the review log applied; arrays are over the run's images by position."""
-
-    image_ids: np.ndarray
-    labels: np.ndarray
-    confidence: np.ndarray
-    verified: np.ndarray
-    excluded: np.ndarray
-    names: dict[int, str]  # the clusters that exist now
-    base_anchors: list[list[tuple[str, float]]]
-    verified_clusters: set[int] = field(default_factory=set)
-    anchor_sources: dict[int, frozenset[int]] = field(default_factory=dict)  # cluster -> run clusters it shows
-    next_cluster: int = 0
-    effective: list[int] = field(default_factory=list)  # applied edits not undone, oldest first (undo stack)
-    undone: list[int] = field(default_factory=list)  # redo stack, most recently undone last
-    _order: np.ndarray = field(init=False, repr=False)  # image ids sorted, to map ids to positions fast
-    _sorted_ids: np.ndarray = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._order = np.argsort(self.image_ids, kind="stable")
-        self._sorted_ids = self.image_ids[self._order]
-
-    @classmethod
-    def from_run(cls, assignments: pd.DataFrame, names: dict[int, str],
-                 anchors: list[list[tuple[str, float]]]) -> "ReviewState":
-        n = len(assignments)
-        return cls(np.array(assignments["image_id"], dtype=np.int64), np.array(assignments["cluster"], dtype=np.int64),
-                   np.array(assignments["confidence"], dtype=np.float64), np.zeros(n, bool), np.zeros(n, bool),
-                   dict(names), anchors, anchor_sources={c: frozenset({c}) for c in names},
-                   next_cluster=max(names, default=-1) + 1)
-
-    def positions(self, image_ids: np.ndarray) -> np.ndarray:
-        """Positions of known image ids (callers validate with :func:`require_known_ids` first)."""
-        return self._order[np.searchsorted(self._sorted_ids, image_ids)]
-
-    def counts_as_verified(self) -> np.ndarray:
-        """Per image: verified itself or a member of a verified cluster (what verified-only export takes)."""
-        return self.verified | np.isin(self.labels, list(self.verified_clusters))
-
-    def anchors(self, cluster: int) -> list[tuple[str, float]]:
-        """The cluster's anchors, best first: its run clusters' anchors merged, best score per term."""
-        best: dict[str, float] = {}
-        for source in sorted(self.anchor_sources.get(cluster, ())):
-            for term, score in self.base_anchors[source]:
-                best[term] = max(score, best.get(term, score))
-        return sorted(best.items(), key=lambda pair: (-pair[1], pair[0]))
-
-    def apply(self, kind: str, payload: dict) -> tuple[Revert, str]:
-        """Apply one edit; returns a function reverting exactly it and a sentence describing it."""
-        pos = self.positions(np.asarray(payload.get("image_ids", []), dtype=np.int64))
-        n = len(pos)
-        if kind == "rename":
-            cluster, old = payload["cluster"], self.names[payload["cluster"]]
-            self.names[cluster] = payload["name"]
-            return (lambda: self.names.__setitem__(cluster, old),
-                    f"renamed cluster {cluster} from {old!r} to {payload['name']!r}")
-        if kind == "merge":
-            return self._merge(payload["sources"], payload["target"])
-        if kind == "split":
-            return self._split(payload["cluster"], pos, payload["new_cluster"], payload["name"])
-        if kind == "move":
-            cluster, old, old_verified = payload["cluster"], self.labels[pos], self.verified[pos]
-            self.labels[pos] = cluster
-            verify = payload.get("verify", False)  # logs written before the flag existed hold plain moves
-            if verify:
-                self.verified[pos] = True
-
-            def revert() -> None:
-                self.labels[pos] = old
-                self.verified[pos] = old_verified
-            return revert, (f"moved {n} image(s) to cluster {cluster} {self.names[cluster]!r}"
-                            + (" and verified them" if verify else ""))
-        if kind in ("verify_images", "exclude"):
-            flags, value = (self.verified if kind == "verify_images" else self.excluded), payload["value"]
-            old = flags[pos]
-            flags[pos] = value
-            word = {("verify_images", True): "marked {} image(s) verified",
-                    ("verify_images", False): "marked {} image(s) not verified",
-                    ("exclude", True): "excluded {} image(s)", ("exclude", False): "included {} image(s) again"}
-            return lambda: flags.__setitem__(pos, old), word[kind, value].format(n)
-        if kind == "verify_cluster":
-            cluster, value = payload["cluster"], payload["value"]
-            was = cluster in self.verified_clusters
-            self._set_cluster_verified(cluster, value)
-            return (lambda: self._set_cluster_verified(cluster, was),
-                    f"marked cluster {cluster} {self.names[cluster]!r} {'verified' if value else 'not verified'}")
-        raise WorkspaceUnreadableError(f"the review log holds an edit of unknown kind {kind!r}; update TAC "
-                                       "Studio.")
-
-    def _merge(self, sources: list[int], target: int) -> tuple[Revert, str]:
-        pos = np.flatnonzero(np.isin(self.labels, sources))
-        old_labels = self.labels[pos]
-        touched = [*sources, target]
-        old_names = {c: self.names[c] for c in sources}
-        old_anchors = {c: self.anchor_sources[c] for c in touched}
-        old_verified = {c for c in touched if c in self.verified_clusters}
-        text = (f"merged {', '.join(f'cluster {c} {self.names[c]!r}' for c in sources)} into cluster {target} "
-                f"{self.names[target]!r} ({len(pos)} image(s) moved)")
-        self.labels[pos] = target
-        self.anchor_sources[target] = frozenset().union(*(old_anchors[c] for c in touched))
-        self._set_cluster_verified(target, len(old_verified) == len(touched))
-        for c in sources:
-            del self.names[c], self.anchor_sources[c]
-            self.verified_clusters.discard(c)
-
-        def revert() -> None:
-            self.labels[pos] = old_labels
-            self.names.update(old_names)
-            self.anchor_sources.update(old_anchors)
-            self.verified_clusters.difference_update(touched)
-            self.verified_clusters.update(old_verified)
-        return revert, text
-
-    def _split(self, cluster: int, pos: np.ndarray, new: int, name: str) -> tuple[Revert, str]:
-        previous_next = self.next_cluster
-        self.labels[pos] = new
-        self.names[new], self.anchor_sources[new] = name, frozenset()
-        self.next_cluster = max(self.next_cluster, new + 1)
-
-        def revert() -> None:
-            self.labels[pos] = cluster
-            del self.names[new], self.anchor_sources[new]
-            self.verified_clusters.discard(new)
-            self.next_cluster = previous_next
-        return revert, (f"split {len(pos)} image(s) off cluster {cluster} {self.names[cluster]!r} into new cluster "
-                        f"{new} {name!r}")
-
-    def _set_cluster_verified(self, cluster: int, value: bool) -> None:
-        (self.verified_clusters.add if value else self.verified_clusters.discard)(cluster)
 
 
 class ReviewSession:
@@ -201,6 +49,7 @@ class ReviewSession:
                                           workspace.run_anchors(run_id))
         self._last_event_id = 0
         self._edits: dict[int, tuple[str, dict, str]] = {}  # event id -> kind, payload, text
+        self._decisions: dict[int, Decision] = {}  # event id -> what a deciding edit decided
         self._reverts: dict[int, Revert] = {}
         self._history: list[dict] = []
         self.refresh()
@@ -232,6 +81,9 @@ class ReviewSession:
         else:
             self._reverts[event_id], text = state.apply(kind, payload)
             self._edits[event_id] = (kind, payload, text)
+            decision = decision_of(kind, payload, state)
+            if decision is not None:
+                self._decisions[event_id] = decision
             state.effective.append(event_id)
             state.undone.clear()
         self._history.append({"event_id": event_id, "ts": ts, "session": session, "kind": kind, "text": text})
@@ -341,6 +193,14 @@ class ReviewSession:
             "mean_confidence": np.divide(confidence, size, out=np.zeros(len(ids)), where=size > 0),
             "top_anchors": [state.anchors(c)[:TOP_ANCHORS] for c in ids]})
 
+    def decided(self) -> np.ndarray:
+        """Per image: decided by the reviewer (:mod:`tac_core.workspace.decisions`), with every session's edits."""
+        return decided_mask(self.state, self._decisions)
+
+    def moved(self) -> np.ndarray:
+        """Per image: put in its cluster by a ``move`` in effect."""
+        return moved_mask(self.state, self._decisions)
+
     def members(self, cluster: int, order: str = "confidence") -> pd.DataFrame:
         """The cluster's images, most confident first (``"confidence"``) or least confident first."""
         if order not in MEMBER_ORDERS:
@@ -348,11 +208,16 @@ class ReviewSession:
         state, cluster = self.state, self._cluster(cluster)
         pos = np.flatnonzero(state.labels == cluster)
         key = state.confidence[pos] if order == "least_confident" else -state.confidence[pos]
-        pos = pos[np.argsort(key, kind="stable")]
+        return self.images(pos[np.argsort(key, kind="stable")])
+
+    def images(self, positions) -> pd.DataFrame:
+        """One row per run position given, in that order: image_id, position, path, rel_path, sha256, cluster,
+        confidence and the verified and excluded flags as they are now."""
+        state, pos = self.state, np.asarray(positions, dtype=np.int64)
         frame = self._paths.iloc[pos].reset_index(drop=True)
         frame.insert(0, "image_id", state.image_ids[pos])
         frame.insert(1, "position", pos)
-        return frame.assign(confidence=state.confidence[pos], verified=state.verified[pos],
+        return frame.assign(cluster=state.labels[pos], confidence=state.confidence[pos], verified=state.verified[pos],
                             excluded=state.excluded[pos])
 
     def anchors(self, cluster: int) -> list[tuple[str, float]]:

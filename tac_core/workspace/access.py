@@ -186,11 +186,10 @@ class AccessMixin:
         return handle
 
     def members(self) -> pd.DataFrame:
-        """name, email, role, added, added_by of every member, admins first."""
-        frame = self._frame("SELECT name, email, role, added, added_by FROM members ORDER BY name")
-        order = frame["role"].map(lambda r: -Role.parse(r).value) if len(frame) else frame["role"]
-        return frame.assign(_order=order).sort_values(["_order", "name"], kind="stable").drop(
-            columns="_order").reset_index(drop=True)
+        """name, email, role, added, added_by of every member, the highest role first, then by name."""
+        frame = self._frame("SELECT name, email, role, added, added_by FROM members ORDER BY key")
+        rank = [-Role.parse(role).value for role in frame["role"]]
+        return frame.iloc[sorted(range(len(frame)), key=rank.__getitem__)].reset_index(drop=True)
 
     @property
     def claimed(self) -> bool:

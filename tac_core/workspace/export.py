@@ -116,8 +116,8 @@ def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace
     finally:
         reservation.unlink(missing_ok=True)
     if record:
-        workspace.record("export", {"file": csv_path.name, "rows": len(positions), "verified_only": bool(verified_only)},
-                         run_id=run_id)
+        workspace.record("export", {"file": csv_path.name, "rows": len(positions),
+                                    "verified_only": bool(verified_only)}, run_id=run_id)
     return ExportResult(csv_path, manifest_path, len(positions), csv_bytes, manifest)
 
 

@@ -258,6 +258,8 @@ def history(session: ReviewSession) -> None:
         if not entries:
             st.text("No edits yet.")
             return
+        latest = entries[0]
+        st.text(f"Latest: #{latest['event_id']} by {latest['user']}, {latest['ts'][11:19]} UTC: {latest['text']}")
         st.dataframe(pd.DataFrame({"#": [e["event_id"] for e in entries],
                                    "When (UTC)": [e["ts"][:19].replace("T", " ") for e in entries],
                                    "User": [e["user"] for e in entries],

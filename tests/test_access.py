@@ -105,6 +105,15 @@ def test_the_creator_is_admin_and_admins_manage_members_by_user_name(ws):
     assert activity["user"].iloc[0] == "ada" and activity["detail"].iloc[1] == {"member": "bob", "role": "viewer"}
 
 
+def test_a_member_removed_meanwhile_is_refused_at_the_next_change(ws):
+    session = ReviewSession(as_(ws, CARL), ws.run_id)
+    session.rename(0, "cracks")
+    as_(ws, ADA).remove_member("carl")
+    with pytest.raises(AccessDeniedError, match="carl is not a member"):
+        session.rename(1, "stains")
+    assert [h["text"] for h in session.history()] == ["renamed cluster 0 from 'cluster 0' to 'cracks'"]
+
+
 def test_a_workspace_always_keeps_an_admin(ws):
     admin = as_(ws, ADA)
     with pytest.raises(InvalidInputError, match="only admin"):

@@ -123,6 +123,8 @@ def test_a_header_sent_twice_or_without_the_proxy_secret_signs_nobody_in(shared,
     assert [t.value for t in open_app().title] == ["Sign-in required"]
     proxy("ada", **{"X-Tac-Studio-Proxy-Secret": "s3cret-from-the-proxy"})
     assert [t.value for t in open_app().title] == ["TAC Studio"]
+    proxy("ada\x07admin", **{"X-Tac-Studio-Proxy-Secret": "s3cret-from-the-proxy"})
+    assert [t.value for t in open_app().title] == ["Sign-in required"]
 
 
 def test_a_viewer_sees_the_review_read_only_and_a_click_changes_nothing(shared, proxy):
@@ -164,6 +166,7 @@ def test_a_non_member_sees_no_trace_and_tampering_with_the_address_is_refused(sh
     proxy("eve")
     at = open_app()
     assert "No workspaces yet" in texts(at) and "Line 9 cells" not in texts(at)
+    assert str(app_data) not in texts(at)  # the server's folders are not shown when users sign in
     for folder in (secret.path.name, line.path.name, "..", ".", ".creating-x", "no-such-folder"):
         at = open_app("pages/review.py")
         at.query_params["ws"] = folder

@@ -97,3 +97,22 @@ def app_data(tmp_path, monkeypatch) -> Path:
     st.cache_resource.clear()
     st.cache_data.clear()
     gc.collect()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ray (tac_core.embedding.distributed): one local Ray of 2 CPUs for the whole session, started on first use
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    """A local Ray with 2 CPUs and a small object store, connected in this process: the code under test finds
+    it connected and uses it (``--ray local`` included), child processes join it by this address. Shut down
+    when the session ends."""
+    import ray
+
+    from tac_core.embedding.ray_cluster import RayOptions, connect
+
+    connect(RayOptions("local", local_cpus=2, object_store_mb=256))
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -316,6 +316,22 @@ def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choic
     assert at.query_params == {"ws": images_ws.path.name, "run": str(runs.iloc[0]["id"])}
 
 
+def test_cluster_page_saves_the_workspaces_ray_cluster_at_once(images_ws):
+    at = app("pages/3_Cluster.py", images_ws)
+    ray_input = "Embed on a Ray cluster (optional)"
+    assert text_input(at, ray_input).value == ""
+    text_input(at, ray_input).input("head node:6379")
+    at.run()
+    assert any("must be 'local'" in e for e in messages(at, "error")) and images_ws.setting("ray_address") == ""
+    text_input(at, ray_input).input(" auto ")
+    at.run()
+    assert images_ws.setting("ray_address") == "auto" and any("embed on Ray at" in c.value for c in at.caption)
+    assert text_input(app("pages/3_Cluster.py", images_ws), ray_input).value == "auto"  # a new session sees it
+    text_input(at, ray_input).input("")
+    at.run()
+    assert images_ws.setting("ray_address") == ""
+
+
 def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_choice):
     params = run_params.RunParams(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=2,
                               projection="pca", suggest_k=False)

@@ -69,3 +69,31 @@ def test_image_and_text_encoding_on_cuda_match_the_cpu(tiny_spec, tmp_path):
     assert np.abs(on_gpu - on_cpu).max() < 2e-2
     texts = ["a photo of a cat.", "itap of a hairline crack.", "art of the delamination.", "x"]
     assert np.abs(encode_texts(gpu, texts) - encode_texts(cpu, texts)).max() < 2e-2
+
+
+def test_jpegs_decoded_on_the_gpu_embed_like_pil(tiny_spec, tmp_path, monkeypatch):
+    """nvJPEG and resizing on the device (tac_core.embedding.device_decode) against PIL on the same GPU: every JPEG
+    took the device path, the rest did not, and the embeddings agree (a level or two of pixel difference)."""
+    from tac_core.embedding import device_decode
+    from tac_core.embedding.image_encoding import encode_images
+    from tac_core.embedding.models import load_model
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(24):
+        path = tmp_path / f"img{i}.{'jpg' if i % 4 else 'png'}"
+        smooth = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(smooth).resize((640 + 8 * i, 480), Image.BICUBIC).save(path)
+        paths.append(path)
+    gpu = load_model(tiny_spec, "cuda")
+    assert device_decode.nvjpeg_works("cuda")
+    monkeypatch.setenv(device_decode.ENV, "off")
+    with_pil = encode_images(gpu, paths, batch_size=8, num_workers=2).embeddings
+    decoded = []
+    original = device_decode.DeviceJpegDecoder.decode
+    monkeypatch.setattr(device_decode.DeviceJpegDecoder, "decode",
+                        lambda self, datas, device: decoded.extend(datas) or original(self, datas, device))
+    monkeypatch.setenv(device_decode.ENV, "auto")
+    on_gpu = encode_images(gpu, paths, batch_size=8, num_workers=2).embeddings
+    assert len(decoded) == 18
+    assert (on_gpu * with_pil).sum(axis=1).min() > 0.999

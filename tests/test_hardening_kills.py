@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import select
 import signal
@@ -26,12 +27,12 @@ from PIL import Image
 from apptest_helpers import open_app
 from bad_inputs import encode, pattern
 from tac_core.workspace import ingest
-from tac_core.run import jobs
+from tac_core.run import cli, jobs
 from tac_core.run import params as run_params
 from tac_core.run import job
 from tac_core.inputs import vocab_spec
 from tac_core.embedding.cache import VectorStore
-from tac_core.embedding.embed import model_cache_dir
+from tac_core.embedding.embed import embed_images, model_cache_dir
 from tac_core.workspace.export import export_labels
 from tac_core.inputs.thumbnails import thumbnail_path
 from tac_core.inputs.imageset import ImageRecord, ImageSet
@@ -87,6 +88,13 @@ else:
             wait_here()
     job._Reporter.__call__ = report_and_wait
 print(job.run_job(workspace, run_id), flush=True)
+"""
+RAY_EMBED_CHILD = WAIT + """
+from tac_core.run import cli, embed_cli
+def progress(stage, done, total):
+    if stage == "embedding images" and done >= 8:
+        wait_here()
+embed_cli.run(cli.build_parser().parse_args(sys.argv[1:]), progress)
 """
 EXPORT_CHILD = WAIT + """
 from tac_core import atomic
@@ -303,6 +311,27 @@ def test_job_killed_while_clustering_or_saving_leaves_no_half_result(tmp_path, j
     assert len(ws.run_assignments(run_id)) == 24
     assert ws.load_run_array(run_id, "image_embeddings").shape == (24, 32)
     assert ReviewSession(ws, run_id).state.labels.shape == (24,)
+
+
+@pytest.mark.slow
+def test_ray_embedding_killed_mid_way_resumes_with_only_what_is_missing(tmp_path, ray_address, elpv_images,
+                                                                       tiny_model_config, tiny_checkpoint, tiny_spec):
+    """The driver of ``embed --ray``, joined to a running Ray, killed after 2 of 6 batches: the batches it received
+    are in the cache and nothing is in OUT; the same command again encodes only the rest, with the same vectors."""
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    args = ["embed", "--images", elpv_images, "--model", tiny_model_config, "--checkpoint", tiny_checkpoint,
+            "--precision", "fp32", "--cache", cache, "--batch-size", 4, "--out", out, "--ray"]
+    child = Child(RAY_EMBED_CHILD, *args, ray_address, log=tmp_path / "child.log")
+    child.wait_for()
+    child.kill()
+    kept = len(VectorStore(model_cache_dir(tiny_spec, cache) / "images", 32))
+    assert 8 <= kept < 24 and not out.exists()
+
+    assert cli.main([str(arg) for arg in [*args, "local"]]) == 0  # this session's Ray
+    assert json.loads((out / "run.json").read_text())["counts"]["encoded"] == 24 - kept
+    paths = sorted(elpv_images.glob("*.png"))
+    reference = embed_images(tiny_spec, paths, None, tmp_path / "ref", device="cpu", precision="fp32").embeddings
+    assert np.abs(np.load(out / "embeddings.npy") - reference).max() <= 1e-5
 
 
 # -- export ------------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ def elpv_paths(elpv_images):
 def count_forward(tiny_model, monkeypatch):
     """Counts the images that go through the tiny model's image tower (in whichever precision)."""
     seen = []
-    original = image_encoding._encode_batch
-    monkeypatch.setattr(image_encoding, "_encode_batch",
+    original = image_encoding.encode_image_batch
+    monkeypatch.setattr(image_encoding, "encode_image_batch",
                         lambda loaded, images, *args: seen.append(len(images)) or original(loaded, images, *args))
     return seen
 

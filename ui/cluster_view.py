@@ -8,7 +8,7 @@ from tac_core.run import jobs
 from tac_core.run.history import latest_k_suggestion
 from tac_core.run.params import RunParams
 from tac_core.inputs import vocab_spec
-from ui import access, model_picker, run_monitor, state, widgets
+from ui import access, model_picker, ray_setting, run_monitor, state, widgets
 from ui.safe_text import esc
 
 MODE_LABELS = {"free": "Training-free (fast; TAC without training)",
@@ -59,6 +59,7 @@ def _new_run(workspace) -> None:
                               help="Sweeps K from 2 to min(30, images/5) on TAC's features; adds a few seconds to "
                                    "a minute or two on the CPU.")
         layout = st.radio("Map layout", list(LAYOUT_LABELS), format_func=LAYOUT_LABELS.get, key="cluster_layout")
+        ray_setting.ray_address_input(workspace)
     st.caption(f"The run uses all {n_images:,} usable images. Embeddings are cached in the workspace, so a second "
                "run with the same model only pays for the clustering.")
     if st.button("Start run", type="primary"):

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from .models import LoadedModel, ModelSpec, load_model
 from ..progress import CancelToken, ProgressFn, report
 from ..inputs.prompts import template_set
 from .text_encoding import encode_vocabulary
+
+if TYPE_CHECKING:
+    from .ray_cluster import RayOptions
 
 _HASH_LENGTH = 16
 _VOCABULARY_WRITE_CHUNK = 2048  # names encoded between two cache writes: a crash loses at most this many
@@ -82,12 +85,14 @@ def embed_images(
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelToken] = None,
     precision: str = "auto",
+    ray: Optional["RayOptions"] = None,
 ) -> ImageEncodingResult:
     """Embeddings of ``paths`` in input order, through the image cache of the model.
 
     ``keys`` are the images' content sha256 (as the image set records them); None computes them. ``device``
     is used only when a ``ModelSpec`` has to be loaded. See :func:`~tac_core.embedding.image_encoding.encode_images`
-    (also for ``precision``).
+    (also for ``precision``). With ``ray``, what is missing is encoded on that Ray cluster
+    (:mod:`tac_core.embedding.distributed`), into the same cache; ``num_workers`` then does not apply.
     """
     spec = _spec_of(spec_or_loaded)
     failed: dict[int, str] = {}
@@ -107,22 +112,19 @@ def embed_images(
         report(progress, image_encoding.STAGE, len(paths), len(paths))
         return ImageEncodingResult(embeddings, failed)
 
-    result = encode_images(
-        _loaded(spec_or_loaded, device),
-        [paths[index] for index in readable],
-        [keys[index] for index in readable],
-        store=store,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        thumbnails_dir=thumbnails_dir,
-        thumb_size=thumb_size,
-        progress=_shifted(progress, len(failed), len(paths)),
-        cancel=cancel,
-        precision=precision,
-    )
+    common = dict(store=store, batch_size=batch_size, thumbnails_dir=thumbnails_dir, thumb_size=thumb_size,
+                  progress=_shifted(progress, len(failed), len(paths)), cancel=cancel, precision=precision)
+    readable_paths, readable_keys = [paths[index] for index in readable], [keys[index] for index in readable]
+    if ray is not None:
+        from .distributed import encode_images_on_ray
+
+        result = encode_images_on_ray(spec, readable_paths, readable_keys, options=ray, device=device, **common)
+    else:
+        result = encode_images(_loaded(spec_or_loaded, device), readable_paths, readable_keys,
+                               num_workers=num_workers, **common)
     embeddings[readable] = result.embeddings
     failed.update((readable[index], reason) for index, reason in result.failed.items())
-    return ImageEncodingResult(embeddings, dict(sorted(failed.items())), result.precision)
+    return ImageEncodingResult(embeddings, dict(sorted(failed.items())), result.precision, result.encoded)
 
 
 def embed_vocabulary(
@@ -134,11 +136,13 @@ def embed_vocabulary(
     batch_size: int = text_encoding.DEFAULT_BATCH_SIZE,
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelToken] = None,
+    ray: Optional["RayOptions"] = None,
 ) -> np.ndarray:
     """(n, d) float32 embeddings of ``names`` (mean over ``templates``, normalised) in input order.
 
     Names are cached per model and template set; new names are encoded and written every few thousand
-    names, so a cancelled run keeps what it finished. Progress counts distinct names.
+    names, so a cancelled run keeps what it finished. Progress counts distinct names. With ``ray``, the
+    missing names are sharded over that Ray cluster's encoder actors (:mod:`tac_core.embedding.distributed`).
     """
     spec = _spec_of(spec_or_loaded)
     templates = template_set(templates)
@@ -150,7 +154,13 @@ def embed_vocabulary(
     unique_keys = list(dict.fromkeys(keys))
     _, missing = store.get_many(unique_keys)
     report(progress, text_encoding.STAGE, len(unique_keys) - len(missing), len(unique_keys))
-    if missing:
+    if missing and ray is not None:
+        from .distributed import encode_terms_on_ray
+
+        encode_terms_on_ray(spec, missing, templates, store, ray, device=device, batch_size=batch_size,
+                            progress=_shifted(progress, len(unique_keys) - len(missing), len(unique_keys)),
+                            cancel=cancel)
+    elif missing:
         loaded = _loaded(spec_or_loaded, device)
         for start in range(0, len(missing), _VOCABULARY_WRITE_CHUNK):
             chunk = missing[start:start + _VOCABULARY_WRITE_CHUNK]

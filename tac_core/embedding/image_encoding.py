@@ -10,7 +10,9 @@ image instead of ~40 (fp32 is compute-bound there), with unit embeddings within 
 than fp32 and ``"auto"`` stays in fp32. Every finished batch is
 written to the :class:`~tac_core.embedding.cache.VectorStore` at once, so a crash or cancel loses at most one batch,
 and files whose vector is cached are not decoded at all. A file that cannot be decoded is reported in
-``failed`` with its reason and the run goes on.
+``failed`` with its reason and the run goes on. On a CUDA GPU the workers only read plain JPEGs, which are
+decoded and resized on the device (:mod:`~tac_core.embedding.device_decode`). The planning, per-file decoding
+and batch encoding here are public because the Ray path (:mod:`~tac_core.embedding.distributed`) runs the same.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .cache import VectorStore, sha256_file
+from .device_decode import DecodedBatch, DeviceJpegDecoder
 from ..errors import InvalidInputError
 from ..inputs.image_decode import crop_extreme_aspect
 from ..inputs.imageset import ImageDecodeError, open_image_rgb
@@ -55,6 +58,7 @@ class ImageEncodingResult:
     embeddings: np.ndarray
     failed: dict[int, str]
     precision: Optional[str] = None  # what encoded the new vectors (fp32, bf16, fp16); None: nothing was encoded
+    encoded: int = 0  # distinct images the model encoded (the rest came from the cache, or failed)
 
     @property
     def ok(self) -> np.ndarray:
@@ -105,31 +109,20 @@ def encode_images(
     variable ``TAC_STUDIO_IMAGE_PRECISION=bf16|fp32`` overrides it), ``"fp32"``, or ``"bf16"`` (see the module
     docstring).
     """
-    paths = [Path(p) for p in paths]
-    _validate(loaded, paths, keys, store, batch_size, num_workers, thumb_size)
+    validate_request(loaded.embed_dim, paths, keys, store, batch_size, thumb_size)
+    if num_workers != "auto" and (not isinstance(num_workers, int) or num_workers < 0):
+        raise InvalidInputError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}.")
     precision = resolve_precision(precision, loaded)
-    failed: dict[int, str] = {}
-    if keys is None and (store is not None or thumbnails_dir is not None):
-        keys, failed = content_keys(paths)
-    if keys is not None and thumbnails_dir is not None:
-        check_thumbnail_keys(keys)
-    groups: dict[object, list[int]] = {}  # one decode per distinct key; rows that share it
-    for index in range(len(paths)):
-        if index not in failed:
-            groups.setdefault(keys[index] if keys is not None else index, []).append(index)
-
-    embeddings = np.full((len(paths), loaded.embed_dim), np.nan, dtype=np.float32)
-    cached_keys = _fill_from_store(store, groups, embeddings)
-    work = _plan_work(paths, groups, cached_keys, thumbnails_dir)
-
-    done = len(paths) - sum(len(groups[item.key]) for item in work if item.embed)
+    plan = plan_encoding(paths, keys, store, thumbnails_dir, loaded.embed_dim)
+    groups, embeddings, work, failed, done = plan.groups, plan.embeddings, plan.work, plan.failed, plan.done
     report(progress, STAGE, done, len(paths))
     if not work:
         return ImageEncodingResult(embeddings, failed)
 
     device = loaded.device
+    device_jpeg = DeviceJpegDecoder.for_model(loaded.preprocess, device)
     loader = DataLoader(
-        _DecodeDataset(work, loaded.preprocess, thumb_size, _decode_min_side(loaded)),
+        _DecodeDataset(work, loaded.preprocess, thumb_size, decode_min_side(loaded.model, thumb_size), device_jpeg),
         batch_size=batch_size,
         shuffle=False,
         num_workers=_worker_count(num_workers, len(work), batch_size, device),
@@ -138,6 +131,7 @@ def encode_images(
         persistent_workers=False,
     )
     in_process = loader.num_workers == 0
+    encoded = 0
     batches = iter(loader)
     while True:
         with single_cpu_thread("cpu") if in_process else contextlib.nullcontext():  # decoding here: one thread
@@ -145,24 +139,32 @@ def encode_images(
         if batch is None:
             break
         check_cancel(cancel)
-        for position, reason in batch.failures:
+        positions, images, failures = batch.positions, batch.images, batch.failures
+        if batch.jpegs:  # plain JPEGs the workers left to the device decoder
+            positions, images, failures = device_jpeg.merge(batch, loader.dataset.decode_with_pil, device)
+        for position, reason in failures:
             indices = groups[work[position].key]
             failed.update((index, reason) for index in indices)
             done += len(indices) if work[position].embed else 0
-        if batch.images is not None:
-            vectors = _encode_batch(loaded, batch.images, precision)
-            batch_keys = [work[position].key for position in batch.positions]
+        if images is not None:
+            vectors = encode_image_batch(loaded, images, precision)
+            batch_keys = [work[position].key for position in positions]
             if store is not None:
                 store.put_many(batch_keys, vectors)
             for vector, group_key in zip(vectors, batch_keys):
                 embeddings[groups[group_key]] = vector
                 done += len(groups[group_key])
+            encoded += len(batch_keys)
         report(progress, STAGE, done, len(paths))
     for index in failed:
         embeddings[index] = np.nan  # a failed thumbnail of a cached image still marks the file as failed
-    used = ({"auto": "fp16" if device.type == "cuda" else "fp32"}.get(precision, precision)
-            if any(item.embed for item in work) else None)
-    return ImageEncodingResult(embeddings, dict(sorted(failed.items())), used)
+    used = precision_label(precision, device) if any(item.embed for item in work) else None
+    return ImageEncodingResult(embeddings, dict(sorted(failed.items())), used, encoded)
+
+
+def precision_label(precision: str, device: torch.device) -> str:
+    """What a resolved ``precision`` encodes in on ``device``: ``"auto"`` is fp16 autocast on CUDA, else fp32."""
+    return {"auto": "fp16" if device.type == "cuda" else "fp32"}.get(precision, precision)
 
 
 def resolve_precision(precision: str, loaded: Optional[LoadedModel] = None) -> str:
@@ -188,7 +190,7 @@ def cpu_has_amx() -> bool:
         return False
 
 
-def _encode_batch(loaded: LoadedModel, images: torch.Tensor, precision: str = "auto") -> np.ndarray:
+def encode_image_batch(loaded: LoadedModel, images: torch.Tensor, precision: str = "auto") -> np.ndarray:
     """Unit image vectors of a batch; on the CPU in micro-batches of at most :data:`CPU_MICRO_BATCH`."""
     device = loaded.device
     step = CPU_MICRO_BATCH if device.type == "cpu" and precision != "bf16" else len(images)
@@ -226,88 +228,126 @@ def _has_bf16_tower(model: torch.nn.Module) -> bool:
     return type(model).encode_image in (open_clip.CLIP.encode_image, open_clip.CustomTextCLIP.encode_image)
 
 
-def _decode_min_side(loaded: LoadedModel) -> Optional[int]:
-    """Twice the model's input side (what JPEG decoding may reduce to), or None when it is unknown."""
-    size = getattr(getattr(loaded.model, "visual", None), "image_size", None)
-    if isinstance(size, int):
-        return 2 * size
+def decode_min_side(model: torch.nn.Module, thumb_size: int) -> Optional[int]:
+    """The smallest side JPEG decoding may reduce an image to: twice the model's input side (and no less than
+    the thumbnail), or None (no reduction) when the input side is unknown."""
+    size = getattr(getattr(model, "visual", None), "image_size", None)
     if isinstance(size, (tuple, list)) and size and all(isinstance(v, int) for v in size):
-        return 2 * max(size)
-    return None
+        size = max(size)
+    return max(2 * size, thumb_size) if isinstance(size, int) else None
 
 
-def _fill_from_store(
-    store: Optional[VectorStore], groups: dict[object, list[int]], embeddings: np.ndarray
-) -> set:
-    """Copy cached vectors into their rows; returns the keys that were cached."""
-    if store is None:
-        return set()
-    vectors, missing = store.get_many(list(groups))
-    cached_keys = set(groups) - set(missing)
-    for vector, group_key in zip(vectors, groups):
-        if group_key in cached_keys:
-            embeddings[groups[group_key]] = vector
-    return cached_keys
-
-
-def _plan_work(paths: list[Path], groups: dict[object, list[int]], cached_keys: set,
-               thumbnails_dir: Optional[str | os.PathLike]) -> list[_WorkItem]:
-    """One item per key whose vector or thumbnail is missing, read from the first file with that key."""
-    work = []
-    for group_key, indices in groups.items():
-        thumbnail = None if thumbnails_dir is None else thumbnail_path(thumbnails_dir, str(group_key))
-        if thumbnail is not None and thumbnail_exists(thumbnail):
-            thumbnail = None
-        if group_key not in cached_keys or thumbnail is not None:
-            work.append(_WorkItem(paths[indices[0]], group_key, group_key not in cached_keys, thumbnail))
-    return work
-
-
-class _WorkItem(NamedTuple):
+class WorkItem(NamedTuple):
     path: Path
     key: object
     embed: bool  # False: the vector is cached, only the thumbnail is missing
     thumbnail: Optional[Path]
 
 
-class _Batch(NamedTuple):
-    positions: list[int]  # positions in the work list of the rows of ``images``
-    images: Optional[torch.Tensor]
-    failures: list[tuple[int, str]]
+@dataclass
+class EncodingPlan:
+    """What is left to do for a list of paths: ``work`` has one item per distinct key whose vector or thumbnail is
+    missing; ``groups`` maps each key to its rows; ``embeddings`` holds the cached rows; ``done`` counts rows
+    already finished (cached, or unreadable: ``failed``)."""
+
+    groups: dict[object, list[int]]
+    embeddings: np.ndarray
+    work: list[WorkItem]
+    failed: dict[int, str]
+    done: int
+
+
+def plan_encoding(paths: Sequence[str | os.PathLike], keys: Optional[Sequence[str]], store: Optional[VectorStore],
+                  thumbnails_dir: Optional[str | os.PathLike], dim: int) -> EncodingPlan:
+    """Group rows by content key (one decode per key), copy cached vectors in, and list the work that is left."""
+    paths = [Path(p) for p in paths]
+    failed: dict[int, str] = {}
+    if keys is None and (store is not None or thumbnails_dir is not None):
+        keys, failed = content_keys(paths)
+    if keys is not None and thumbnails_dir is not None:
+        check_thumbnail_keys(keys)
+    groups: dict[object, list[int]] = {}
+    for index in range(len(paths)):
+        if index not in failed:
+            groups.setdefault(keys[index] if keys is not None else index, []).append(index)
+    embeddings = np.full((len(paths), dim), np.nan, dtype=np.float32)
+    cached_keys: set = set()
+    if store is not None:
+        vectors, missing = store.get_many(list(groups))
+        cached_keys = set(groups) - set(missing)
+        for vector, group_key in zip(vectors, groups):
+            if group_key in cached_keys:
+                embeddings[groups[group_key]] = vector
+    work = []
+    for group_key, indices in groups.items():
+        thumbnail = None if thumbnails_dir is None else thumbnail_path(thumbnails_dir, str(group_key))
+        if thumbnail is not None and thumbnail_exists(thumbnail):
+            thumbnail = None
+        if group_key not in cached_keys or thumbnail is not None:
+            work.append(WorkItem(paths[indices[0]], group_key, group_key not in cached_keys, thumbnail))
+    done = len(paths) - sum(len(groups[item.key]) for item in work if item.embed)
+    return EncodingPlan(groups, embeddings, work, failed, done)
+
+
+def decode_item(item: WorkItem, preprocess: Callable[[Image.Image], torch.Tensor], min_side: Optional[int],
+                device_jpeg: Optional[DeviceJpegDecoder] = None) -> tuple[object, Optional[Image.Image]]:
+    """What one work item gives the model: the file's bytes when the device decoder takes it, else its
+    preprocessed tensor (None when only the thumbnail is missing); and the decoded image when the thumbnail is
+    missing. Raises on a file that cannot be used: :func:`failure_reason` says why."""
+    if device_jpeg is not None and item.embed and item.thumbnail is None:
+        data = device_jpeg.read(item.path)
+        if data is not None:
+            return data, None
+    image = open_image_rgb(item.path, min_side=min_side)
+    tensor = preprocess(crop_extreme_aspect(image)) if item.embed else None
+    return tensor, image if item.thumbnail is not None else None
+
+
+def failure_reason(path: str | os.PathLike, exc: Exception) -> str:
+    """The skipped-file reason of a file whose decoding raised ``exc`` (the same on every path that embeds)."""
+    if isinstance(exc, ImageDecodeError):
+        return str(exc)
+    return f"{path}: {type(exc).__name__}: {exc}"
 
 
 class _DecodeDataset(Dataset):
     """Runs in the worker processes: decode once, write the thumbnail, preprocess."""
 
-    def __init__(self, work: list[_WorkItem], preprocess: Callable[[Image.Image], torch.Tensor], thumb_size: int,
-                 min_side: Optional[int] = None):
+    def __init__(self, work: list[WorkItem], preprocess: Callable[[Image.Image], torch.Tensor], thumb_size: int,
+                 min_side: Optional[int] = None, device_jpeg: Optional[DeviceJpegDecoder] = None):
         self.work = work
         self.preprocess = preprocess
         self.thumb_size = thumb_size
-        self.min_side = None if min_side is None else max(min_side, thumb_size)
+        self.min_side = min_side
+        self.device_jpeg = device_jpeg
 
     def __len__(self) -> int:
         return len(self.work)
 
-    def __getitem__(self, position: int) -> tuple[int, Optional[torch.Tensor], Optional[str]]:
+    def __getitem__(self, position: int) -> tuple[int, object, Optional[str]]:
+        return (position, *self._decode(position, self.device_jpeg))
+
+    def decode_with_pil(self, position: int) -> tuple[object, Optional[str]]:
+        """The item at ``position`` decoded here by PIL: for a JPEG the device decoder refused."""
+        return self._decode(position, None)
+
+    def _decode(self, position: int, device_jpeg: Optional[DeviceJpegDecoder]) -> tuple[object, Optional[str]]:
         item = self.work[position]
         try:
-            image = open_image_rgb(item.path, min_side=self.min_side)
-            tensor = self.preprocess(crop_extreme_aspect(image)) if item.embed else None
-            if item.thumbnail is not None:
+            pixels, image = decode_item(item, self.preprocess, self.min_side, device_jpeg)
+            if image is not None:
                 write_thumbnail(image, item.thumbnail, self.thumb_size)
-        except ImageDecodeError as exc:
-            return position, None, str(exc)
         except Exception as exc:  # any per-file failure is reported, never fatal to the run
-            return position, None, f"{item.path}: {type(exc).__name__}: {exc}"
-        return position, tensor, None
+            return None, failure_reason(item.path, exc)
+        return pixels, None
 
 
-def _collate(samples: list[tuple[int, Optional[torch.Tensor], Optional[str]]]) -> _Batch:
-    encoded = [(position, tensor) for position, tensor, reason in samples if tensor is not None]
+def _collate(samples: list[tuple[int, object, Optional[str]]]) -> DecodedBatch:
+    encoded = [(position, pixels) for position, pixels, _ in samples if isinstance(pixels, torch.Tensor)]
     failures = [(position, reason) for position, _, reason in samples if reason is not None]
     images = torch.stack([tensor for _, tensor in encoded]) if encoded else None
-    return _Batch([position for position, _ in encoded], images, failures)
+    jpegs = [(position, pixels) for position, pixels, _ in samples if isinstance(pixels, bytes)]
+    return DecodedBatch([position for position, _ in encoded], images, failures, jpegs)
 
 
 def _worker_count(num_workers: int | str, items: int, batch_size: int, device: torch.device) -> int:
@@ -321,16 +361,13 @@ def _worker_count(num_workers: int | str, items: int, batch_size: int, device: t
     return max(1, min(_MAX_AUTO_WORKERS, (os.cpu_count() or 2) - 1, batches))
 
 
-def _validate(loaded, paths, keys, store, batch_size, num_workers, thumb_size) -> None:
+def validate_request(dim: int, paths, keys, store: Optional[VectorStore], batch_size, thumb_size) -> None:
+    """The checks every image embedding path makes before any work."""
     if keys is not None and len(keys) != len(paths):
         raise InvalidInputError(f"Got {len(keys)} keys for {len(paths)} image paths; give one key per path.")
-    if store is not None and store.dim != loaded.embed_dim:
-        raise InvalidInputError(
-            f"Cache {store.folder} holds vectors of length {store.dim} but {loaded.spec} makes {loaded.embed_dim}."
-        )
+    if store is not None and store.dim != dim:
+        raise InvalidInputError(f"Cache {store.folder} holds vectors of length {store.dim} but the model makes {dim}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if num_workers != "auto" and (not isinstance(num_workers, int) or num_workers < 0):
-        raise InvalidInputError(f"num_workers must be 'auto' or an integer >= 0, got {num_workers!r}.")
     if not isinstance(thumb_size, int) or thumb_size < 16:
         raise InvalidInputError(f"thumb_size must be an integer of at least 16 pixels, got {thumb_size!r}.")

@@ -214,22 +214,28 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> Path:
 def _build(spec: ModelSpec, device: torch.device) -> LoadedModel:
     embed_dim = spec.embed_dim
     weights_file = locate_weights(spec)
-    uses_tag = spec.kind == "builtin" and spec.checkpoint is None and spec.pretrained != RANDOM_WEIGHTS
-    options = _tag_options(spec) if uses_tag else {}
-    open_clip_name = _open_clip_name(spec)
-    with _quiet_root_logger(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_INIT_SEED)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            open_clip_name, pretrained=None, load_weights=False, **options
-        )
+    model, preprocess = build_architecture(spec)
     if weights_file is not None:
         _load_weights_file(model, weights_file, spec)
     model.to(device).eval()
     try:
-        tokenizer = open_clip.get_tokenizer(open_clip_name)
+        tokenizer = open_clip.get_tokenizer(_open_clip_name(spec))
     except Exception as exc:  # Hugging Face tokenizers may need a download
         raise WeightsUnavailableError(f"The tokenizer of model {spec} could not be loaded ({exc}).") from exc
     return LoadedModel(model, preprocess, tokenizer, spec, device, embed_dim)
+
+
+def build_architecture(spec: ModelSpec, device: str = "cpu") -> tuple[torch.nn.Module, Callable[[Any], torch.Tensor]]:
+    """``spec``'s model with seeded random weights, and its val transform. On ``"meta"`` it holds no memory and
+    takes milliseconds: enough to know the transform on machines that only decode images."""
+    uses_tag = spec.kind == "builtin" and spec.checkpoint is None and spec.pretrained != RANDOM_WEIGHTS
+    options = _tag_options(spec) if uses_tag else {}
+    with _quiet_root_logger(), torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(_INIT_SEED)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            _open_clip_name(spec), pretrained=None, load_weights=False, device=device, **options
+        )
+    return model, preprocess
 
 
 def _open_clip_name(spec: ModelSpec) -> str:

@@ -36,10 +36,16 @@ def thumbnail_exists(path: Path) -> bool:
 def write_thumbnail(image: Image.Image, path: Path, size: int) -> None:
     """Shrink ``image`` in place to fit ``size`` pixels and write it as a JPEG (ingest and embedding share it,
     so both make identical thumbnails)."""
-    image.thumbnail((size, size))  # in place: the model input was already made from the full image
+    write_bytes(path, thumbnail_jpeg(image, size), durable=False)  # a thumbnail can be made again: no fsync
+
+
+def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
+    """The thumbnail file's bytes: ``image`` shrunk in place to fit ``size`` pixels (the model input was already
+    made from the full image), as a JPEG. Machines of a Ray cluster make them and send them back."""
+    image.thumbnail((size, size))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
-    write_bytes(path, buffer.getvalue(), durable=False)  # a thumbnail can be made again: no fsync
+    return buffer.getvalue()
 
 
 def check_thumbnail_keys(keys: Iterable[Optional[str]]) -> None:

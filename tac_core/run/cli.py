@@ -19,6 +19,7 @@ from ..devices import DEVICES
 from ..embedding.cache import default_cache_root
 from ..errors import InvalidInputError, ParameterError, TacError
 from ..progress import Cancelled
+from . import embed_cli
 from .params import RunParams
 from .results import ClusterRun, write_cluster_outputs
 
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "tac_core/run/jobs.py for the protocol.")
     job.add_argument("--workspace", type=Path, required=True, help="workspace folder")
     job.add_argument("--run", type=int, required=True, help="run id")
+    embed_cli.add_parser(commands, default_cache_root())
     return parser
 
 
@@ -216,6 +218,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "run-job":
             from .job import main as run_job_main
             return run_job_main(args.workspace, args.run)
+        if args.command == "embed":
+            print(embed_cli.run(args, _progress_printer()), file=sys.stderr)
+            return 0
         result = run_cluster(args)
         write_cluster_outputs(result, args.out)
     except TacError as exc:

@@ -134,6 +134,7 @@ def _install_signal_handlers(cancel: CancelToken) -> dict:
 
 def _compute(workspace: Workspace, run_id: int, stored: dict, progress: _Reporter, cancel: CancelToken) -> None:
     """:func:`~tac_core.run.pipeline.compute_run` on the run's images, then its result into the workspace."""
+    from ..embedding.ray_cluster import ray_options  # the workspace embeds on a Ray cluster when it names one
     from .pipeline import ImageFiles, compute_run
 
     params = RunParams.from_dict(stored)
@@ -142,7 +143,7 @@ def _compute(workspace: Workspace, run_id: int, stored: dict, progress: _Reporte
     images = workspace.images().set_index("id").loc[image_ids]
     run = compute_run(params, ImageFiles(images["path"].tolist(), images["sha256"].tolist()), vocab,
                       cache_root=workspace.cache_dir, thumbnails_dir=workspace.thumbs_dir, progress=progress,
-                      cancel=cancel)
+                      cancel=cancel, ray=ray_options(workspace.setting("ray_address")))
     run_dir = workspace.run_dir(run_id)
     if run.projection is not None:
         run.projection.save(run_dir / MAP_FOLDER)  # place_new puts later images on this map

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..devices import describe_devices, resolve_device
 from ..embedding.cache import default_cache_root
+from ..embedding.ray_cluster import RayOptions
 from ..errors import EmptyInputError, InvalidInputError
 from ..inputs.imageset import scan_folder
 from ..inputs.vocabulary import Vocabulary
@@ -49,8 +50,11 @@ class TextEmbeddings:
 def compute_run(params: RunParams, images: ImageFiles | np.ndarray, vocabulary: Vocabulary | TextEmbeddings, *,
                 cache_root: Optional[str | Path] = None, thumbnails_dir: Optional[str | Path] = None,
                 progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
-                timings: Optional[dict[str, float]] = None) -> ClusterRun:
+                timings: Optional[dict[str, float]] = None, ray: Optional[RayOptions] = None) -> ClusterRun:
     """Embed what is not embedded yet, run TAC, then the map and the K suggestion where ``params`` ask.
+
+    ``ray``: embed on that Ray cluster (:mod:`tac_core.embedding.distributed`) instead of in this process; each
+    worker then resolves ``params.device`` on its own machine.
 
     ``cache_root`` defaults to :func:`~tac_core.embedding.cache.default_cache_root`; ``timings`` (seconds per
     stage) may already hold earlier stages (the CLI's scan). Images that fail to embed are left out and listed
@@ -60,15 +64,16 @@ def compute_run(params: RunParams, images: ImageFiles | np.ndarray, vocabulary: 
     cache_root = default_cache_root() if cache_root is None else Path(cache_root)
     device = str(resolve_device(params.device))
     facts = {"device": device, "devices_detected": describe_devices(), "model_identity": None,
-             "image_precision": None}
+             "image_precision": None, "ray_address": ray.address if ray else None}
+    embedding = {"device": params.device if ray else device, "ray": ray}
     if isinstance(images, ImageFiles):
-        x, kept, failed = _embed_images(params, images, cache_root, device, thumbnails_dir, progress, cancel,
+        x, kept, failed = _embed_images(params, images, cache_root, embedding, thumbnails_dir, progress, cancel,
                                         timings, facts)
     else:
         x, kept, failed = images, np.ones(len(images), dtype=bool), {}
     if isinstance(vocabulary, Vocabulary):
         names, domain_mask = vocabulary.names, vocabulary.is_domain
-        v = _embed_vocabulary(params, names, cache_root, device, progress, cancel, timings, facts)
+        v = _embed_vocabulary(params, names, cache_root, embedding, progress, cancel, timings, facts)
         facts["vocabulary_fingerprint"] = vocabulary.fingerprint()
     else:
         names, v, domain_mask = list(vocabulary.names), vocabulary.vectors, vocabulary.domain_mask
@@ -147,15 +152,15 @@ def compute_projection(features: np.ndarray, method: str = "umap", seed: int = 0
     return fit_projection(features, random_state=seed, progress=relabelled)
 
 
-def _embed_images(params, images, cache_root, device, thumbnails_dir, progress, cancel, timings, facts):
+def _embed_images(params, images, cache_root, embedding, thumbnails_dir, progress, cancel, timings, facts):
     from ..cluster.tac import check_n_clusters
     from ..embedding.embed import embed_images
 
     spec = params.require_model()
     check_n_clusters(params.n_clusters, len(images.paths))  # before minutes of embedding, not after
     start = time.perf_counter()
-    embedded = embed_images(spec, images.paths, images.keys, cache_root, device=device, batch_size=params.batch_size,
-                            thumbnails_dir=thumbnails_dir, progress=progress, cancel=cancel)
+    embedded = embed_images(spec, images.paths, images.keys, cache_root, batch_size=params.batch_size,
+                            thumbnails_dir=thumbnails_dir, progress=progress, cancel=cancel, **embedding)
     timings["embed_images"] = time.perf_counter() - start
     facts.update(model_identity=spec.identity(), image_precision=embedded.precision)
     kept = embedded.ok
@@ -169,12 +174,12 @@ def _embed_images(params, images, cache_root, device, thumbnails_dir, progress, 
     return embedded.embeddings[kept], kept, dict(embedded.failed)
 
 
-def _embed_vocabulary(params, names, cache_root, device, progress, cancel, timings, facts) -> np.ndarray:
+def _embed_vocabulary(params, names, cache_root, embedding, progress, cancel, timings, facts) -> np.ndarray:
     from ..embedding.embed import embed_vocabulary
 
     spec = params.require_model()
     start = time.perf_counter()
-    v = embed_vocabulary(spec, names, params.templates, cache_root, device=device, progress=progress, cancel=cancel)
+    v = embed_vocabulary(spec, names, params.templates, cache_root, progress=progress, cancel=cancel, **embedding)
     timings["embed_vocabulary"] = time.perf_counter() - start
     facts["model_identity"] = spec.identity()
     return v

@@ -79,7 +79,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _csv_text(header: list[str], rows) -> str:
+def csv_text(header: list[str], rows) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -95,20 +95,20 @@ def write_cluster_outputs(run: ClusterRun, out_dir: str | Path) -> None:
     index = np.arange(len(run.labels))
     if run.paths is not None:
         rows = zip(index, map(storable_text, run.paths), run.labels, (f"{c:.6f}" for c in run.confidence))
-        assignments = _csv_text(["index", "path", "cluster", "confidence"], rows)
+        assignments = csv_text(["index", "path", "cluster", "confidence"], rows)
     else:
         rows = zip(index, run.labels, (f"{c:.6f}" for c in run.confidence))
-        assignments = _csv_text(["index", "cluster", "confidence"], rows)
+        assignments = csv_text(["index", "cluster", "confidence"], rows)
     from ..workspace.export import neutralise  # a term like "=HYPERLINK(…)" stays text in a spreadsheet; paths are absolute
 
     anchor_rows = ((cluster, rank, neutralise(term), f"{score:.6f}") for cluster, anchors in enumerate(run.anchors)
                    for rank, (term, score) in enumerate(anchors, start=1))
     atomic.write_text(out / "assignments.csv", assignments)
-    atomic.write_text(out / "anchors.csv", _csv_text(["cluster", "rank", "term", "score"], anchor_rows))
+    atomic.write_text(out / "anchors.csv", csv_text(["cluster", "rank", "term", "score"], anchor_rows))
     atomic.write_text(out / "selected_vocab.txt", "".join(f"{term}\n" for term in run.selected_terms))
     atomic.write_npy(out / "counterparts.npy", run.counterparts.astype(np.float32))
     if run.paths is not None:
-        atomic.write_text(out / "skipped.csv", _csv_text(["path", "reason"],
+        atomic.write_text(out / "skipped.csv", csv_text(["path", "reason"],
                                                           ((storable_text(p), reason) for p, reason in run.skipped)))
     seconds = dict(run.seconds(), write_outputs=round(time.perf_counter() - started, 3))
     atomic.write_json(out / "run.json", {

@@ -9,7 +9,8 @@ viewer     see the workspace (images, runs, reviews, history) and export labels
 reviewer   also add images by upload, change vocabulary sets, start / re-run / cancel runs,
            edit the review and decide audit items (undo and redo their own edits only)
 approver   also sign off clusters and undo or redo other people's edits
-admin      also add and remove members, add folders of the server by path, rename and delete
+admin      also add and remove members, add folders of the server by path, change the workspace's
+           settings (where its images are computed), rename and delete
 ========== ===========================================================================================
 
 Every engine entry point that changes data calls :meth:`AccessMixin.require` with the action it performs
@@ -91,6 +92,7 @@ ACTIONS: dict[str, tuple[Role, str]] = {
     "sign_off": (Role.APPROVER, "sign off clusters"),
     "add_server_folder": (Role.ADMIN, "add a folder of the server by its path"),
     "members": (Role.ADMIN, "add or remove members"),
+    "settings": (Role.ADMIN, "change the workspace's settings"),
     "rename": (Role.ADMIN, "rename the workspace"),
     "delete": (Role.ADMIN, "delete the workspace"),
 }

@@ -47,6 +47,7 @@ __all__ = ["DB_NAME", "AddedImages", "NameTakenError", "Workspace", "WorkspaceIn
 
 DB_NAME = "workspace.db"
 SUBFOLDERS = ("cache", "thumbs", "files", "runs", "exports")
+SETTINGS = {"ray_address": "the Ray cluster runs embed images and vocabulary on (empty: this machine)"}  # in the meta table
 
 
 class NameTakenError(InvalidInputError):
@@ -237,6 +238,28 @@ class Workspace(ImagesMixin, RunsMixin, AccessMixin, ActivityMixin, AbstractCont
     @property
     def created(self) -> str:
         return self._meta("created")
+
+    def setting(self, key: str) -> str:
+        """A workspace-level setting (see :data:`SETTINGS`), "" when it is not set."""
+        self._check_setting(key)
+        row = self.connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return "" if row is None else row[0]
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store a setting at once (stripped; "" removes it); admins only: a setting decides where the
+        workspace's images are sent to be computed."""
+        self._check_setting(key)
+        with self.transaction() as conn:
+            self.require("settings", conn=conn)
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            if str(value).strip():
+                conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, str(value).strip()))
+            self.record("setting changed", {key: str(value).strip()}, conn=conn)
+
+    @staticmethod
+    def _check_setting(key: str) -> None:
+        if key not in SETTINGS:
+            raise InvalidInputError(f"{key!r} is not a workspace setting; known: {', '.join(SETTINGS)}.")
 
     def _meta(self, key: str) -> str:
         row = self.connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

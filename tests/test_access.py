@@ -163,12 +163,16 @@ def test_a_viewer_calling_the_engine_directly_cannot_change_anything(ws, tmp_pat
     assert ws.activity().iloc[-1][["user", "action", "session"]].tolist() == ["bob", "export", "browser-bob"]
 
 
-def test_a_server_folder_needs_an_admin_before_the_path_is_even_looked_at(ws, tmp_path):
+def test_server_folders_and_settings_need_an_admin_and_the_path_is_not_even_looked_at(ws, tmp_path):
     for user in (CARL, DORA):
         with pytest.raises(AccessDeniedError, match="add a folder of the server by its path"):
             ingest.add_folder(as_(ws, user), "/no/such/folder")  # not "does not exist": nothing learned
     with pytest.raises(InvalidInputError, match="does not exist"):
         ingest.add_folder(as_(ws, ADA), "/no/such/folder")
+    with pytest.raises(AccessDeniedError, match="change the workspace's settings"):  # where images are sent
+        as_(ws, DORA).set_setting("ray_address", "evil-cluster:6379")
+    as_(ws, ADA).set_setting("ray_address", "local")
+    assert ws.setting("ray_address") == "local" and ws.activity().iloc[-1]["action"] == "setting changed"
 
 
 def test_a_non_member_is_refused_everything_and_sees_no_workspace(ws):

@@ -317,7 +317,7 @@ def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choic
 
 
 def test_cluster_page_saves_the_workspaces_ray_cluster_at_once(images_ws):
-    at = app("pages/3_Cluster.py", images_ws)
+    at = app("pages/cluster.py", images_ws)
     ray_input = "Embed on a Ray cluster (optional)"
     assert text_input(at, ray_input).value == ""
     text_input(at, ray_input).input("head node:6379")
@@ -326,7 +326,7 @@ def test_cluster_page_saves_the_workspaces_ray_cluster_at_once(images_ws):
     text_input(at, ray_input).input(" auto ")
     at.run()
     assert images_ws.setting("ray_address") == "auto" and any("embed on Ray at" in c.value for c in at.caption)
-    assert text_input(app("pages/3_Cluster.py", images_ws), ray_input).value == "auto"  # a new session sees it
+    assert text_input(app("pages/cluster.py", images_ws), ray_input).value == "auto"  # a new session sees it
     text_input(at, ray_input).input("")
     at.run()
     assert images_ws.setting("ray_address") == ""

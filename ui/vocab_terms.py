@@ -112,6 +112,9 @@ def cost_section(edit, active: list[str]) -> None:
     st.subheader("Encoding cost")
     st.caption("Every active term is embedded once per model and template set, then cached in the workspace: later "
                "runs and other sets reuse it.")
+    if edit.locked:  # the model inputs name files of the server: for those who may start runs only
+        st.caption("Reviewers see the cost for a chosen model here.")
+        return
     model = model_picker.model_inputs(edit.workspace, compact=True)
     if model is None or not active:
         return

@@ -16,6 +16,7 @@ from streamlit.runtime import context as st_context
 from streamlit.testing.v1 import AppTest
 
 from apptest_helpers import ROOT, elements, open_app
+from tac_core.inputs import vocab_spec
 from tac_core.inputs.imageset import ImageRecord, ImageSet
 from tac_core.workspace.access import Role, User
 from tac_core.workspace.workspace import create_workspace, list_workspaces
@@ -228,3 +229,18 @@ def test_local_mode_asks_the_name_once_and_records_it(app_data, monkeypatch):
     assert info.role == "admin"
     at = open_app()
     assert at.sidebar.expander[0].label == "Not you?"  # asked once
+
+
+def test_a_viewer_sees_the_vocabulary_read_only_and_no_server_path_inputs(shared, proxy):
+    line, _ = shared
+    proxy("bob")
+    at = open_app("pages/vocabulary.py", workspace=line)
+    assert "no vocabulary set yet" in texts(at) and not line.vocab_sets().shape[0]  # a viewer creates none
+    vocab_spec.ensure_default_set(line.as_user(User("carl")))
+    at = open_app("pages/vocabulary.py", workspace=line)
+    assert any("to change vocabulary sets they need the reviewer role" in plain(i.value) for i in at.info)
+    assert at.toggle[0].disabled and button(at, "Add domain term").disabled and button(at, "Save as new set").disabled
+    assert not [t for t in at.text_input if t.label in ("Model", "Checkpoint file (optional)")]
+    proxy("carl")
+    at = open_app("pages/vocabulary.py", workspace=line)
+    assert not at.toggle[0].disabled and [t for t in at.text_input if t.label == "Model"]

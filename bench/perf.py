@@ -20,6 +20,8 @@ Rows (ratio = baseline seconds / candidate seconds):
 - **UMAP**: the engine's map (PCA to 50, then UMAP) vs UMAP on the raw 1024-d features; placing 1,000 new
   images on a fitted map vs fitting again.
 - **review**: actions on a 50k-image run (``bench/review_actions.py``) vs re-opening the session.
+- **bundle**: an export bundle of that run plus 2,500 duplicate files (labels.csv, manifest with the event log's
+  hash; no folder tree) vs the plain CSV export; and with Label Studio, COCO and a zip.
 
 Each case runs in its own process (``bench/perf_cases.py``); peak memory is that process' ``ru_maxrss`` (and
 torch's peak allocation on a GPU). Progress goes to stderr, the table to stdout.
@@ -37,7 +39,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("text", "images", "tac", "umap", "review")
+STAGES = ("text", "images", "tac", "umap", "review", "bundle")
 DEFAULT_SIZES = (10_000, 50_000, 200_000)
 QUICK_SIZES = (2_000, 10_000)
 CPU_TRAINED_MAX = 50_000
@@ -244,6 +246,20 @@ def bench_review(table: Table, quick: bool) -> None:
                   _ratio(replay, ms), _mb(r) if action.startswith("rename") else "", "median of 7")
 
 
+def bench_bundle(table: Table, quick: bool) -> None:
+    n = 5_000 if quick else 50_000
+    r = run_case("bundle", {"n_images": n}, 1800)
+    name = f"export bundle N={n:,}"
+    if "error" in r:
+        table.error(name, "cpu", r)
+        return
+    table.add(f"{name} + {r['duplicates']:,} duplicates", "cpu", f"{r['bundle_s']:.2f} s labels.csv + manifest",
+              f"{r['csv_s']:.2f} s plain CSV export", _ratio(r["csv_s"], r["bundle_s"]), _mb(r),
+              f"{r['rows']:,} rows; median of 3")
+    table.add(f"{name}, Label Studio + COCO, zip", "cpu", f"{r['bundle_all_s']:.2f} s", f"{r['csv_s']:.2f} s plain "
+              "CSV export", _ratio(r["csv_s"], r["bundle_all_s"]), "", "median of 3")
+
+
 # --- main -----------------------------------------------------------------------------------------------
 def machine_header(devices: list[str]) -> list[str]:
     import torch
@@ -343,6 +359,8 @@ def main(argv=None) -> None:
             bench_umap(table, umap_sizes, beds, args.quick)
         if "review" in stages:
             bench_review(table, args.quick)
+        if "bundle" in stages:
+            bench_bundle(table, args.quick)
     header = machine_header(devices)
     header.append(f"total bench time {(time.perf_counter() - started) / 60:.1f} min; ratio = baseline time / "
                   "candidate time; ≈ … est. = extrapolated from measured iterations (bench/reference.py)")

@@ -293,6 +293,34 @@ def case_review(n_images: int, reps: int = 7) -> dict:
     return {"n": n_images, "ms": {name: statistics.median(values) for name, values in rows.items()}}
 
 
+def case_bundle(n_images: int, reps: int = 3) -> dict:
+    """An export bundle of a reviewed 50k-image run (one duplicate file per 20 images, 200 edits in its log)
+    without the folder tree, against the plain CSV export of the same review, interleaved."""
+    from bench.review_actions import build_workspace
+    from tac_core.inputs.imageset import ImageRecord, ImageSet
+    from tac_core.workspace.bundle import BundleOptions, write_bundle
+    from tac_core.workspace.export import export_labels
+    from tac_core.workspace.review import ReviewSession
+
+    with tempfile.TemporaryDirectory(prefix="tac-bench-bundle-") as root:
+        workspace, run_id = build_workspace(root, n_images, 100, 200)
+        copies = tuple(ImageRecord(f"/plant/copies/{i:06d}.png", f"copies/{i:06d}.png", f"{i:064x}", 1000, 64, 64,
+                                   "ok", "") for i in range(0, n_images, 20))
+        duplicates = workspace.add_image_set(ImageSet("/plant/copies", copies), "path", "/plant/copies").duplicates
+        session = ReviewSession(workspace, run_id)
+        out = Path(root) / "out"
+        times = _interleaved({
+            "csv": lambda: export_labels(session, workspace, run_id, dest_dir=out),
+            "bundle": lambda: write_bundle(session, BundleOptions(), out),
+            "bundle_all": lambda: write_bundle(session, BundleOptions(label_studio=True, coco=True, as_zip=True),
+                                               out),
+        }, reps, "cpu")
+        rows = write_bundle(session, BundleOptions(), out).n_rows
+        workspace.close()
+    return {"n": n_images, "duplicates": duplicates, "rows": rows,
+            **{f"{name}_s": statistics.median(values) for name, values in times.items()}}
+
+
 def _rss_mb() -> float:
     try:
         with open("/proc/self/statm") as fh:
@@ -302,7 +330,7 @@ def _rss_mb() -> float:
 
 
 CASES = {"text": case_text, "tokens": case_tokens, "images": case_images, "bed": case_bed, "tac": case_tac,
-         "umap": case_umap, "review": case_review}
+         "umap": case_umap, "review": case_review, "bundle": case_bundle}
 
 
 def main() -> None:

@@ -47,6 +47,19 @@ def tiny_model(tiny_spec):
     return load_model(tiny_spec, "cpu")
 
 
+@pytest.fixture
+def count_forward(tiny_model, monkeypatch):
+    """The sizes of the batches that go through the tiny model's image tower. Image precision is fp32 here,
+    where the tower is the model's own ``encode_image``, called once per CPU micro-batch."""
+    from tac_core.embedding import image_encoding
+
+    monkeypatch.setenv(image_encoding.PRECISION_ENV, "fp32")
+    seen = []
+    original = tiny_model.model.encode_image
+    monkeypatch.setattr(tiny_model.model, "encode_image", lambda images: seen.append(len(images)) or original(images))
+    return seen
+
+
 @pytest.fixture(scope="session")
 def elpv_images(tmp_path_factory) -> Path:
     """A folder of 24 real 300×300 grayscale solar-cell PNGs (every 109th image of elpv-dataset)."""
@@ -57,6 +70,12 @@ def elpv_images(tmp_path_factory) -> Path:
         with importlib.resources.as_file(source / name) as path:
             shutil.copy(path, folder / name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def elpv_paths(elpv_images) -> list[Path]:
+    """The 24 elpv PNGs, sorted by name."""
+    return sorted(elpv_images.glob("*.png"))
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +116,20 @@ def app_data(tmp_path, monkeypatch) -> Path:
     st.cache_resource.clear()
     st.cache_data.clear()
     gc.collect()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLIP-like points (tac_core.cluster: neighbours, k-means, audit signals; tac_core.numerics)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def clip_like_points():
+    """3,000 CLIP-like 64-d unit rows (30 class × style blobs with noise), as k-means and neighbours see them."""
+    from tac_core.cluster.synthetic import make_clip_like_bed
+
+    return make_clip_like_bed(n_samples=3000, n_classes=10, dim=64, n_distractor_nouns=10,
+                              random_state=7).image_embeddings
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -102,6 +102,9 @@ def test_home_links_every_step_in_the_sidebar_order_keeping_the_workspace(data):
     assert [link.value for link in links] == STEPS
     assert [link.proto.page for link in links] == [p["url_pathname"] for p in registered_pages(at)][1:]
     assert {link.proto.query_string for link in links} == {f"ws={ws.path.name}"}
+    assert {link.proto.help for link in links} == {""}  # no tooltip to cover the next link: the step is said in words
+    tips = [p["help"] for p in registered_pages(at)][1:]
+    assert [c.value for c in at.caption if c.value in tips] == tips
 
 
 def test_every_page_puts_the_workspace_back_into_the_url(data):
@@ -283,6 +286,7 @@ def test_vocabulary_page_explains_a_bad_import(data):
 
 
 # -- cluster -----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cluster_page_starts_a_run_and_opens_it_for_review(images_ws, tiny_choice):
     at = app("pages/cluster.py", images_ws)
     assert any(c.value.startswith("Detected: ") and "CPU with" in c.value for c in at.caption)
@@ -332,6 +336,7 @@ def test_cluster_page_saves_the_workspaces_ray_cluster_at_once(images_ws):
     assert images_ws.setting("ray_address") == ""
 
 
+@pytest.mark.slow
 def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_choice):
     params = run_params.RunParams(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=2,
                               projection="pca", suggest_k=False)
@@ -346,6 +351,7 @@ def test_cluster_page_offers_to_run_an_interrupted_run_again(images_ws, tiny_cho
 
 
 # -- export ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_export_page_writes_the_verified_rows(images_ws, tiny_choice):
     params = run_params.RunParams(model=tiny_choice, vocab_set="small", vocab_spec=small_spec(), n_clusters=3,
                               projection="pca", suggest_k=False)

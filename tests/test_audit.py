@@ -3,10 +3,7 @@ on the synthetic bed."""
 import numpy as np
 import pytest
 
-import tac_core.cluster.audit_signals as audit_signals
 from tac_core.cluster.audit import SIGNALS, audit, audit_tac
-from tac_core.cluster.audit_signals import neighbour_pass
-from tac_core.cluster.contact_sheet import contact_sheet
 from tac_core.errors import InvalidInputError
 from tac_core.cluster.synthetic import make_clip_like_bed
 from tac_core.cluster.tac import TAC
@@ -177,37 +174,6 @@ def test_bad_shapes_are_explained():
         audit(x, t, labels - 2)
     with pytest.raises(InvalidInputError, match="verified"):
         audit(x, t, labels, verified=np.ones(3, bool))
-
-
-def test_neighbour_blocks_match_brute_force(monkeypatch):
-    rng = np.random.default_rng(4)
-    x, t = unit(rng.normal(size=(200, D))), unit(rng.normal(size=(200, D)))
-    monkeypatch.setattr(audit_signals, "BLOCK_ELEMENTS", 200 * 16)  # 16-row blocks
-    nbr, dup_idx, dup_sim = neighbour_pass(x, t, 7, 3, "cpu")
-    both = (x @ x.T + t @ t.T) / 2
-    np.fill_diagonal(both, -np.inf)
-    np.testing.assert_array_equal(np.sort(nbr, 1), np.sort(np.argsort(-both, 1)[:, :7], 1))
-    sx = x @ x.T
-    np.fill_diagonal(sx, -np.inf)
-    np.testing.assert_allclose(dup_sim, -np.sort(-sx, 1)[:, :3], atol=1e-5)
-
-
-def test_contact_sheet_picks_typical_boundary_and_far_members():
-    x, t, labels, dirs = blobs()
-    features = np.concatenate([x, t], axis=1)
-    centers = unit(np.stack([features[labels == c].mean(0) for c in range(3)]))
-    features[2] = np.concatenate([unit(dirs[0] + 0.8 * dirs[1]), t[2]])  # leans towards cluster 1
-    features[4] = np.concatenate([unit(dirs[0] + 0.9 * np.eye(D)[9]), t[4]])  # far out, towards no cluster
-    sheet = contact_sheet(labels, 0, features, centers, n=3)
-    sims = unit(features[:30]) @ centers[0]
-    assert sheet.typical[0] == np.argmax(sims)
-    assert sheet.boundary[0] == 2
-    assert 4 in sheet.farthest[:2]
-    shown = np.concatenate([sheet.typical, sheet.boundary, sheet.farthest])
-    assert len(set(shown.tolist())) == len(shown) == 9 and (labels[shown] == 0).all()
-    assert len(contact_sheet(labels[:5], 0, features[:5], centers, n=8).typical) == 5
-    with pytest.raises(InvalidInputError):
-        contact_sheet(labels, 7, features, centers)
 
 
 def test_queue_beats_confidence_and_random_on_the_synthetic_bed():

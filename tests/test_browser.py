@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -517,6 +518,14 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     assert re.fullmatch(r"labels_run1_\d{8}T\d{6}Z\.csv", download.suggested_filename), download.suggested_filename
     csv_bytes = Path(download.path()).read_bytes()
     shot(page, output_dir, "9-export")
+    button(page, "Create bundle").click()  # the bundle for a training pipeline, as one zip
+    see(page, f"Bundle written: {N_IMAGES - 1} rows, 0 of them duplicates.")
+    with page.expect_download() as download_info:
+        button(page, "Download bundle").click()
+    bundle = download_info.value
+    assert re.fullmatch(r"bundle_run1_\d{8}T\d{6}Z\.zip", bundle.suggested_filename), bundle.suggested_filename
+    bundle_path = Path(download.path()).with_name(bundle.suggested_filename)
+    bundle.save_as(bundle_path)
     timings["total"] = time.monotonic() - started
 
     [workspace_dir] = [p for p in server.data.iterdir() if p.is_dir()]
@@ -531,6 +540,7 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
         workspace.close()
     check_export(csv_bytes, folder, merged=source, renamed=target, formula=closed, moved=(moved, suggested),
                  kept=kept, excluded=excluded)
+    check_bundle(bundle_path, csv_bytes, workspace_dir)
     print("browser workflow timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
 
@@ -566,6 +576,23 @@ def check_export(csv_bytes: bytes, folder: Path, merged: int, renamed: int, form
     assert {row["verified"] for row in rows} <= {"true", "false"}
     in_closed = {path for path, row in by_path.items() if int(row["cluster_id"]) == formula}
     assert verified == in_closed | {kept, moved_path}  # the verified cluster, the kept and the moved image
+
+
+def check_bundle(bundle: Path, csv_bytes: bytes, workspace_dir: Path) -> None:
+    """The downloaded bundle holds the plain export's rows (plus source and duplicate_of) and verifies."""
+    from tac_core.workspace.manifest import verify_bundle
+
+    with zipfile.ZipFile(bundle) as archive:
+        labels = archive.read("labels.csv").decode("utf-8-sig")
+    plain = list(csv.reader(io.StringIO(csv_bytes.decode("utf-8-sig"), newline="")))
+    rows = list(csv.reader(io.StringIO(labels, newline="")))
+    assert [row[:8] for row in rows] == plain and rows[0][8:] == ["source", "duplicate_of"]
+    assert {row[8] for row in rows[1:]} == {"1: uploaded folder line3"} and {row[9] for row in rows[1:]} == {""}
+    workspace = open_workspace(workspace_dir)
+    try:
+        assert verify_bundle(bundle, workspace) == []
+    finally:
+        workspace.close()
 
 
 # -- a server killed in the middle of a review ---------------------------------------------------------------

@@ -61,8 +61,11 @@ def test_embeddings_form_writes_every_output(embedding_files, tmp_path):
     assert {"tac_select_nouns", "tac_cluster", "write_outputs"} <= set(run["seconds"])
     assert {"torch", "numpy", "tac_core"} <= set(run["versions"])
     assert sum(run["cluster_sizes"]) == 600
+    audit = pd.read_csv(out / "audit.csv")  # no path column without image files
+    assert list(audit.columns[:3]) == ["index", "rank", "score"] and sorted(audit["index"]) == list(range(600))
 
 
+@pytest.mark.slow
 def test_images_form_with_the_tiny_model(elpv_images, tiny_model_config, tiny_checkpoint, tmp_path):
     terms = tmp_path / "terms.csv"
     terms.write_text("term,note\ncrack,a line fracture\nsolder bridge,unwanted joint\ndark area,inactive cell part\n")
@@ -87,6 +90,7 @@ def test_images_form_with_the_tiny_model(elpv_images, tiny_model_config, tiny_ch
     assert pd.read_csv(out / "skipped.csv").empty
 
 
+@pytest.mark.slow
 def test_random_weights_warn_loudly(elpv_images, tmp_path):
     terms = tmp_path / "terms.txt"
     terms.write_text("crack\nscratch\nstain\n")
@@ -136,12 +140,14 @@ def test_bad_arguments_give_one_line_and_exit_2(args, message, embedding_files, 
     assert not (tmp_path / "o").exists()  # nothing half-written
 
 
+@pytest.mark.slow
 def test_a_real_process_exits_2_without_traceback(tmp_path):
     result = run_cli("cluster", "--k", "3", "--out", tmp_path / "o")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: give either --images DIR or --image-embeddings X.npy (exactly one of them)"
 
 
+@pytest.mark.slow
 def test_missing_weights_offline_fail_fast_with_advice(elpv_images, tmp_path):
     (tmp_path / "terms.txt").write_text("crack\n")
     result = run_cli("cluster", "--images", elpv_images, "--vocab", tmp_path / "terms.txt", "--k", 2,
@@ -149,3 +155,54 @@ def test_missing_weights_offline_fail_fast_with_advice(elpv_images, tmp_path):
     assert result.returncode == 2
     assert "ViT-B-32" in result.stderr and "--checkpoint" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+AUDIT_TERMS = ["crack", "scratch", "dent", "stain", "hole", "burn mark", "dark area", "finger interruption",
+               "busbar", "solder bridge", "chip", "bubble"]
+
+
+def test_cluster_writes_audit_csv_ranked_like_the_apps_audit_queue(elpv_images, tiny_model_config, tiny_checkpoint,
+                                                                   tmp_path, monkeypatch):
+    from tac_core.embedding.models import ModelSpec
+    from tac_core.inputs.vocab_spec import default_spec
+    from tac_core.run import jobs
+    from tac_core.run.params import RunParams
+    from tac_core.workspace import ingest
+    from tac_core.workspace.review import ReviewSession
+    from tac_core.workspace.review_audit import audit_session
+    from tac_core.workspace.workspace import create_workspace
+
+    terms = tmp_path / "terms.txt"
+    terms.write_text("\n".join(AUDIT_TERMS) + "\n")
+    out = tmp_path / "out"
+    result = run_cli("cluster", "--images", elpv_images, "--model", tiny_model_config, "--checkpoint",
+                     tiny_checkpoint, "--vocab", terms, "--k", 3, "--mode", "trained", "--epochs", 2, "--seed", 1,
+                     "--cache", tmp_path / "cache", "--out", out, env={"TAC_STUDIO_IMAGE_PRECISION": "fp32"})
+    assert result.returncode == 0, result.stderr
+    audit = pd.read_csv(out / "audit.csv")
+    assert list(audit.columns) == ["index", "path", "rank", "score", "low_confidence", "cross_modal", "neighbours",
+                                   "atypicality", "duplicates", "reasons", "suggested_cluster"]
+    assert audit["rank"].tolist() == list(range(24)) and sorted(audit["index"]) == list(range(24))
+    assert audit["score"].is_monotonic_decreasing and audit["reasons"].str.len().gt(0).all()
+    assert "audit" in json.loads((out / "run.json").read_text())["seconds"]
+
+    # the same run in a workspace, as the app computes it, and the queue the Audit page shows for it
+    monkeypatch.setenv("TAC_STUDIO_IMAGE_PRECISION", "fp32")
+    monkeypatch.setenv(jobs.INLINE_ENV, "1")
+    workspace = create_workspace("audit", tmp_path / "data")
+    ingest.add_folder(workspace, elpv_images)
+    spec = {**default_spec(), "wordnet": False, "templates": "tac7",
+            "domain_terms": [{"term": term, "note": ""} for term in AUDIT_TERMS]}
+    run_id = jobs.start_run(workspace, RunParams(3, ModelSpec(str(tiny_model_config), checkpoint=str(tiny_checkpoint)),
+                                                 "terms", spec, mode="trained", seed=1, epochs=2, projection="pca",
+                                                 suggest_k=False))
+    assignments = workspace.run_assignments(run_id)
+    cli_labels = pd.read_csv(out / "assignments.csv")
+    assert [Path(p).name for p in cli_labels["path"]] == assignments["rel_path"].tolist()
+    assert cli_labels["cluster"].tolist() == assignments["cluster"].tolist()  # the same run
+    queue = audit_session(ReviewSession(workspace, run_id))
+    assert queue.mode == "trained"
+    app_top = assignments["rel_path"].to_numpy()[queue.queue[:10]].tolist()
+    assert [Path(p).name for p in audit["path"][:10]] == app_top
+    np.testing.assert_allclose(audit["score"][:10], queue.score[queue.queue[:10]], atol=1e-5)
+    workspace.close()

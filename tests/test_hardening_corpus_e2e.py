@@ -177,6 +177,7 @@ def test_the_export_has_one_safe_relative_row_per_clustered_image(corpus, cluste
     assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for row in rows for cell in row.values())
 
 
+@pytest.mark.slow
 def test_the_cli_on_the_corpus_agrees_with_the_workspace(corpus, tmp_path, tiny_model_config, tiny_checkpoint):
     root, cases = corpus
     terms = tmp_path / "terms.csv"

@@ -41,7 +41,7 @@ from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace, create_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]
 
 # -- child processes ---------------------------------------------------------------------------------------
 WAIT = """
@@ -214,9 +214,10 @@ def test_upload_killed_mid_way_counts_nothing_and_can_be_repeated(tmp_path, poin
     copied = list(left[0].rglob("*.png"))
     assert (point[0] == "saving uploads") == (len(copied) < 40)  # really half-way while copying
 
+    a_day_ago = time.time() - 25 * 3600
+    os.utime(left[0], (a_day_ago, a_day_ago))  # the upload is repeated a day later: the leftover goes
     report = ingest.add_uploads(ws, [(f"photos/{p.name}", p.read_bytes()) for p in sorted(folder.iterdir())])
     assert (report.added, report.duplicates, report.skipped) == (40, 0, 0) and ws.image_counts()["ok"] == 40
-    ingest._remove_stale_uploads(ws, max_age_s=0)  # what a later upload does to leftovers a day old
     assert [p.name for p in ws.files_dir.iterdir()] == [Path(ws.sources()["root"].iloc[0]).name]
     ws.close()
 

@@ -10,9 +10,8 @@ from PIL import Image, ImageFile
 from bad_inputs import (BLUE, GREEN, LONG_NAME, RED, UNICODE_NAME, WHITE, bomb_png, encode, make_bad_input_corpus,
                         pattern)
 from tac_core.errors import InvalidInputError
-from tac_core.inputs.image_decode import (DEFAULT_MAX_PIXELS, decode_rgb, file_error_reason, set_max_pixels,
-                                   unidentified_reason)
-from tac_core.inputs.imageset import ImageDecodeError, open_image_rgb
+from tac_core.inputs.image_decode import (DEFAULT_MAX_PIXELS, ImageDecodeError, decode_rgb, file_error_reason,
+                                          open_image_rgb, set_max_pixels, unidentified_reason)
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +128,18 @@ def test_reduced_decode_reports_full_size_from_a_smaller_image(corpus):
     root, _ = corpus
     image, size = decode_rgb((root / "large_4000x3000.jpg").read_bytes(), reduced=True)
     assert size == (4000, 3000) and image.size == (500, 375)
+
+
+def test_jpeg_decodes_reduced_but_never_below_min_side(tmp_path):
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8)).save(path, quality=90)
+    full, size = decode_rgb(path)
+    reduced, reduced_size = decode_rgb(path, min_side=448)
+    assert size == reduced_size == (2000, 1500) and full.size == (2000, 1500)
+    assert min(reduced.size) >= 448 and reduced.size[0] < 2000  # 1/2 or 1/4 scale
+    png = tmp_path / "photo.png"
+    full.save(png)
+    assert decode_rgb(png, min_side=448)[0].size == (2000, 1500)  # no reduced decoding for PNG
 
 
 @pytest.mark.parametrize("rel_path", [

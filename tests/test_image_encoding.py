@@ -1,32 +1,17 @@
+"""Encoding images: real files embedded deterministically, failures reported, thumbnails from the same pass,
+cached and duplicate images never encoded again, CPU micro-batches and the bf16 tower."""
 import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tac_core.embedding import embed
 from tac_core.embedding import image_encoding
 from tac_core.embedding.cache import VectorStore, sha256_file
-from tac_core.embedding.embed import embed_images
 from tac_core.errors import InvalidInputError
 from tac_core.embedding.image_encoding import encode_images
 from tac_core.inputs.thumbnails import thumbnail_path
 from tac_core.progress import CancelToken, Cancelled
-
-
-@pytest.fixture
-def elpv_paths(elpv_images):
-    return sorted(elpv_images.glob("*.png"))
-
-
-@pytest.fixture
-def count_forward(tiny_model, monkeypatch):
-    """Counts the images that go through the tiny model's image tower (in whichever precision)."""
-    seen = []
-    original = image_encoding.encode_image_batch
-    monkeypatch.setattr(image_encoding, "encode_image_batch",
-                        lambda loaded, images, *args: seen.append(len(images)) or original(loaded, images, *args))
-    return seen
 
 
 def test_real_images_are_embedded_deterministically(tiny_model, elpv_paths):
@@ -105,25 +90,35 @@ def test_inputs_are_validated(tiny_model, elpv_paths, tmp_path):
         encode_images(tiny_model, elpv_paths, num_workers=-1)
 
 
-def test_embed_images_reruns_cost_no_model_work(tiny_spec, tiny_model, elpv_paths, tmp_path, count_forward,
-                                                monkeypatch):
-    monkeypatch.setattr(embed, "load_model", lambda spec, device: tiny_model)
-    thumbs = tmp_path / "thumbs"
-    first = embed_images(tiny_spec, elpv_paths, None, tmp_path / "cache", device="cpu", thumbnails_dir=thumbs)
-    assert first.failed == {} and sum(count_forward) == len(elpv_paths)
-    images_dir = embed.model_cache_dir(tiny_spec, tmp_path / "cache") / "images"
-    assert len(VectorStore(images_dir, 32)) == len(elpv_paths)
-
-    monkeypatch.setattr(embed, "load_model", lambda spec, device: pytest.fail("loaded the model for cached images"))
-    keys = [sha256_file(p) for p in elpv_paths]
-    again = embed_images(tiny_spec, elpv_paths[::-1], keys[::-1], tmp_path / "cache", thumbnails_dir=thumbs)
-    np.testing.assert_array_equal(again.embeddings, first.embeddings[::-1])
-    assert sum(count_forward) == len(elpv_paths)
-    assert first.precision in ("fp32", "bf16") and again.precision is None
+def test_cpu_micro_batches_give_the_same_vectors(tiny_model, elpv_paths, monkeypatch):
+    paths = elpv_paths[:10]
+    whole = encode_images(tiny_model, paths, batch_size=10, num_workers=0, precision="fp32").embeddings
+    seen = []
+    original = tiny_model.model.encode_image
+    monkeypatch.setattr(tiny_model.model, "encode_image", lambda images: seen.append(len(images)) or original(images))
+    monkeypatch.setattr(image_encoding, "CPU_MICRO_BATCH", 4)
+    split = encode_images(tiny_model, paths, batch_size=10, num_workers=0, precision="fp32").embeddings
+    assert seen == [4, 4, 2]
+    np.testing.assert_allclose(split, whole, atol=1e-5)
 
 
-def test_embed_images_reports_unreadable_files(tiny_model, elpv_paths, tmp_path):
-    paths = [elpv_paths[0], tmp_path / "missing.png", elpv_paths[1]]
-    result = embed_images(tiny_model, paths, None, tmp_path / "cache")
-    assert list(result.failed) == [1] and "cannot be read" in result.failed[1]
-    assert result.ok.tolist() == [True, False, True]
+def test_bf16_image_tower_is_close_to_fp32_and_chosen_by_name_or_environment(tiny_model, elpv_paths, monkeypatch):
+    paths = elpv_paths[:6]
+    fp32 = encode_images(tiny_model, paths, num_workers=0, precision="fp32").embeddings
+    bf16 = encode_images(tiny_model, paths, num_workers=0, precision="bf16").embeddings
+    assert np.abs(bf16 - fp32).max() < 3e-2 and not np.array_equal(bf16, fp32)
+    np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1, atol=1e-5)
+    for amx, expected, name in ((False, fp32, "fp32"), (True, bf16, "bf16")):  # "auto" on the CPU: bf16 only
+        monkeypatch.setattr(image_encoding, "cpu_has_amx", lambda amx=amx: amx)  # where AMX makes it fast
+        default = encode_images(tiny_model, paths, num_workers=0)
+        np.testing.assert_array_equal(default.embeddings, expected)
+        assert default.precision == name
+    monkeypatch.setenv(image_encoding.PRECISION_ENV, "fp32")  # the environment overrides "auto"
+    np.testing.assert_array_equal(encode_images(tiny_model, paths, num_workers=0).embeddings, fp32)
+    monkeypatch.setenv(image_encoding.PRECISION_ENV, "bf16")
+    np.testing.assert_array_equal(encode_images(tiny_model, paths, num_workers=0).embeddings, bf16)
+    monkeypatch.setenv(image_encoding.PRECISION_ENV, "fp8")
+    with pytest.raises(InvalidInputError, match="TAC_STUDIO_IMAGE_PRECISION"):
+        encode_images(tiny_model, paths, num_workers=0)
+    with pytest.raises(InvalidInputError, match="precision"):
+        encode_images(tiny_model, paths, num_workers=0, precision="half")

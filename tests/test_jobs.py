@@ -23,7 +23,7 @@ from tac_core.errors import EmptyInputError, InvalidInputError
 from tac_core.workspace.workspace import create_workspace, open_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]
 
 
 def small_spec(category: str = "noun.shape") -> dict:

@@ -1,14 +1,14 @@
 """The 2-D map: PCA then UMAP, reproducible, placing new images on the existing map, saved and reloaded.
 
-UMAP's numba compile costs ~30 s once per process, so the UMAP fits here are few and small and share a
-module-scoped fixture.
+UMAP's numba compile costs 10-30 s once per process, so the UMAP fits here are few and small, share a
+module-scoped fixture and are marked slow; what does not depend on UMAP is checked on the linear map.
 """
 import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
 from tac_core.errors import InvalidInputError
-from tac_core.cluster.projection import Projection, fit_projection, quick_layout
+from tac_core.cluster.projection import Projection, fit_projection, linear_projection, quick_layout
 from tac_core.cluster.synthetic import make_clip_like_bed
 
 
@@ -28,6 +28,7 @@ def projection(features, fit_events):
     return fit_projection(features, random_state=0, progress=lambda *event: fit_events.append(event))
 
 
+@pytest.mark.slow
 def test_map_has_one_point_per_image_after_a_pca_step(projection, fit_events):
     assert projection.coordinates.shape == (300, 2)
     assert projection.coordinates.dtype == np.float32
@@ -38,6 +39,7 @@ def test_map_has_one_point_per_image_after_a_pca_step(projection, fit_events):
     assert fit_events[0] == ("projecting", 0, 2) and fit_events[-1] == ("projecting", 2, 2)
 
 
+@pytest.mark.slow
 def test_same_seed_same_map_and_no_pca_for_small_features():
     rng = np.random.default_rng(1)
     small = rng.normal(size=(60, 16)).astype(np.float32)
@@ -47,6 +49,7 @@ def test_same_seed_same_map_and_no_pca_for_small_features():
     assert first.pca_ is None  # 16 dimensions are already fewer than pca_dims
 
 
+@pytest.mark.slow
 def test_new_images_land_next_to_their_duplicates(projection, features):
     placed = projection.transform(features[:5])
     extent = np.ptp(projection.coordinates, axis=0).max()
@@ -54,6 +57,7 @@ def test_new_images_land_next_to_their_duplicates(projection, features):
     assert (distance < 0.05 * extent).all(), distance / extent
 
 
+@pytest.mark.slow
 def test_save_and_load_round_trip(projection, features, tmp_path):
     projection.save(tmp_path / "map")
     assert sorted(p.name for p in (tmp_path / "map").iterdir()) == ["coordinates.npy", "projection.joblib"]
@@ -63,7 +67,8 @@ def test_save_and_load_round_trip(projection, features, tmp_path):
     np.testing.assert_allclose(loaded.transform(features[:3]), projection.transform(features[:3]))
 
 
-def test_missing_or_damaged_saves_are_explained(projection, tmp_path):
+def test_missing_or_damaged_saves_are_explained(features, tmp_path):
+    projection = linear_projection(features)
     with pytest.raises(InvalidInputError, match="no saved map"):
         Projection.load(tmp_path / "nothing")
     projection.save(tmp_path / "map")
@@ -90,6 +95,7 @@ def test_fewer_than_four_images_get_a_linear_layout(n, tmp_path):
     np.testing.assert_array_equal(Projection.load(tmp_path).coordinates, fitted.coordinates)
 
 
+@pytest.mark.slow
 def test_few_images_lower_the_number_of_neighbours():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(6, 8)).astype(np.float32)
@@ -121,6 +127,6 @@ def test_bad_input_is_explained(kwargs, message):
         fit_projection(**kwargs)
 
 
-def test_new_features_from_another_model_are_explained(projection):
+def test_new_features_from_another_model_are_explained(features):
     with pytest.raises(InvalidInputError, match="same model"):
-        projection.transform(np.ones((2, 64), dtype=np.float32))
+        linear_projection(features).transform(np.ones((2, 64), dtype=np.float32))

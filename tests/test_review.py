@@ -312,6 +312,7 @@ for i in range(100000):
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_edit_loses_no_acknowledged_edit(ws, run):
     run_id, _ = run
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(ws.path), str(run_id)], stdout=subprocess.PIPE,

@@ -149,6 +149,7 @@ def test_same_seed_same_result_and_different_seeds_agree(bed):
         assert adjusted_rand_score(runs[0], other) > 0.85
 
 
+@pytest.mark.slow  # the quick loop checks this on a tiny bed: tests/test_tac_estimator.py
 def test_trained_mode_is_deterministic_under_a_seed(bed):
     x, v = bed.image_embeddings[:400], bed.vocab_embeddings
     a = TAC(4, mode="trained", epochs=3, random_state=5).fit(x, v)

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from tac_core.embedding import embed
 from tac_core.embedding import text_encoding
-from tac_core.embedding.embed import embed_vocabulary, term_key
 from tac_core.errors import InvalidInputError
 from tac_core.embedding.models import ModelSpec, load_model
 from tac_core.progress import CancelToken, Cancelled
 from tac_core.inputs.prompts import TAC_TEMPLATES
-from tac_core.embedding.text_encoding import encode_texts, encode_vocabulary, supports_truncation
+from tac_core.inputs.vocabulary import Vocabulary
+from tac_core.embedding.text_encoding import (encode_texts, encode_vocabulary, supports_truncation,
+                                              truncated_batch_rows, vocabulary_tokens)
 
 PROMPTS = [
     "x",
@@ -39,6 +39,7 @@ def test_fast_encoding_equals_stock_encode_text_tiny(tiny_model):
     assert np.abs(fast - _stock(tiny_model, PROMPTS)).max() < 1e-4
 
 
+@pytest.mark.slow  # builds the full-size ViT-B-32 (150 M parameters)
 def test_fast_encoding_equals_stock_encode_text_vit_b32():
     loaded = load_model(ModelSpec("ViT-B-32", "none"), "cpu")  # random weights: builds without a download
     assert supports_truncation(loaded.model)
@@ -52,18 +53,17 @@ def test_gpu_batches_hold_more_short_prompts_and_give_the_same_vectors(tiny_mode
     positions = torch.tensor([5, 5, 5, 5, 8, 8, 20, 76, 76])  # the pooled positions, sorted
     order = torch.arange(len(positions))
     gpu = torch.device("cuda")
-    assert text_encoding._batch_rows(positions, order, 0, 2, 77, torch.device("cpu")) == 2
-    assert text_encoding._batch_rows(positions, order, 0, 2, 77, gpu) == 7  # 7 rows × 21 tokens <= 2 × 77
-    assert text_encoding._batch_rows(positions, order, 7, 2, 77, gpu) == 2  # never fewer than batch_size
+    assert truncated_batch_rows(positions, order, 0, 2, 77, torch.device("cpu")) == 2
+    assert truncated_batch_rows(positions, order, 0, 2, 77, gpu) == 7  # 7 rows × 21 tokens <= 2 × 77
+    assert truncated_batch_rows(positions, order, 7, 2, 77, gpu) == 2  # never fewer than batch_size
 
     sizes = []
-    as_on_a_gpu = text_encoding._batch_rows
 
     def spy(positions, order, done, batch_size, full_length, device):
-        sizes.append(as_on_a_gpu(positions, order, done, batch_size, full_length, gpu))
+        sizes.append(truncated_batch_rows(positions, order, done, batch_size, full_length, gpu))
         return sizes[-1]
 
-    monkeypatch.setattr(text_encoding, "_batch_rows", spy)
+    monkeypatch.setattr(text_encoding, "truncated_batch_rows", spy)  # batches as a GPU would make them
     fast = encode_texts(tiny_model, PROMPTS, batch_size=2)
     assert max(sizes) > 2 and sum(sizes) == len(PROMPTS)
     assert np.abs(fast - _stock(tiny_model, PROMPTS)).max() < 1e-4
@@ -115,30 +115,25 @@ def test_text_inputs_are_validated(tiny_model):
         encode_texts(tiny_model, ["cat"], batch_size=0)
 
 
-def test_embed_vocabulary_caches_by_model_and_templates(tiny_spec, tiny_model, tmp_path, monkeypatch):
-    names = ["cat", " hairline  crack ", "dog", "cat"]
-    first = embed_vocabulary(tiny_spec, names, "tac3", tmp_path, device="cpu")
-    expected = encode_vocabulary(tiny_model, [term_key(n) for n in names], "tac3")
-    np.testing.assert_allclose(first, expected, atol=1e-6)
+# -- tokenising a vocabulary ---------------------------------------------------------------------------------
+def test_joined_vocabulary_tokens_equal_the_tokenizer(tiny_model):
+    tokenizer = tiny_model.tokenizer
+    names = Vocabulary.wordnet().names[::30] + [  # 2,240 WordNet names and the odd ones
+        "O.K.", "Ph.D.", "April Fools'", "café", "AT&T", "a <b> tag", "B-52", "o'clock", "'s-Hertogenbosch",
+        "two  spaces", "3D", "C++", "x" * 400, "long " * 60, "Ünïcode", "tab\tinside"]
+    templates = TAC_TEMPLATES + ("{}", "{}s are here", "a photo of a {}'s part.", "{} .")
+    whole = tokenizer([t.format(n) for n in names for t in templates])
+    joined = vocabulary_tokens(tokenizer, names, templates)
+    assert joined.dtype == whole.dtype and torch.equal(joined, whole)
 
-    model_dir = embed.model_cache_dir(tiny_spec, tmp_path)
-    assert (model_dir / "identity.txt").read_text().strip() == tiny_spec.identity()
-    assert len([p for p in model_dir.iterdir() if p.name.startswith("text-")]) == 1
 
-    def no_model_work(*args, **kwargs):
-        raise AssertionError("cached vocabulary must not load or run the model")
+def test_other_tokenizers_tokenise_whole_prompts():
+    calls = []
 
-    monkeypatch.setattr(embed, "load_model", no_model_work)
-    monkeypatch.setattr(embed, "encode_vocabulary", no_model_work)
-    np.testing.assert_array_equal(embed_vocabulary(tiny_spec, names[::-1], "tac3", tmp_path), first[::-1])
+    class Other:
+        def __call__(self, texts, context_length=None):
+            calls.append(list(texts))
+            return torch.zeros((len(texts), 77), dtype=torch.long)
 
-    monkeypatch.undo()
-    spy = []
-    monkeypatch.setattr(embed, "encode_vocabulary", lambda loaded, chunk, *a, **k: spy.append(list(chunk))
-                        or encode_vocabulary(loaded, chunk, *a, **k))
-    embed_vocabulary(tiny_model, ["cat", "bird"], "tac3", tmp_path)
-    assert spy == [["bird"]]  # only the new term is encoded
-    embed_vocabulary(tiny_model, ["cat"], "tac7", tmp_path)
-    assert spy[-1] == ["cat"]  # another template set is another cache
-    with pytest.raises(InvalidInputError, match="non-empty strings"):
-        embed_vocabulary(tiny_model, ["cat", " "], "tac7", tmp_path)
+    tokens = vocabulary_tokens(Other(), ["crack", "stain"], ("a {}.", "art of the {}."))
+    assert calls == [["a crack.", "art of the crack.", "a stain.", "art of the stain."]] and tokens.shape == (4, 77)

@@ -8,7 +8,6 @@ import pytest
 
 from tac_core.inputs import vocab_spec
 from tac_core.errors import EmptyInputError, InvalidInputError
-from tac_core.embedding.embed import cached_term_count
 from tac_core.inputs.wordnet import WordNetNouns, normalize_term
 from tac_core.workspace.workspace import create_workspace
 
@@ -137,16 +136,6 @@ def test_sets_in_a_workspace(tmp_path):
         vocab_spec.load_spec(ws, "plant")
     assert "WordNet (all categories); 1 own term(s); templates tac7" == vocab_spec.spec_summary(edited)
     ws.close()
-
-
-def test_cached_term_count_reads_the_text_cache(tmp_path, tiny_spec):
-    from tac_core.embedding.embed import embed_vocabulary
-
-    names = ["crack", "scratch", "stain"]
-    assert cached_term_count(names, tiny_spec, "photo1", tmp_path) == 0
-    embed_vocabulary(tiny_spec, names[:2], "photo1", tmp_path, device="cpu")
-    assert cached_term_count(names + [" crack "], tiny_spec, "photo1", tmp_path) == 2
-    assert cached_term_count(names, tiny_spec, "tac3", tmp_path) == 0  # other templates, other cache
 
 
 def test_every_category_count_matches_wordnet():

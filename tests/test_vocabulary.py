@@ -1,21 +1,13 @@
-"""The WordNet asset, term import and validation, deduplication, and the shipped domain pack."""
+"""Vocabularies: WordNet nouns as terms, term import and validation, deduplication, and the shipped domain
+pack. (The WordNet asset itself: tests/test_wordnet.py; prompt templates: tests/test_prompts.py.)"""
 from __future__ import annotations
-
-import gzip
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tac_core.errors import EmptyInputError, InvalidInputError
-from tac_core.inputs.prompts import TAC_TEMPLATES, TEMPLATE_SETS, template_set
 from tac_core.inputs.vocabulary import Term, Vocabulary, domain_packs, load_domain_pack
-from tac_core.inputs.wordnet import WORDNET_ASSET, WordNetNouns, normalize_term
-
-REPO = Path(__file__).resolve().parent.parent
+from tac_core.inputs.wordnet import WordNetNouns, normalize_term
 
 
 @pytest.fixture(scope="module")
@@ -26,51 +18,6 @@ def wn() -> WordNetNouns:
 @pytest.fixture(scope="module")
 def wordnet_vocab(wn) -> Vocabulary:
     return Vocabulary.wordnet(wordnet=wn)
-
-
-# -- the asset --------------------------------------------------------------------------------------------
-def test_asset_has_every_noun_synset(wn):
-    with gzip.open(WORDNET_ASSET, "rt", encoding="utf-8") as fh:
-        assert fh.readline().rstrip("\n").split("\t") == ["synset", "name", "category", "gloss", "hypernyms"]
-    assert len(wn) == 82115
-    assert len(set(wn.synsets)) == 82115
-    assert WordNetNouns.load() is wn  # cached per process
-
-
-def test_known_synset(wn):
-    dog = wn.lookup("dog.n.01")
-    assert dog.name == "dog" and dog.category == "noun.animal"
-    assert dog.gloss.startswith("a member of the genus Canis")
-    assert dog.hypernyms == ("canine.n.02", "domestic_animal.n.01")
-    crack = wn.lookup("crack.n.07")
-    assert crack.hypernyms == ("blemish.n.01",)
-    # instance hypernyms count as hypernyms; "nan" must not be read as a missing value
-    assert wn.lookup("paris.n.01").hypernyms == ("national_capital.n.01",)
-    assert wn.lookup("nan.n.01").name == "nan"
-
-
-def test_categories(wn):
-    categories = dict(wn.categories())
-    assert len(categories) == 26 and sum(categories.values()) == 82115
-    assert categories["noun.Tops"] == 51
-    assert [name for name, _ in wn.categories()] == sorted(categories)
-
-
-def test_subtree(wn):
-    under = wn.subtree("blemish.n.01")
-    assert {"blemish.n.01", "crack.n.07", "dent.n.03", "scratch.n.10", "port-wine_stain.n.01"} <= under
-    assert "crack.n.01" not in under and "dog.n.01" not in under
-    assert len(wn.subtree("entity.n.01")) == 82115
-    assert "paris.n.01" in wn.subtree("city.n.01")  # through an instance hypernym
-    with pytest.raises(InvalidInputError, match="flaw.n.01"):
-        wn.subtree("flaw.n.01")  # nltk resolves this lemma sense to defect.n.03; the asset has canonical ids only
-
-
-def test_search(wn):
-    hits = wn.search("crack", limit=5)
-    assert hits[0].synset == "crack.n.01" and len(hits) == 5
-    assert wn.search("  ") == []
-    assert any(h.synset == "crack.n.07" for h in wn.search("break without complete separation"))
 
 
 # -- WordNet vocabulary -----------------------------------------------------------------------------------
@@ -97,10 +44,6 @@ def test_wordnet_filters(wn):
 
 
 # -- domain terms and deduplication -----------------------------------------------------------------------
-def test_normalize_term():
-    assert normalize_term("  Hairline_Crack ") == normalize_term("hairline   crack") == "hairline crack"
-
-
 def test_dedupe_is_case_and_space_insensitive():
     vocab = Vocabulary.from_terms(["Solder Bridge", ("solder  bridge", "a short"), "solder_bridge", "void"])
     assert vocab.names == ["Solder Bridge", "void"]
@@ -205,28 +148,3 @@ def test_domain_pack():
     assert all(term.note and term.is_domain for term in pack)
     with pytest.raises(InvalidInputError, match="'toys'.*surface_defects"):
         load_domain_pack("toys")
-
-
-# -- prompts ----------------------------------------------------------------------------------------------
-def test_templates():
-    assert len(TAC_TEMPLATES) == 7 and TAC_TEMPLATES[2] == "a origami {}."
-    assert template_set("tac7") == TAC_TEMPLATES
-    for templates in TEMPLATE_SETS.values():
-        assert all(t.count("{}") == 1 for t in templates)
-    assert template_set(["a photo of a {} on a belt."]) == ("a photo of a {} on a belt.",)
-    with pytest.raises(InvalidInputError, match="'tac9'.*tac7, tac3, photo1"):
-        template_set("tac9")
-    for bad in (["no slot"], ["{} and {}"], ["a {name}"], []):
-        with pytest.raises(InvalidInputError):
-            template_set(bad)
-
-
-# -- the generator ----------------------------------------------------------------------------------------
-@pytest.mark.skipif(not os.environ.get("TAC_SLOW_TESTS"), reason="takes ~15 s; set TAC_SLOW_TESTS=1 to run")
-@pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(), reason="needs Debian's wordnet-base")
-def test_generator_reproduces_the_asset(tmp_path):
-    """The shipped asset is exactly what the script builds (from any hash seed)."""
-    out = tmp_path / "nouns.tsv.gz"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "build_wordnet_asset.py"), "--out", str(out)],
-                   check=True, capture_output=True, env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"})
-    assert out.read_bytes() == WORDNET_ASSET.read_bytes()

@@ -468,6 +468,7 @@ def test_arrays_are_written_before_the_run_is_done(ws_with_images, monkeypatch):
     assert not [p for p in ws.run_dir(run_id).iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_progress_written_by_another_process_is_seen(ws_with_images):
     ws, ids = ws_with_images
     run_id = ws.create_run({}, ids)

@@ -1,5 +1,6 @@
 """Export page: the reviewed labels of a run as CSV (all images, or verified only), previewed, downloaded, and
-kept in the workspace's ``exports/`` folder with a manifest saying what the file holds."""
+kept in the workspace's ``exports/`` folder with a manifest saying what the file holds; or as a bundle for a
+training pipeline (:mod:`ui.bundle_view`)."""
 from __future__ import annotations
 
 import io
@@ -10,7 +11,7 @@ import streamlit as st
 
 from tac_core.workspace.export import export_labels, list_exports
 from tac_core.workspace.review import ReviewSession
-from ui import state, widgets
+from ui import bundle_view, state, widgets
 from ui.safe_text import esc
 
 PREVIEW_ROWS = 100
@@ -52,6 +53,8 @@ def render() -> None:
                                        "path": str(result.csv_path), "rows": result.n_rows,
                                        "manifest": result.manifest, "csv": result.csv_bytes}
     _last_export(run_id, verified_only)
+    st.divider()
+    bundle_view.render(session, verified_only)
     _earlier_exports(workspace)
     st.divider()
     widgets.page_link("pages/review.py")

@@ -41,8 +41,11 @@ def render() -> None:
 
 def _steps() -> None:
     st.subheader("Steps")
-    for page in navigation.STEPS:
-        widgets.page_link(page)
+    for page, what in navigation.STEPS:  # the step said in words beside its link, not in a tooltip over the next one
+        link, text = st.columns([1, 4], vertical_alignment="center")
+        with link:
+            widgets.page_link(page, tooltip=False)
+        text.caption(what)
 
 
 def _workspaces(current) -> None:

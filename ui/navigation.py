@@ -35,8 +35,8 @@ SECTIONS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
         ("pages/export.py", "Export", ":material/download:", "Step 5: verified labels as CSV"),
     ),
 }
-#: the workflow's pages after the home page, in order (the home page links each)
-STEPS = tuple(path for section, pages in SECTIONS.items() if section for path, *_ in pages)
+#: the workflow's pages after the home page, in order, each with what it is for (the home page lists them)
+STEPS = tuple((path, tip) for section, pages in SECTIONS.items() if section for path, _, _, tip in pages)
 
 _routing = threading.local()  # one script run per thread: set while the router runs the chosen page
 

@@ -19,10 +19,10 @@ from ui.safe_text import esc
 _FLASH_KEY = "_flash_messages"
 
 
-def page_link(page: str) -> None:
-    """A link to another page (``"pages/<name>.py"``, labelled with its title and tooltip from ``app.py``)
-    that keeps the open workspace and run in the URL."""
-    st.page_link(page, query_params=state.url_params())
+def page_link(page: str, tooltip: bool = True) -> None:
+    """A link to another page (``"pages/<name>.py"``, labelled with its title and, unless ``tooltip`` is False,
+    its tooltip from ``ui/navigation.py``) that keeps the open workspace and run in the URL."""
+    st.page_link(page, query_params=state.url_params(), help=None if tooltip else "")
 
 
 def switch_page(page: str) -> None:

@@ -51,7 +51,7 @@ def _best_of_blocks(x: torch.Tensor, centers: torch.Tensor, n_blocks: int):
     return best_sim, best_idx
 
 
-def _kmeans_pp(x: torch.Tensor, k: int, rng: np.random.Generator, n_init: int = 1) -> torch.Tensor:
+def kmeans_plusplus(x: torch.Tensor, k: int, rng: np.random.Generator, n_init: int = 1) -> torch.Tensor:
     """Greedy k-means++ seeding (as in scikit-learn) with cosine distance 1 - x·c, for ``n_init`` restarts at once.
 
     Returns the (n_init · k, d) stacked centres, restart by restart. Each step draws ``2 + log k`` candidates
@@ -161,7 +161,7 @@ def spherical_kmeans(
         raise InvalidInputError(f"k-means needs 1 <= n_clusters <= number of points ({n}); got {n_clusters}.")
     rng = np.random.default_rng(random_state)
     with flush_denormals():
-        centers = _kmeans_pp(_seeding_sample(x, n_clusters, rng), n_clusters, rng, n_init)
+        centers = kmeans_plusplus(_seeding_sample(x, n_clusters, rng), n_clusters, rng, n_init)
         previous = torch.full((n_init,), -math.inf, dtype=torch.float64)
         iterations = torch.zeros(n_init, dtype=torch.long)
         for step in range(1, max_iter + 1):

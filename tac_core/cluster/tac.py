@@ -16,6 +16,7 @@ on the centres, and small collections have many near-equal partitions, so they g
 """
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Optional
 
@@ -131,6 +132,29 @@ class TAC:
         self.progress = progress
         self.cancel = cancel
 
+    # -- scikit-learn's estimator protocol (without depending on scikit-learn) ----------------------
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's arguments by name, so that ``sklearn.base.clone`` and parameter searches work
+        (``deep`` is scikit-learn's flag for nested estimators; TAC holds none)."""
+        return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
+
+    def set_params(self, **params) -> "TAC":
+        """Change constructor arguments by name (they are checked at :meth:`fit`); returns ``self``."""
+        unknown = sorted(set(params) - set(self.get_params()))
+        if unknown:
+            raise InvalidInputError(f"TAC has no parameter {', '.join(map(repr, unknown))}; "
+                                    f"valid: {', '.join(self.get_params())}.")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __getattr__(self, name: str):
+        """Only called for a missing attribute: a fitted one (``labels_`` …) read before :meth:`fit` says so."""
+        if name.endswith("_") and not name.startswith("__") and "labels_" not in vars(self):
+            raise AttributeError(f"this TAC is not fitted yet, so it has no {name}: call "
+                                 "fit(image_embeddings, vocab_embeddings) first.")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # -- validation ---------------------------------------------------------------------------------
     def _validate(self, image_embeddings, vocab_embeddings, domain_mask):
         x = validated_unit_rows("image embeddings", image_embeddings)
@@ -165,6 +189,8 @@ class TAC:
         the noun filter keeps them (unless ``include_domain_terms=False``) and are always anchor candidates.
         """
         x, v, domain_mask = self._validate(image_embeddings, vocab_embeddings, domain_mask)
+        for name in [name for name in vars(self) if name.endswith("_") and not name.startswith("_")]:
+            delattr(self, name)  # a refit, perhaps in another mode, keeps nothing of the previous fit
         with flush_denormals():
             return self._fit(x, v, domain_mask, self._device())
 

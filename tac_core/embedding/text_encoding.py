@@ -119,8 +119,9 @@ def _encode_chunk(
     done = 0
     while done < len(texts):
         check_cancel(cancel)
-        rows = order[done:done + (_batch_rows(positions, order, done, batch_size, tokens.shape[1], device)
-                                  if truncate else batch_size)]
+        size = (truncated_batch_rows(positions, order, done, batch_size, tokens.shape[1], device) if truncate
+                else batch_size)
+        rows = order[done:done + size]
         with inference_context(device):
             if truncate:
                 features = _encode_truncated(model, tokens[rows], positions[rows], device)
@@ -135,9 +136,10 @@ def _encode_chunk(
     return out
 
 
-def _batch_rows(positions: torch.Tensor, order: torch.Tensor, done: int, batch_size: int, full_length: int,
-                device: torch.device) -> int:
-    """Rows in the next truncated batch: ``batch_size``, or on a GPU as many short prompts as fit the tokens of
+def truncated_batch_rows(positions: torch.Tensor, order: torch.Tensor, done: int, batch_size: int,
+                         full_length: int, device: torch.device) -> int:
+    """Rows in the next truncated batch (``positions``: each prompt's pooled token, ``order``: the prompts sorted
+    by it, ``done`` of them encoded): ``batch_size``, or on a GPU as many short prompts as fit the tokens of
     ``batch_size`` full-length rows (at most 16×). A GPU runs short batches below its capacity: 2,048-4,096
     prompts of 6-19 tokens went 1.4× faster than 512 on an H200. A CPU is not faster with larger batches."""
     if device.type == "cpu":

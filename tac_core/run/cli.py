@@ -19,9 +19,11 @@ from ..devices import DEVICES
 from ..embedding.cache import default_cache_root
 from ..errors import InvalidInputError, ParameterError, TacError
 from ..progress import Cancelled
-from . import embed_cli
+from . import embed_cli, workspace_cli
 from .params import RunParams
+from .terminal import flag_error, progress_printer
 from .results import ClusterRun, write_cluster_outputs
+from .run_audit import AUDIT_FILE, audit_csv, audit_run
 
 #: RunParams fields with a flag of their own: how the CLI names them in a message.
 _FLAGS = {"n_clusters": ("--k", "the clusters"), "seed": ("--seed", "the random seed"),
@@ -71,32 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     tac.add_argument("--seed", type=int, default=0)
     tac.add_argument("--epochs", type=int, default=20, help="trained mode: epochs (default 20)")
     cluster.add_argument("--out", type=Path, required=True, help="output folder")
+    cluster.add_argument("--no-audit", action="store_true", help="skip audit.csv (the Audit page's ranking of "
+                                                                 "likely misclustered images; O(n²), ~5 s at 10k)")
     job = commands.add_parser("run-job", help="compute a run of a TAC Studio workspace (started by the app)",
                               description="Compute the pending run RUN of the workspace folder PATH; see "
                                           "tac_core/run/jobs.py for the protocol.")
     job.add_argument("--workspace", type=Path, required=True, help="workspace folder")
     job.add_argument("--run", type=int, required=True, help="run id")
     embed_cli.add_parser(commands, default_cache_root())
+    workspace_cli.add_commands(commands)
     return parser
-
-
-def _progress_printer(stream=sys.stderr):
-    """Progress on one rewritten line on a terminal; a line per 10 % otherwise (logs, CI)."""
-    last: dict[str, int] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stream.isatty():
-            stream.write(f"\r{stage}: {done}/{total}   ")
-            if done >= total:
-                stream.write("\n")
-        else:
-            decile = 10 * done // max(total, 1)
-            if last.get(stage) == decile:
-                return
-            last[stage] = decile
-            stream.write(f"{stage}: {done}/{total}\n")
-        stream.flush()
-    return progress
 
 
 def _params(args: argparse.Namespace) -> RunParams:
@@ -112,12 +98,7 @@ def _params(args: argparse.Namespace) -> RunParams:
                          epochs=args.epochs, projection=None, suggest_k=False,
                          include_domain_terms=not args.no_domain_in_text_space, templates=args.templates)
     except ParameterError as exc:
-        if exc.field not in _FLAGS:
-            raise
-        flag, what = _FLAGS[exc.field]
-        if exc.minimum is None:
-            raise InvalidInputError(f"{flag} ({what}): {exc}") from None
-        raise InvalidInputError(f"{flag} ({what}) must be at least {exc.minimum}; got {exc.value}") from None
+        raise flag_error(exc, _FLAGS) from None
 
 
 def _check_form(args: argparse.Namespace) -> None:
@@ -191,7 +172,7 @@ def run_cluster(args: argparse.Namespace) -> ClusterRun:
     params = _params(args)
     _check_form(args)
     from . import pipeline  # open_clip loads only once the arguments are known to be usable
-    progress = _progress_printer()
+    progress = progress_printer()
     if args.image_embeddings is not None:
         x = _load_npy(args.image_embeddings, "image embeddings")
         v = _load_npy(args.vocab_embeddings, "vocabulary embeddings")
@@ -211,6 +192,15 @@ def run_cluster(args: argparse.Namespace) -> ClusterRun:
     return pipeline.cluster_image_folder(args.images, vocab, params, cache_root=args.cache, progress=progress)
 
 
+def _audit(run: ClusterRun) -> str:
+    """``audit.csv`` of the run (:mod:`tac_core.run.run_audit`), its seconds added to the run's timings."""
+    print(f"auditing {len(run.labels)} images", file=sys.stderr)
+    start = time.perf_counter()
+    text = audit_csv(run, audit_run(run))
+    run.timings["audit"] = time.perf_counter() - start
+    return text
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     started = time.perf_counter()
     try:
@@ -219,10 +209,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .job import main as run_job_main
             return run_job_main(args.workspace, args.run)
         if args.command == "embed":
-            print(embed_cli.run(args, _progress_printer()), file=sys.stderr)
+            print(embed_cli.run(args, progress_printer()), file=sys.stderr)
             return 0
+        if args.command == "workspace":
+            return workspace_cli.main(args)
         result = run_cluster(args)
-        write_cluster_outputs(result, args.out)
+        write_cluster_outputs(result, args.out, {} if args.no_audit else {AUDIT_FILE: _audit(result)})
     except TacError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

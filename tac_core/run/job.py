@@ -16,6 +16,7 @@ from typing import Optional
 from .. import atomic
 from ..errors import RunStatusError, TacError
 from ..progress import CancelToken, Cancelled
+from ..workspace.runs import SUMMARY_FILE
 from ..workspace.workspace import Workspace, open_workspace
 from .params import MAP_FOLDER, RunParams
 
@@ -149,7 +150,7 @@ def _compute(workspace: Workspace, run_id: int, stored: dict, progress: _Reporte
         run.projection.save(run_dir / MAP_FOLDER)  # place_new puts later images on this map
     failed = [{"image_id": int(image_ids[i]), "rel_path": images["rel_path"].iloc[i], "reason": reason}
               for i, reason in run.failed.items()]
-    atomic.write_json(run_dir / "summary.json", {
+    atomic.write_json(run_dir / SUMMARY_FILE, {
         "n_images": len(run.labels), "failed_images": failed, **run.facts, "selected_terms": run.selected_terms,
         "seconds": run.seconds()})
     progress.flush()

@@ -54,7 +54,14 @@ _ROOT = Path(__file__).resolve().parents[2]
 
 # -- starting, cancelling, reading --------------------------------------------------------------------
 def start_run(workspace: Workspace, params: RunParams, image_ids=None) -> int:
-    """Create a pending run (default: every usable image) and launch its job; returns the run id.
+    """Create a pending run (:func:`prepare_run`) and launch its job; returns the run id."""
+    run_id = prepare_run(workspace, params, image_ids)
+    launch_or_fail(workspace, run_id)
+    return run_id
+
+
+def prepare_run(workspace: Workspace, params: RunParams, image_ids=None) -> int:
+    """Create a pending run (default: every usable image) for :func:`launch_or_fail`; returns the run id.
 
     Refused before any run exists: no model, no usable images, K above their number, a vocabulary set with no
     term left (everything switched off or filtered out).
@@ -68,26 +75,26 @@ def start_run(workspace: Workspace, params: RunParams, image_ids=None) -> int:
     if params.n_clusters > len(image_ids):
         raise InvalidInputError(f"K = {params.n_clusters} is more than the {len(image_ids)} usable images; choose "
                                 f"K of at most {len(image_ids)}.")
-    run_id = workspace.create_run(params.to_dict(), image_ids)
-    _launch_or_fail(workspace, run_id)
-    return run_id
+    return workspace.create_run(params.to_dict(), image_ids)
 
 
-def _launch_or_fail(workspace: Workspace, run_id: int) -> None:
-    """Launch; a job that cannot even be started leaves a failed run saying why, never a pending one forever."""
+def launch_or_fail(workspace: Workspace, run_id: int, inline: Optional[bool] = None) -> None:
+    """:func:`launch`; a job that cannot even be started leaves a failed run saying why, never a pending one
+    forever."""
     try:
-        launch(workspace, run_id)
+        launch(workspace, run_id, inline)
     except Exception as exc:
         finish_run(workspace, run_id, "failed", f"the job could not be started ({type(exc).__name__}: {exc}).")
         raise
 
 
-def launch(workspace: Workspace, run_id: int) -> Optional[int]:
+def launch(workspace: Workspace, run_id: int, inline: Optional[bool] = None) -> Optional[int]:
     """Start the job of a pending run in a new process (its pid is stored at once); returns the pid.
 
-    With ``TAC_STUDIO_JOBS_INLINE=1`` the job runs here and now instead, and None is returned.
+    With ``inline`` (None: when ``TAC_STUDIO_JOBS_INLINE=1``) the job runs here and now instead, and None is
+    returned (the command line runs its jobs so).
     """
-    if os.environ.get(INLINE_ENV, "").strip() in ("1", "true", "yes"):
+    if inline if inline is not None else os.environ.get(INLINE_ENV, "").strip() in ("1", "true", "yes"):
         run_job(workspace.path, run_id)
         return None
     run_dir = workspace.run_dir(run_id)
@@ -112,7 +119,7 @@ def rerun(workspace: Workspace, run_id: int) -> None:
     workspace.require("run")
     workspace.set_run_status(run_id, "pending")
     workspace.record("run restarted", run_id=run_id)
-    _launch_or_fail(workspace, run_id)
+    launch_or_fail(workspace, run_id)
 
 
 def cancel_run(workspace: Workspace, run_id: int, force: bool = False) -> str:
@@ -164,10 +171,7 @@ def read_stages(workspace: Workspace, run_id: int) -> list[dict]:
 
 def read_summary(workspace: Workspace, run_id: int) -> dict:
     """What a finished run's job wrote beside its result (summary.json), or {}."""
-    try:
-        return json.loads((workspace.run_dir(run_id) / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    return workspace.run_summary(run_id)
 
 
 def log_tail(workspace: Workspace, run_id: int, lines: int = 20) -> str:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -87,9 +87,11 @@ def csv_text(header: list[str], rows) -> str:
     return buffer.getvalue()
 
 
-def write_cluster_outputs(run: ClusterRun, out_dir: str | Path) -> None:
-    """assignments.csv, anchors.csv, selected_vocab.txt, counterparts.npy, skipped.csv and run.json (the
-    parameters as :meth:`RunParams.to_dict`, then the run's facts: source, versions, seconds, ...)."""
+def write_cluster_outputs(run: ClusterRun, out_dir: str | Path,
+                          extra_files: Optional[Mapping[str, str]] = None) -> None:
+    """assignments.csv, anchors.csv, selected_vocab.txt, counterparts.npy, skipped.csv, ``extra_files`` (name →
+    text, computed already, e.g. audit.csv) and run.json (the parameters as :meth:`RunParams.to_dict`, then the
+    run's facts: source, versions, seconds, ...)."""
     out = Path(out_dir)
     started = time.perf_counter()
     index = np.arange(len(run.labels))
@@ -110,6 +112,8 @@ def write_cluster_outputs(run: ClusterRun, out_dir: str | Path) -> None:
     if run.paths is not None:
         atomic.write_text(out / "skipped.csv", csv_text(["path", "reason"],
                                                           ((storable_text(p), reason) for p, reason in run.skipped)))
+    for name, text in (extra_files or {}).items():
+        atomic.write_text(out / name, text)
     seconds = dict(run.seconds(), write_outputs=round(time.perf_counter() - started, 3))
     atomic.write_json(out / "run.json", {
         "params": run.params.to_dict(),

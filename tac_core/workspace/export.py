@@ -17,6 +17,9 @@ CSV columns: ``relative_path, sha256, cluster_id, label, verified, confidence, t
   written atomically (temporary file, fsync, rename), the manifest last, so a manifest means a whole export.
   The name is reserved first (a hidden ``.<name>.reserved`` file created exclusively, removed after), so two
   sessions exporting the same run in the same second get ``…`` and ``…-2``, never one file for both.
+
+The rows come from :func:`label_table`, which the export bundle (:mod:`tac_core.workspace.bundle`) shares:
+it adds a ``source`` column, a row per duplicate file and, later, a restriction to chosen clusters.
 """
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Optional, Union
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -44,6 +47,8 @@ from .workspace import Workspace
 COLUMNS = ("relative_path", "sha256", "cluster_id", "label", "verified", "confidence", "top_anchors", "run_id")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_ANCHORS = 3
+LOCAL_DIR = "local-dir:"  # tac_core.embedding.models names local model folders so
+TEXT_COLUMNS = frozenset({"relative_path", "label", "top_anchors", "source", "duplicate_of"})
 SKIPPED_COLUMNS = {"rel_path": "file", "status": "status", "reason": "reason", "source_id": "source", "path": "path"}
 
 
@@ -63,6 +68,92 @@ def neutralise(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
+def review_state(session_or_state: Union[ReviewSession, ReviewState]) -> ReviewState:
+    """The state to export: a :class:`ReviewSession` is refreshed first, so edits other sessions made count too."""
+    if isinstance(session_or_state, ReviewSession):
+        session_or_state.refresh()
+        return session_or_state.state
+    return session_or_state
+
+
+def label_table(state: ReviewState, workspace: Workspace, run_id: int, verified_only: bool = False,
+                clusters: Optional[Iterable[int]] = None, duplicates: bool = False) -> pd.DataFrame:
+    """The rows an export holds, in file order (cluster, then path), with raw text (not yet made safe).
+
+    Columns: those of :data:`COLUMNS` (``verified`` a bool, ``confidence`` a float), then ``source`` (see
+    :func:`source_names`), ``duplicate_of`` (the original's relative path for a duplicate's row, else ""),
+    and for writers of other formats ``image_id``, ``path`` (where the file is on this machine: never
+    written), ``width`` and ``height``. ``clusters`` keeps only those clusters' images; ``duplicates`` adds a
+    row for every byte-identical duplicate file of an exported image, carrying its original's label.
+    """
+    assignments = workspace.run_assignments(run_id)
+    if not np.array_equal(assignments["image_id"].to_numpy(), state.image_ids):
+        raise InvalidInputError(f"the review given is not of run {run_id}; export the run that is being reviewed.")
+    verified = state.counts_as_verified()
+    keep = ~state.excluded & (verified if verified_only else True)
+    if clusters is not None:
+        keep &= np.isin(state.labels, list(clusters))
+    pos = np.flatnonzero(keep)
+    images = workspace.images().set_index("id")
+    labels = state.labels[pos]
+    frame = pd.DataFrame({
+        "relative_path": assignments["rel_path"].to_numpy()[pos], "sha256": assignments["sha256"].to_numpy()[pos],
+        "cluster_id": labels, "label": [state.names[c] for c in labels], "verified": verified[pos],
+        "confidence": state.confidence[pos], "image_id": state.image_ids[pos], "duplicate_of": ""})
+    if duplicates:
+        copies = images[(images["status"] == "duplicate") & images["duplicate_of"].isin(frame["image_id"])]
+        original = frame.set_index("image_id").loc[copies["duplicate_of"].to_numpy("int64")]
+        frame = pd.concat([frame, original.reset_index(drop=True).assign(
+            relative_path=copies["rel_path"].to_numpy(), image_id=copies.index.to_numpy(),
+            duplicate_of=original["relative_path"].to_numpy())], ignore_index=True)
+    ordered = images.loc[frame["image_id"].to_numpy()]
+    anchors = {c: "; ".join(f"{term} ({score:.2f})" for term, score in state.anchors(c)[:EXPORT_ANCHORS])
+               for c in state.names}
+    frame = frame.assign(top_anchors=[anchors[c] for c in frame["cluster_id"]], run_id=run_id,
+                         source=ordered["source_id"].map(source_names(workspace)).to_numpy(),
+                         path=ordered["path"].to_numpy(), width=ordered["width"].to_numpy(),
+                         height=ordered["height"].to_numpy())
+    frame = frame.sort_values(["cluster_id", "relative_path"], kind="stable", ignore_index=True)
+    return frame[[*COLUMNS, "source", "duplicate_of", "image_id", "path", "width", "height"]]
+
+
+def source_names(workspace: Workspace) -> dict[int, str]:
+    """Per source id, how an export names it: ``"<id>: <name>"``, the name being the folder's own name for a
+    folder added by path (:func:`file_name`), else the upload as the app describes it (``parts.zip``)."""
+    names = {}
+    for source in workspace.sources().itertuples(index=False):
+        names[int(source.id)] = f"{source.id}: {file_name(source.location)}"
+    return names
+
+
+def file_name(text: Optional[str]) -> Optional[str]:
+    """Text that may be a path (a source's location, a model file) as an export shows it: a path reduced to its
+    last part, so no export names a folder of the server; ``local-dir:`` model names keep their prefix."""
+    if not text:
+        return text
+    prefix = LOCAL_DIR if text.startswith(LOCAL_DIR) else ""
+    rest = text[len(prefix):]
+    if "/" in rest or "\\" in rest:
+        rest = PurePosixPath(rest.replace("\\", "/")).name
+    return prefix + rest
+
+
+def csv_bytes(table: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> bytes:
+    """``table``'s ``columns`` as the export's CSV: UTF-8 with BOM, CRLF, each text cell through :func:`neutralise`."""
+    cells = {name: table[name] for name in columns}
+    for name in set(columns) & TEXT_COLUMNS:
+        cells[name] = table[name].map(neutralise)
+    if "verified" in cells:
+        cells["verified"] = np.where(table["verified"].to_numpy(bool), "true", "false")
+    if "confidence" in cells:
+        cells["confidence"] = np.char.mod("%.4f", table["confidence"].to_numpy(np.float64))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(columns)
+    writer.writerows(zip(*(np.asarray(cells[name]).tolist() for name in columns)))
+    return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+
+
 def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace: Workspace, run_id: int,
                   verified_only: bool = False, dest_dir: Optional[str | os.PathLike] = None,
                   record: bool = True) -> ExportResult:
@@ -72,53 +163,31 @@ def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace
     names who exported; ``record`` adds the export to the activity log (a preview passes False).
     """
     user = workspace.require("export")
-    if isinstance(session_or_state, ReviewSession):
-        session_or_state.refresh()
-        state = session_or_state.state
-    else:
-        state = session_or_state
+    state = review_state(session_or_state)
     run = workspace.run(run_id)
-    assignments = workspace.run_assignments(run_id)
-    if not np.array_equal(assignments["image_id"].to_numpy(), state.image_ids):
-        raise InvalidInputError(f"the review given is not of run {run_id}; export the run that is being reviewed.")
-    verified = state.counts_as_verified()
-    keep = ~state.excluded & (verified if verified_only else True)
-    rel_paths = assignments["rel_path"].to_numpy()
-    positions = [p for _, _, p in sorted(zip(state.labels[keep].tolist(), rel_paths[keep], np.flatnonzero(keep)))]
-    label_text = {c: neutralise(name) for c, name in state.names.items()}
-    anchor_text = {c: neutralise("; ".join(f"{term} ({score:.2f})" for term, score in
-                                           state.anchors(c)[:EXPORT_ANCHORS])) for c in state.names}
-    sha256 = assignments["sha256"].to_numpy()
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
-    for p in positions:
-        cluster = int(state.labels[p])
-        writer.writerow((neutralise(rel_paths[p]), sha256[p], cluster, label_text[cluster],
-                         "true" if verified[p] else "false", f"{state.confidence[p]:.4f}", anchor_text[cluster],
-                         run_id))
-    csv_bytes = ("\ufeff" + buffer.getvalue()).encode("utf-8")
+    table = label_table(state, workspace, run_id, verified_only)
+    data = csv_bytes(table)
     csv_path, manifest_path, reservation = _destination(Path(dest_dir) if dest_dir else workspace.exports_dir,
                                                         run_id, verified_only)
     manifest = {
         "run_id": run_id, "run_parameters": run["params"], "workspace": workspace.name,
         "verified_only": bool(verified_only), "columns": list(COLUMNS),
-        "counts": {"rows": len(positions), "clusters": len({int(state.labels[p]) for p in positions}),
-                   "verified": int(verified[positions].sum()), "excluded": int(state.excluded.sum())},
+        "counts": {"rows": len(table), "clusters": int(table["cluster_id"].nunique()),
+                   "verified": int(table["verified"].sum()), "excluded": int(state.excluded.sum())},
         "edit_count": len(state.effective), "created": utc_now(),
         "exported_by": {"name": user.name, "email": user.email},
         "tac_core_version": tac_core.__version__,
-        "csv_file": csv_path.name, "csv_sha256": hashlib.sha256(csv_bytes).hexdigest(),
+        "csv_file": csv_path.name, "csv_sha256": hashlib.sha256(data).hexdigest(),
     }
     try:
-        atomic.write_bytes(csv_path, csv_bytes)
+        atomic.write_bytes(csv_path, data)
         atomic.write_json(manifest_path, manifest)
     finally:
         reservation.unlink(missing_ok=True)
     if record:
-        workspace.record("export", {"file": csv_path.name, "rows": len(positions),
+        workspace.record("export", {"file": csv_path.name, "rows": len(table),
                                     "verified_only": bool(verified_only)}, run_id=run_id)
-    return ExportResult(csv_path, manifest_path, len(positions), csv_bytes, manifest)
+    return ExportResult(csv_path, manifest_path, len(table), data, manifest)
 
 
 def list_exports(workspace: Workspace) -> list[dict]:
@@ -146,19 +215,29 @@ def skipped_files_csv(skipped: pd.DataFrame) -> bytes:
 
 
 def _destination(folder: Path, run_id: int, verified_only: bool) -> tuple[Path, Path, Path]:
-    """A CSV path and its manifest path, named by run and UTC time, that do not exist yet, and the hidden file
-    reserving the name (created exclusively), so two sessions exporting in the same second never share a name."""
+    """A CSV path and its manifest path that do not exist yet, and the file reserving them (:func:`reserve_name`)."""
+    name, reservation = reserve_name(folder, export_stem("labels", run_id, verified_only), (".csv", "_manifest.json"))
+    return folder / f"{name}.csv", folder / f"{name}_manifest.json", reservation
+
+
+def export_stem(kind: str, run_id: int, verified_only: bool) -> str:
+    """``<kind>_run<id>_<UTC time>[_verified]``: exports sort by run, then time."""
+    return f"{kind}_run{run_id}_{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}{'_verified' if verified_only else ''}"
+
+
+def reserve_name(folder: Path, stem: str, suffixes: Sequence[str]) -> tuple[str, Path]:
+    """A name (``stem``, else ``stem-2``, ...) for which no ``folder/<name><suffix>`` exists yet, and the hidden
+    file reserving it (created exclusively: remove it once the export is written), so two sessions exporting in
+    the same second never share a name."""
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"labels_run{run_id}_{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}{'_verified' if verified_only else ''}"
     for attempt in range(1, 1000):
         name = stem if attempt == 1 else f"{stem}-{attempt}"
-        csv_path, manifest_path = folder / f"{name}.csv", folder / f"{name}_manifest.json"
-        if csv_path.exists() or manifest_path.exists():
+        if any((folder / f"{name}{suffix}").exists() for suffix in suffixes):
             continue
         reservation = folder / f".{name}.reserved"
         try:
             os.close(os.open(reservation, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             continue
-        return csv_path, manifest_path, reservation
-    raise InvalidInputError(f"{folder} already holds 999 exports of run {run_id} from this second; try again.")
+        return name, reservation
+    raise InvalidInputError(f"{folder} already holds 999 exports named {stem}; try again in a second.")

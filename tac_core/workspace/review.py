@@ -32,6 +32,7 @@ import pandas as pd
 from ..errors import InvalidInputError
 from .access import UNKNOWN, AccessDeniedError, User, user_key
 from .decisions import Decision, decided_mask, decision_of, moved_mask
+from .review_log import touched
 from .review_state import Edit, ReviewState, Revert
 from .store import WorkspaceUnreadableError, to_json, utc_now, validate_name
 from .workspace import Workspace
@@ -62,6 +63,7 @@ class ReviewSession:
         self._authors: dict[int, str] = {}  # edit event id -> the user name of who made it ("" before users existed)
         self._decisions: dict[int, Decision] = {}  # event id -> what a deciding edit decided
         self._reverts: dict[int, Revert] = {}
+        self._touched: dict[int, tuple[list[int], int]] = {}  # event id -> clusters and image count it touched
         self._history: list[dict] = []
         self.refresh()
 
@@ -90,7 +92,9 @@ class ReviewSession:
                 self._reverts[target] = state.apply(*self._edits[target][:2])[0]
             other.append(stack.pop())
             text = f"{'undid' if kind == 'undo' else 'redid'} #{target}: {self._edits[target][2]}"
+            self._touched[event_id] = self._touched[target]
         else:
+            self._touched[event_id] = touched(kind, payload, state)
             self._reverts[event_id], text = state.apply(kind, payload)
             self._edits[event_id] = (kind, payload, text)
             self._authors[event_id] = name
@@ -99,8 +103,9 @@ class ReviewSession:
                 self._decisions[event_id] = decision
             state.effective.append(event_id)
             state.undone.clear()
+        clusters, images = self._touched[event_id]
         self._history.append({"event_id": event_id, "ts": ts, "session": session, "user": name or UNKNOWN,
-                              "email": email, "kind": kind, "text": text})
+                              "email": email, "kind": kind, "text": text, "clusters": clusters, "images": images})
         self._last_event_id = event_id
         return text
 
@@ -263,7 +268,8 @@ class ReviewSession:
 
     def history(self) -> list[dict]:
         """Every event, oldest first: event_id, ts, session, user (``"unknown"`` before users existed), email,
-        kind, text and whether it is undone now."""
+        kind, text, the clusters and number of images it touched (:func:`~tac_core.workspace.review_log.touched`)
+        and whether it is undone now."""
         undone = set(self._edits) - set(self.state.effective)
         return [{**entry, "undone": entry["event_id"] in undone} for entry in self._history]
 

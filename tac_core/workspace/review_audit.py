@@ -87,8 +87,12 @@ def audit_inputs(session: ReviewSession, decided: Optional[np.ndarray] = None,
     if not can_audit(session, arrays):
         raise InvalidInputError(f"run {session.run_id} has no saved image embeddings and text counterparts, which "
                                 "the audit needs; run the clustering again.")
-    state = session.state
-    decided = session.decided() if decided is None else decided
+    return state_audit_inputs(session.state, session.decided() if decided is None else decided, arrays)
+
+
+def state_audit_inputs(state: ReviewState, decided: np.ndarray, arrays: RunArrays) -> dict:
+    """:func:`audit_inputs` for a review state and its run's arrays (the command line audits a fresh run so,
+    with nothing decided)."""
     centers = None if state.labels_edited() else arrays("cluster_centers")
     inputs = {"image_embeddings": arrays("image_embeddings"), "counterparts": arrays("counterparts"),
               "labels": state.included_labels(), "cluster_centers": centers,

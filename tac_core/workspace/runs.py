@@ -37,6 +37,7 @@ _NEXT_STATUSES = {  # effective status -> what set_run_status may make of it; "d
     "done": set(),
 }
 MAX_CLUSTER_NAME_LENGTH = 200
+SUMMARY_FILE = "summary.json"  # in a run's folder: what its job found out (tac_core.run.job writes it)
 ARRAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _RUN_COLUMNS = ("id, parent_run_id, status, stage, done, total, n_images, n_clusters, created, started, finished, "
                 "error, pid, params")
@@ -227,6 +228,14 @@ class RunsMixin:
         self._run_row(run_id)
         return dict(self.connection().execute("SELECT cluster, name FROM clusters WHERE run_id = ? ORDER BY cluster",
                                               (run_id,)).fetchall())
+
+    def run_summary(self, run_id: int) -> dict:
+        """What a finished run's job wrote beside its result (:data:`SUMMARY_FILE`: model identity, vocabulary
+        fingerprint, τ, timings, ...), or {} when there is none or it cannot be read."""
+        try:
+            return json.loads((self.run_dir(run_id) / SUMMARY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
 
     def save_run_array(self, run_id: int, name: str, array: np.ndarray) -> Path:
         """Write ``runs/<id>/<name>.npy`` atomically (e.g. a layout computed after the run)."""

@@ -349,3 +349,19 @@ def test_start_run_is_refused_to_a_viewer_before_any_run_exists(ws, tiny_spec):
     with pytest.raises(AccessDeniedError, match="start, re-run or cancel runs"):
         jobs.start_run(as_(ws, BOB), params, ws.ids)
     assert len(ws.runs()) == 1
+
+
+def test_a_bundle_is_exported_as_the_sessions_user_and_its_log_hash_covers_who_decided(ws, tmp_path):
+    from tac_core.workspace.bundle import write_bundle
+    from tac_core.workspace.manifest import verify_bundle
+
+    ReviewSession(as_(ws, CARL), ws.run_id).rename(0, "cracks")
+    with pytest.raises(AccessDeniedError, match="eve is not a member"):
+        write_bundle(ReviewSession(as_(ws, EVE), ws.run_id), dest_dir=tmp_path)
+    result = write_bundle(ReviewSession(as_(ws, BOB), ws.run_id), dest_dir=tmp_path)  # a viewer may export
+    assert result.manifest["exported_by"] == {"name": "bob", "email": ""}
+    assert "user_name" in result.manifest["review"]["event_log"]["columns"]
+    assert ws.activity().iloc[-1][["user", "action"]].tolist() == ["bob", "export"]
+    assert verify_bundle(result.path, ws) == []
+    ws.connection().execute("UPDATE events SET user_name = 'dora'")  # someone rewrites who decided
+    assert any("event log" in problem for problem in verify_bundle(result.path, ws))

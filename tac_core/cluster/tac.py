@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .anchors import Anchor, cluster_anchors
-from .balance import check_balance, merge_split_repair, size_profile
+from .balance import check_balance, merge_split_repair, size_profile, uneven
 from ..devices import resolve_device
 from ..errors import EmptyInputError, InvalidInputError
 from .heads import fit_heads, warm_start_heads
@@ -253,7 +253,7 @@ class TAC:
         self.size_prior_, self.swaps_, start_state = None, [], None
         if self.balance == "estimated":  # unequal sizes only where the free partition found them unequal
             free_labels = self._free_partition(features, k, device)[0].labels
-            if self.swaps_:
+            if uneven(size_profile(free_labels, k)):
                 self.size_prior_ = size_profile(free_labels, k)
                 start_state = warm_start_heads(x, self.counterparts_, free_labels, k, WARM_START_STEPS,
                                                batch_size, self.lr, self.random_state, device, self.cancel)

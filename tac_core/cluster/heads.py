@@ -21,6 +21,7 @@ from ..progress import CancelToken, ProgressFn, check_cancel, report
 
 EPS = 1e-8
 MIN_STEPS = 600  # small collections get extra passes per epoch: 20 epochs of 300 images is only 20 steps
+WARM_START_STEPS = 200  # 200 × 512 samples: the heads reproduce a given partition (3,000 images: ~99 %)
 
 
 class ClusterHead(nn.Module):
@@ -107,13 +108,14 @@ def head_probabilities(state: dict, features: np.ndarray, which: str = "image",
 
 
 def warm_start_heads(image_embeddings: np.ndarray, counterparts: np.ndarray, labels: np.ndarray,
-                     n_clusters: int, steps: int = 200, batch_size: int = 512, lr: float = 1e-3,
+                     n_clusters: int, steps: int = WARM_START_STEPS, batch_size: int = 512, lr: float = 1e-3,
                      random_state: Optional[int] = None, device: str | torch.device = "cpu",
                      cancel: Optional[CancelToken] = None) -> dict:
     """Heads initialised as :func:`fit_heads` would, then taught ``labels`` (cross-entropy, both heads).
 
     Returns their state for ``fit_heads(initial_state=...)``: training then starts from this partition,
-    column k standing for cluster k, instead of from random heads.
+    column k standing for cluster k, instead of from random heads. Needed with a ``size_prior``: random heads
+    aimed at a 90/5/5 profile collapse into one column, because KL(m ‖ π) charges only log(1/0.9) for it.
     """
     seed = 0 if random_state is None else int(random_state)
     gen = torch.Generator().manual_seed(seed)

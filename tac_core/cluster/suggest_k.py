@@ -18,6 +18,13 @@ Scores per K (all on the swept points):
 - **objective** — that run's mean cosine similarity of points to their centre (for the table; it always
   grows with K, so it does not choose).
 
+With ``balance="estimated"`` (the default, as in :class:`~tac_core.cluster.tac.TAC`) every run's k-means
+partition is repaired by :func:`~tac_core.cluster.balance.merge_split_repair` before its centres label the
+swept points, so a dominant class is scored whole instead of cut in pieces: on synthetic beds with one class
+at 50 % and three under 3 % the equal-size sweep (``"uniform"``) proposed K values at which TAC cut the
+big class in three, the default proposed K values that kept 82–98 % of it in one cluster (README, *Unequal
+cluster sizes*).
+
 The rule: **the K with the highest silhouette among those whose stability ≥ ``stability_threshold``
 (0.9); K values whose silhouette is within 0.01 of that best count as ties and the smallest wins.** If no K
 is that stable, the K with the highest silhouette overall (same tie rule), and the explanation says so.

@@ -39,7 +39,6 @@ from ..progress import CancelToken, ProgressFn, report
 MODES = ("free", "trained")
 CHUNK_ROWS = 8192
 FREE_CONFIDENCE_TEMPERATURE = 0.05
-WARM_START_STEPS = 200
 
 
 def semantic_center_count(n_images: int, n_clusters: int) -> int:
@@ -255,8 +254,9 @@ class TAC:
             free_labels = self._free_partition(features, k, device)[0].labels
             if uneven(size_profile(free_labels, k)):
                 self.size_prior_ = size_profile(free_labels, k)
-                start_state = warm_start_heads(x, self.counterparts_, free_labels, k, WARM_START_STEPS,
-                                               batch_size, self.lr, self.random_state, device, self.cancel)
+                start_state = warm_start_heads(x, self.counterparts_, free_labels, k, batch_size=batch_size,
+                                               lr=self.lr, random_state=self.random_state, device=device,
+                                               cancel=self.cancel)
         n_neighbors = min(self.n_neighbors, len(x) - 1)
         report(self.progress, "finding neighbours", 0, 2)
         image_nbrs, _ = cosine_knn(x, n_neighbors, device=device)

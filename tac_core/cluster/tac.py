@@ -219,10 +219,14 @@ class TAC:
     def fit_predict(self, image_embeddings, vocab_embeddings, domain_mask=None) -> np.ndarray:
         return self.fit(image_embeddings, vocab_embeddings, domain_mask).labels_
 
-    def _free_partition(self, features: np.ndarray, k: int, device: torch.device):
-        """k-means on [x, t], repaired by merge–split swaps unless ``balance="uniform"``: (result, centres)."""
+    def _free_partition(self, features: np.ndarray, k: int, device: torch.device, report_progress: bool = True):
+        """k-means on [x, t], repaired by merge–split swaps unless ``balance="uniform"``: (result, centres).
+
+        Trained mode computes it without reporting a "clustering" stage, which its stage list does not have.
+        """
         result = spherical_kmeans(features, k, n_init=self.n_init, max_iter=self.max_iter,
-                                  random_state=self.random_state, device=device, progress=self.progress,
+                                  random_state=self.random_state, device=device,
+                                  progress=self.progress if report_progress else None,
                                   stage="clustering", cancel=self.cancel)
         self.swaps_ = []
         if self.balance == "estimated":
@@ -251,7 +255,7 @@ class TAC:
         temperature = (5.0 if k >= 100 else 0.5) if self.temperature == "auto" else float(self.temperature)
         self.size_prior_, self.swaps_, start_state = None, [], None
         if self.balance == "estimated":  # unequal sizes only where the free partition found them unequal
-            free_labels = self._free_partition(features, k, device)[0].labels
+            free_labels = self._free_partition(features, k, device, report_progress=False)[0].labels
             if uneven(size_profile(free_labels, k)):
                 self.size_prior_ = size_profile(free_labels, k)
                 start_state = warm_start_heads(x, self.counterparts_, free_labels, k, batch_size=batch_size,

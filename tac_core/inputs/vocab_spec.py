@@ -25,8 +25,6 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-import torch
-
 from ..errors import EmptyInputError, InvalidInputError, TacError
 from .prompts import DEFAULT_TEMPLATE_SET, TEMPLATE_SETS
 from .vocabulary import (Vocabulary, WordNetNouns, domain_packs, load_domain_pack, normalize_term,
@@ -71,7 +69,11 @@ def quick_spec() -> dict:
 def first_run_spec(gpu: Optional[bool] = None) -> dict:
     """The first set of a new workspace: the paper's setting with a CUDA GPU (``gpu`` None: whether this process
     sees one), else :func:`quick_spec`."""
-    return default_spec() if (torch.cuda.is_available() if gpu is None else gpu) else quick_spec()
+    if gpu is None:
+        import torch  # here, not at import: specs are read without torch
+
+        gpu = torch.cuda.is_available()
+    return default_spec() if gpu else quick_spec()
 
 
 def is_paper_setting(spec: dict) -> bool:
@@ -231,11 +233,13 @@ def read_terms_file(name: str, data: bytes) -> list[tuple[str, str]]:
 
 
 # -- sets in a workspace --------------------------------------------------------------------------------
-def ensure_default_set(workspace, gpu: Optional[bool] = None) -> str:
+def ensure_default_set(workspace, gpu: Optional[bool] = None) -> Optional[str]:
     """The most recently edited set's name; a workspace without sets gets :data:`DEFAULT_SET_NAME` first, made by
-    :func:`first_run_spec`."""
+    :func:`first_run_spec`, when its user may change vocabulary sets (None otherwise: a viewer finds no set)."""
     sets = workspace.vocab_sets()
     if sets.empty:
+        if not workspace.allows("vocabulary"):
+            return None
         workspace.save_vocab_set(DEFAULT_SET_NAME, first_run_spec(gpu))
         return DEFAULT_SET_NAME
     return str(sets.sort_values("updated").iloc[-1]["name"])

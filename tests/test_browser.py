@@ -398,6 +398,7 @@ def sha256_of(path: Path) -> str:
 
 
 # -- the whole workflow ------------------------------------------------------------------------------------
+@pytest.mark.timeout(900)  # the quick vocabulary (16,667 terms × 3 prompts), cancelled and run again: 245 s at load 13
 def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, tiny_checkpoint):
     timings: dict[str, float] = {}
     started = time.monotonic()

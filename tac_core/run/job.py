@@ -152,6 +152,7 @@ def _compute(workspace: Workspace, run_id: int, stored: dict, progress: _Reporte
               for i, reason in run.failed.items()]
     atomic.write_json(run_dir / SUMMARY_FILE, {
         "n_images": len(run.labels), "failed_images": failed, **run.facts, "selected_terms": run.selected_terms,
+        "text_space_terms": run.text_terms,
         "seconds": run.seconds()})
     progress.flush()
     workspace.save_run_result(run_id, image_ids[run.kept], run.labels, run.confidence, run.anchors, run.arrays())

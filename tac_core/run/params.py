@@ -29,7 +29,6 @@ STAGES = {"free": ("embedding images", "embedding vocabulary", "selecting nouns"
           "trained": ("embedding images", "embedding vocabulary", "selecting nouns", "finding neighbours", "training",
                       "projection", "suggesting K")}
 MAP_FOLDER = "map"  # inside a run's folder: its fitted map (tac_core.run.run_map places later images on it)
-TEXT_SPACE_ARRAY = "text_space"  # the run array holding the text rows counterparts are mixed from
 _LOWEST = {"n_clusters": 2, "seed": 0, "epochs": 1, "batch_size": 1}  # whole-number parameters and their minimum
 
 

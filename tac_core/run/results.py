@@ -21,7 +21,8 @@ import numpy as np
 from .. import __version__
 from .. import atomic
 from ..inputs.imageset import storable_text
-from .params import TEXT_SPACE_ARRAY, RunParams
+from ..workspace.intake import TEXT_SPACE_ARRAY
+from .params import RunParams
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ClusterRun:
     n_clusters: int
     model: Any  # the fitted TAC estimator (heads, centres, probabilities; later steps such as the audit)
     text_space: np.ndarray  # the vocabulary rows counterparts are mixed from
+    text_terms: list[str]  # the names of those rows (selected nouns and domain terms)
     kept: np.ndarray  # one boolean per input image: embedded and clustered (row order of labels)
     failed: dict[int, str] = field(default_factory=dict)  # input image index -> why it could not be embedded
     projection: Any = None  # the fitted 2-D map (tac_core.cluster.projection.Projection), when asked for

@@ -45,7 +45,7 @@ class ReviewSession:
         self.workspace, self.run_id = workspace, run_id
         self.session_id = session_id or secrets.token_hex(6)
         assignments = workspace.run_assignments(run_id)
-        self._paths = assignments[["path", "rel_path", "sha256"]]
+        self._paths = assignments[["image_id", "path", "rel_path", "sha256"]].set_index("image_id")  # by id: intake adds
         self.state = ReviewState.from_run(assignments, workspace.run_cluster_names(run_id),
                                           workspace.run_anchors(run_id))
         self._last_event_id = 0
@@ -84,6 +84,8 @@ class ReviewSession:
         else:
             self._touched[event_id] = touched(kind, payload, state)
             self._reverts[event_id], text = state.apply(kind, payload)
+            if kind == "intake":
+                self._add_paths(payload["image_ids"])
             self._edits[event_id] = (kind, payload, text)
             decision = decision_of(kind, payload, state)
             if decision is not None:
@@ -127,8 +129,10 @@ class ReviewSession:
             return {"sources": ids, "target": goal}
         return self._record("merge", build, lambda p: p["target"])
 
-    def split(self, cluster: int, image_ids, name: Optional[str] = None) -> Edit:
-        """Move some images of ``cluster`` into a new cluster (id: highest ever used + 1)."""
+    def split(self, cluster: int, image_ids, name: Optional[str] = None,
+              anchors: Optional[list[tuple[str, float]]] = None) -> Edit:
+        """Move some images of ``cluster`` into a new cluster (id: highest ever used + 1); ``anchors`` give it
+        text anchors of its own ((term, score) pairs, best first; default none)."""
         def build() -> dict:
             source, ids = self._cluster(cluster), self._image_ids(image_ids)
             outside = ids[self.state.labels[self.state.positions(ids)] != source]
@@ -136,8 +140,11 @@ class ReviewSession:
                 raise InvalidInputError(f"{outside.size} image(s) are not in cluster {source}, e.g. image "
                                         f"{int(outside[0])}; split only images of that cluster.")
             new = self.state.next_cluster
-            return {"cluster": source, "image_ids": ids.tolist(), "new_cluster": new,
-                    "name": f"cluster {new}" if name is None else self._name(name)}
+            payload = {"cluster": source, "image_ids": ids.tolist(), "new_cluster": new,
+                       "name": f"cluster {new}" if name is None else self._name(name)}
+            if anchors:
+                payload["anchors"] = [[str(term), float(score)] for term, score in anchors]
+            return payload
         return self._record("split", build, lambda p: p["new_cluster"])
 
     def move(self, image_ids, cluster: int, verify: bool = False) -> Edit:
@@ -158,6 +165,31 @@ class ReviewSession:
     def exclude(self, image_ids, excluded: bool = True) -> Edit:
         return self._record("exclude", lambda: {"image_ids": self._image_ids(image_ids).tolist(),
                                                 "value": bool(excluded)}, lambda p: None)
+
+    def intake(self, build: Callable[[ReviewState], dict]) -> Edit:
+        """Record images added after the run (one ``intake`` event; :mod:`tac_core.workspace.intake` builds it).
+
+        ``build`` makes the payload from the state as it is inside the write transaction, after other sessions'
+        edits are applied: ``batch``, ``image_ids`` (usable images not in the review yet), ``clusters``,
+        ``confidence``, ``novelty``, and ``bucket`` (the unsorted cluster, ``new_bucket`` with ``bucket_name``
+        when it is made now).
+        """
+        def checked() -> dict:
+            payload = build(self.state)
+            ids = id_array(payload["image_ids"])
+            if ids.size == 0:
+                raise InvalidInputError("there are no new images to add to this review.")
+            inside = ids[np.isin(ids, self.state.image_ids)]
+            if inside.size:
+                raise InvalidInputError(f"image {int(inside[0])} is already in the review of run {self.run_id}.")
+            known = set(self.state.names) | ({payload["bucket"]} if payload.get("new_bucket") else set())
+            unknown = set(payload["clusters"]) - known
+            if unknown:
+                raise InvalidInputError(f"cluster {min(unknown)} does not exist in run {self.run_id}.")
+            if payload.get("new_bucket"):
+                payload["bucket_name"] = self._name(payload["bucket_name"])
+            return payload
+        return self._record("intake", checked, lambda p: p.get("bucket"))
 
     def undo(self) -> Edit:
         """Revert the latest effective edit of any session."""
@@ -217,14 +249,14 @@ class ReviewSession:
         return self.images(pos[np.argsort(key, kind="stable")])
 
     def images(self, positions) -> pd.DataFrame:
-        """One row per run position given, in that order: image_id, position, path, rel_path, sha256, cluster,
-        confidence and the verified and excluded flags as they are now."""
+        """One row per position given, in that order: image_id, position, path, rel_path, sha256, cluster,
+        confidence, the verified and excluded flags as they are now, and ``new`` (added by an intake)."""
         state, pos = self.state, np.asarray(positions, dtype=np.int64)
-        frame = self._paths.iloc[pos].reset_index(drop=True)
+        frame = self._paths.loc[state.image_ids[pos]].reset_index(drop=True)
         frame.insert(0, "image_id", state.image_ids[pos])
         frame.insert(1, "position", pos)
         return frame.assign(cluster=state.labels[pos], confidence=state.confidence[pos], verified=state.verified[pos],
-                            excluded=state.excluded[pos])
+                            excluded=state.excluded[pos], new=pos >= state.n_run)
 
     def anchors(self, cluster: int) -> list[tuple[str, float]]:
         """All of the cluster's anchors, best first (``clusters()`` shows the top 5)."""
@@ -260,6 +292,12 @@ class ReviewSession:
             raise InvalidInputError("no images were chosen; select at least one image.")
         require_known_ids(ids, self.state.image_ids, f"in run {self.run_id}")
         return ids
+
+    def _add_paths(self, image_ids) -> None:
+        missing = np.setdiff1d(np.asarray(image_ids, np.int64), self._paths.index.to_numpy())
+        if missing.size:
+            rows = self.workspace.images().set_index("id").loc[missing, ["path", "rel_path", "sha256"]]
+            self._paths = pd.concat([self._paths, rows.rename_axis("image_id")])
 
     @staticmethod
     def _name(name) -> str:

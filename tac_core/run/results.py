@@ -20,9 +20,13 @@ import numpy as np
 
 from .. import __version__
 from .. import atomic
+from ..cluster.prototypes import ClusterPrototypes, fit_prototypes
 from ..inputs.imageset import storable_text
 from ..workspace.intake import TEXT_SPACE_ARRAY
 from .params import RunParams
+
+
+CLASSIFIER_FILE = "classifier.npz"
 
 
 @dataclass
@@ -66,6 +70,11 @@ class ClusterRun:
                     arrays[f"heads.{which}.{name}"] = tensor.detach().cpu().numpy()
         return arrays
 
+    def prototypes(self) -> ClusterPrototypes:
+        """The clustering as a classifier of new images (``classifier.npz``; ``python -m tac_core classify``)."""
+        return fit_prototypes(self.image_embeddings, self.counterparts, self.labels, self.text_space,
+                              float(self.facts.get("tau", self.model.tau)))
+
     def seconds(self) -> dict[str, float]:
         """Seconds per stage, to the millisecond."""
         return {stage: round(seconds, 3) for stage, seconds in self.timings.items()}
@@ -91,11 +100,13 @@ def csv_text(header: list[str], rows) -> str:
 
 def write_cluster_outputs(run: ClusterRun, out_dir: str | Path,
                           extra_files: Optional[Mapping[str, str]] = None) -> None:
-    """assignments.csv, anchors.csv, selected_vocab.txt, counterparts.npy, skipped.csv, ``extra_files`` (name →
-    text, computed already, e.g. audit.csv) and run.json (the parameters as :meth:`RunParams.to_dict`, then the
-    run's facts: source, versions, seconds, ...)."""
+    """assignments.csv, anchors.csv, selected_vocab.txt, counterparts.npy, classifier.npz (:meth:`ClusterRun.prototypes`:
+    what ``classify`` sorts new images by), skipped.csv, ``extra_files`` (name → text, computed already, e.g.
+    audit.csv) and run.json (the parameters as :meth:`RunParams.to_dict`, then the run's facts: source,
+    versions, seconds, ...)."""
     out = Path(out_dir)
     started = time.perf_counter()
+    classifier = run.prototypes().to_bytes()
     index = np.arange(len(run.labels))
     if run.paths is not None:
         rows = zip(index, map(storable_text, run.paths), run.labels, (f"{c:.6f}" for c in run.confidence))
@@ -111,6 +122,7 @@ def write_cluster_outputs(run: ClusterRun, out_dir: str | Path,
     atomic.write_text(out / "anchors.csv", csv_text(["cluster", "rank", "term", "score"], anchor_rows))
     atomic.write_text(out / "selected_vocab.txt", "".join(f"{term}\n" for term in run.selected_terms))
     atomic.write_npy(out / "counterparts.npy", run.counterparts.astype(np.float32))
+    atomic.write_bytes(out / CLASSIFIER_FILE, classifier)
     if run.paths is not None:
         atomic.write_text(out / "skipped.csv", csv_text(["path", "reason"],
                                                           ((storable_text(p), reason) for p, reason in run.skipped)))

@@ -249,7 +249,8 @@ def _show_stages(workspace: Workspace, run_id: int, done: threading.Event) -> No
                 progress(stage["stage"], stage["done"], stage["total"])
 
 
-def _newest_done(workspace: Workspace, run_id: Optional[int]) -> int:
+def newest_done(workspace: Workspace, run_id: Optional[int]) -> int:
+    """``run_id``, or the newest finished run of the workspace when it is None."""
     if run_id is not None:
         return run_id
     runs = workspace.runs()
@@ -268,7 +269,7 @@ def _export(workspace: Workspace, args) -> int:
             raise InvalidInputError(f"--clusters takes cluster ids separated by commas, not {args.clusters!r}") from None
     options = BundleOptions(verified_only=args.verified_only, clusters=clusters, folder_tree=args.tree,
                             label_studio=args.label_studio, coco=args.coco, as_zip=args.zip)
-    session = ReviewSession(workspace, _newest_done(workspace, args.run), session_id="cli")
+    session = ReviewSession(workspace, newest_done(workspace, args.run), session_id="cli")
     result = write_bundle(session, options, args.out)
     print(result.path)
     print(f"exported {result.n_rows} rows ({result.n_duplicates} of them duplicates) of run {session.run_id}",
@@ -277,7 +278,7 @@ def _export(workspace: Workspace, args) -> int:
 
 
 def _history(workspace: Workspace, args) -> int:
-    table = events_table(ReviewSession(workspace, _newest_done(workspace, args.run), session_id="cli"))
+    table = events_table(ReviewSession(workspace, newest_done(workspace, args.run), session_id="cli"))
     _write_csv(list(table.columns), table.itertuples(index=False, name=None))
     return 0
 

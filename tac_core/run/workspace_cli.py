@@ -6,6 +6,7 @@
     python -m tac_core workspace run "Line 3" --k 8 --vocab-set defects --seed 0
     python -m tac_core workspace export "Line 3" --tree --coco --zip
     python -m tac_core workspace history "Line 3" --run 1 > history.csv
+    python -m tac_core workspace intake "Line 3" --run 1          # a later batch, sorted as reviewed (batch_cli)
 
 A workspace is named by its folder or by its name among the workspaces of ``--data`` (default: where the app
 keeps them, ``$TAC_STUDIO_DATA``). Each verb calls what the app's page calls: ``ingest.add_folder`` and
@@ -40,6 +41,7 @@ from ..workspace.manifest import verify_bundle
 from ..workspace.review import ReviewSession
 from ..workspace.review_log import events_table
 from ..workspace.workspace import Workspace, create_workspace, data_dir, list_workspaces, open_workspace
+from . import batch_cli
 from .params import PROJECTIONS, RunParams
 from .terminal import flag_error, progress_printer
 
@@ -95,6 +97,7 @@ def add_commands(commands) -> None:
                                                              "its manifest")
     verify.add_argument("bundle", type=Path, help="bundle folder or .zip")
     verify.add_argument("--workspace", help="the workspace it came from: also re-hash the run's event log")
+    batch_cli.add_verbs(verbs, named)
 
 
 def _add_run_verb(verbs, named) -> None:
@@ -129,12 +132,12 @@ def main(args: argparse.Namespace) -> int:
     if args.verb == "verify":
         return _verify(args)
     with open_workspace(args.workspace, args.data) as workspace:
-        return {"add": _add, "vocab": _vocab, "runs": _runs, "run": _run, "export": _export,
-                "history": _history}[args.verb](workspace, args)
+        return {"add": _add, "vocab": _vocab, "runs": _runs, "run": _run, "export": _export, "history": _history,
+                "intake": batch_cli.run_verb, "metadata": batch_cli.run_verb}[args.verb](workspace, args)
 
 
 def _list(args) -> int:
-    _write_csv(["name", "path", "created", "images", "runs", "error"],
+    write_csv(["name", "path", "created", "images", "runs", "error"],
                [(i.name, i.path, i.created, i.image_count, i.run_count, i.error) for i in list_workspaces(args.data)])
     return 0
 
@@ -182,7 +185,7 @@ def _runs(workspace: Workspace, args) -> int:
         model = (params.get("model") or {}).get("name")
         rows.append((run.id, run.status, run.created, run.finished or "", run.n_images, _blank(run.n_clusters),
                      params.get("mode"), params.get("seed"), params.get("vocab_set", ""), model, run.error or ""))
-    _write_csv(RUN_FIELDS, rows)
+    write_csv(RUN_FIELDS, rows)
     return 0
 
 
@@ -279,7 +282,7 @@ def _export(workspace: Workspace, args) -> int:
 
 def _history(workspace: Workspace, args) -> int:
     table = events_table(ReviewSession(workspace, newest_done(workspace, args.run), session_id="cli"))
-    _write_csv(list(table.columns), table.itertuples(index=False, name=None))
+    write_csv(list(table.columns), table.itertuples(index=False, name=None))
     return 0
 
 
@@ -297,7 +300,7 @@ def _verify(args) -> int:
     return 1 if problems else 0
 
 
-def _write_csv(header, rows) -> None:
+def write_csv(header, rows) -> None:
     """Rows on stdout: text cells made formula-safe (:func:`neutralise`), booleans as ``true``/``false``."""
     def cell(value):
         if isinstance(value, (bool, np.bool_)):

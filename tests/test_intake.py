@@ -146,3 +146,21 @@ def test_intake_refuses_bad_input_and_records_nothing(bed):
     with pytest.raises(InvalidInputError, match="already in the review"):
         record_intake(session, bed.run_ids[:2], bed.batch_x[:2], bed.batch_t[:2])
     assert len(session.history()) == events
+
+
+def test_the_audit_queue_puts_new_unsorted_and_doubtful_images_first(bed):
+    from tac_core.workspace.review_audit import DOUBTFUL_SCORE, audit_session
+
+    session = reviewed(bed)
+    record_intake(session, bed.batch_ids, bed.batch_x, bed.batch_t, bed.batch_xy)
+    state = session.state
+    queue = audit_session(session)
+    new, unsorted = state.new_mask(), state.labels == state.bucket
+    first = queue.queue[:int(unsorted.sum())]
+    assert (new[first] & unsorted[first]).all()  # every unsorted new image before anything else
+    doubtful = new & ~unsorted & (queue.score >= DOUBTFUL_SCORE)
+    following = queue.queue[len(first):len(first) + int(doubtful.sum())]
+    assert doubtful[following].all()
+    assert "possibly a new defect" in queue.reasons[first[0]]
+    assert all("possibly a new defect" not in queue.reasons[p] for p in np.flatnonzero(~new))
+    assert queue.mode == "free" and len(queue.rank) == len(state.labels)

@@ -13,7 +13,7 @@ from tac_core.cluster.projection import linear_projection
 from tac_core.cluster.synthetic import make_clip_like_bed
 from tac_core.cluster.tac import TAC, text_counterparts
 from tac_core.inputs.imageset import ImageRecord, ImageSet
-from tac_core.run.params import MAP_FOLDER
+from tac_core.workspace.run_layout import MAP_FOLDER
 from tac_core.workspace.runs import SUMMARY_FILE
 from tac_core.workspace.workspace import Workspace, create_workspace
 

@@ -164,3 +164,19 @@ def test_the_audit_queue_puts_new_unsorted_and_doubtful_images_first(bed):
     assert "possibly a new defect" in queue.reasons[first[0]]
     assert all("possibly a new defect" not in queue.reasons[p] for p in np.flatnonzero(~new))
     assert queue.mode == "free" and len(queue.rank) == len(state.labels)
+
+
+def test_re_clustering_after_an_intake_keeps_the_new_images_and_takes_later_batches(bed):
+    from tac_core.workspace.recluster_run import recluster_into_new_run
+
+    session = reviewed(bed)
+    half = len(bed.batch_ids) // 2
+    record_intake(session, bed.batch_ids[:half], bed.batch_x[:half], bed.batch_t[:half], bed.batch_xy[:half])
+    outcome = recluster_into_new_run(session)
+    child = ReviewSession(bed.workspace, outcome.run_id)
+    np.testing.assert_array_equal(child.state.image_ids, session.state.image_ids)
+    np.testing.assert_array_equal(bed.workspace.load_run_array(outcome.run_id, "projection"),
+                                  session_arrays(session)("projection"))
+    assert child.state.verified[:5].sum() == session.state.verified[:5].sum()  # decisions carried as events
+    record_intake(child, bed.batch_ids[half:], bed.batch_x[half:], bed.batch_t[half:], bed.batch_xy[half:])
+    assert child.state.new_mask().sum() == len(bed.batch_ids) - half

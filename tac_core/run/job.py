@@ -18,7 +18,8 @@ from ..errors import RunStatusError, TacError
 from ..progress import CancelToken, Cancelled
 from ..workspace.runs import SUMMARY_FILE
 from ..workspace.workspace import Workspace, open_workspace
-from .params import MAP_FOLDER, RunParams
+from ..workspace.run_layout import MAP_FOLDER
+from .params import RunParams
 
 PROGRESS_INTERVAL_S = 0.5
 OOM_ADVICE = "try device cpu or a smaller image batch size"

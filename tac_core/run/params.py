@@ -28,7 +28,6 @@ STAGES = {"free": ("embedding images", "embedding vocabulary", "selecting nouns"
                    "suggesting K"),
           "trained": ("embedding images", "embedding vocabulary", "selecting nouns", "finding neighbours", "training",
                       "projection", "suggesting K")}
-MAP_FOLDER = "map"  # inside a run's folder: its fitted map (tac_core.run.run_map places later images on it)
 _LOWEST = {"n_clusters": 2, "seed": 0, "epochs": 1, "batch_size": 1}  # whole-number parameters and their minimum
 
 

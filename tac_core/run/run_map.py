@@ -19,7 +19,8 @@ from ..embedding.embed import embed_images
 from ..errors import InvalidInputError
 from ..progress import ProgressFn
 from ..workspace.intake import run_text_space
-from .params import MAP_FOLDER, model_from_dict
+from ..workspace.run_layout import MAP_FOLDER
+from .params import model_from_dict
 
 
 def new_image_ids(workspace, run_id: int, image_ids=None, held=None) -> np.ndarray:

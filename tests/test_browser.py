@@ -66,10 +66,12 @@ def free_port() -> int:
 
 
 class Server:
-    """``streamlit run app.py`` as a subprocess on ``port`` with its own data folder; log in ``log_path``."""
+    """``streamlit run app.py`` as a subprocess on ``port`` with its own data folder; log in ``log_path``. ``env``
+    adds settings (e.g. ``TAC_STUDIO_AUTH``); ``address`` None starts it without ``--server.address``."""
 
-    def __init__(self, data: Path, port: int, log_path: Path) -> None:
-        self.data, self.port, self.log_path = data, port, log_path
+    def __init__(self, data: Path, port: int, log_path: Path, env: dict | None = None,
+                 address: str | None = "127.0.0.1") -> None:
+        self.data, self.port, self.log_path, self.env, self.address = data, port, log_path, env or {}, address
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
 
@@ -77,12 +79,12 @@ class Server:
         env = {key: value for key, value in os.environ.items() if not key.startswith(("TAC_STUDIO_", "STREAMLIT_"))}
         # jobs inherit this environment: no TAC_STUDIO_JOBS_INLINE (a real job subprocess), offline models
         env.update(TAC_STUDIO_DATA=str(self.data), HF_HUB_OFFLINE="1", STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", **self.env)
+        address = ["--server.address", self.address] if self.address is not None else []
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                 "--server.port", str(self.port), "--server.address", "127.0.0.1",
-                 "--browser.gatherUsageStats", "false"],
+                 "--server.port", str(self.port), *address, "--browser.gatherUsageStats", "false"],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -129,11 +131,12 @@ def output_dir(request) -> Path:
 
 @pytest.fixture
 def start_server(tmp_path, output_dir):
-    """Start app servers on the test's data folder (``start_server(port=None)``); all are stopped at the end."""
+    """Start app servers on the test's data folder (``start_server(port=None, env=None, address="127.0.0.1")``); all
+    are stopped at the end."""
     started: list[Server] = []
 
-    def start(port: int | None = None) -> Server:
-        app = Server(tmp_path / "data", port or free_port(), output_dir / f"server-{len(started) + 1}.log")
+    def start(port: int | None = None, **options) -> Server:
+        app = Server(tmp_path / "data", port or free_port(), output_dir / f"server-{len(started) + 1}.log", **options)
         started.append(app)
         return app.start()
 

@@ -140,21 +140,22 @@ def current_item(workspace: Workspace, session: ReviewSession, audit: AuditQueue
         st.text(f"{suggested} · {state.names[suggested]}" if can_suggest else "No other cluster suggested.")
         if can_suggest:
             _examples(workspace, session, suggested, exclude=image_id)
+    locked = bool(session.refusal("edit"))  # the toolbar above says why
     cols = st.columns([1, 1.4, 1.6, 1, 1, 1], vertical_alignment="bottom")
-    cols[0].button("Keep", key="audit_keep", shortcut="K", type="primary", width="stretch",
+    cols[0].button("Keep", key="audit_keep", shortcut="K", type="primary", width="stretch", disabled=locked,
                    on_click=_keep, args=(workspace, run_id, image_id),
                    help="It belongs where it is: mark it verified in its cluster.")
     cols[1].button("Move to suggested", key="audit_move_suggested", shortcut="S", width="stretch",
-                   disabled=not can_suggest, on_click=_move, args=(workspace, run_id, image_id, suggested))
+                   disabled=not can_suggest or locked, on_click=_move, args=(workspace, run_id, image_id, suggested))
     others = [c for c in sorted(state.names) if c != own]
     if st.session_state.get("audit_move_for") != image_id or st.session_state.get(MOVE_TO) not in others:
         st.session_state["audit_move_for"] = image_id  # a new item: "Move to…" starts at its suggestion
         st.session_state[MOVE_TO] = suggested if can_suggest else (others[0] if others else None)
     cols[2].selectbox("Move to…", others, key=MOVE_TO,
                       format_func=lambda c: short(f"{c} · {state.names.get(c, '?')}", 60))
-    cols[3].button("Move to chosen", key="audit_move", shortcut="M", width="stretch", disabled=not others,
+    cols[3].button("Move to chosen", key="audit_move", shortcut="M", width="stretch", disabled=not others or locked,
                    on_click=_move, args=(workspace, run_id, image_id, None))
-    cols[4].button("Exclude", key="audit_exclude", shortcut="X", width="stretch",
+    cols[4].button("Exclude", key="audit_exclude", shortcut="X", width="stretch", disabled=locked,
                    on_click=_exclude, args=(workspace, run_id, image_id),
                    help="Not a usable image (wrong part, blurred, ...): leave it out of every cluster and export.")
     cols[5].button("Skip", key="audit_skip", shortcut="N", width="stretch", on_click=_skip, args=(run_id, pos),

@@ -8,7 +8,7 @@ from tac_core.run import jobs
 from tac_core.run.history import latest_k_suggestion
 from tac_core.run.params import RunParams
 from tac_core.inputs import vocab_spec
-from ui import model_picker, ray_setting, run_monitor, state, widgets
+from ui import access, model_picker, ray_setting, run_monitor, state, widgets
 from ui.safe_text import esc
 
 MODE_LABELS = {"free": "Training-free (fast; TAC without training)",
@@ -34,6 +34,8 @@ def render() -> None:
 
 def _new_run(workspace) -> None:
     st.subheader("New run")
+    if not access.notice(workspace, "run"):
+        return
     n_images = workspace.image_counts()["ok"]
     if n_images < 2:
         st.warning("Clustering needs at least 2 usable images; add images first.")

@@ -82,7 +82,7 @@ def _preview(workspace, session: ReviewSession, run_id: int, verified_only: bool
     if key not in cache:
         with tempfile.TemporaryDirectory() as folder:
             ok, result = widgets.attempt(lambda: export_labels(session, workspace, run_id, verified_only=verified_only,
-                                                               dest_dir=folder), "preview the export")
+                                                               dest_dir=folder, record=False), "preview the export")
         if not ok:
             return
         cache.clear()

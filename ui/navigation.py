@@ -17,6 +17,8 @@ from typing import Callable
 
 import streamlit as st
 
+from ui import identity
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 HOME = "pages/workspaces.py"
 #: section → pages as (file, title, Material icon, tooltip), in the sidebar's order
@@ -40,14 +42,22 @@ _routing = threading.local()  # one script run per thread: set while the router 
 
 
 def run() -> None:
-    """Declare the pages, set up the tab and the logo, and run the page the URL asks for."""
+    """Declare the pages, set up the tab and the logo, and run the page the URL asks for, for a signed-in user on
+    a server that may serve at all (``ui/identity.py``); anyone else gets the refusal page and nothing more."""
     # the app's own favicon before the navigation: otherwise the browser fetches the page's Material icon from Google
     st.set_page_config(page_icon=str(ASSETS / "logo_icon.svg"), layout="wide")
+    refused = identity.problem()
+    user = None if refused else identity.signed_in()
     chosen = st.navigation({section: [st.Page(path, title=title, icon=icon, help=tip, default=path == HOME)
                                       for path, title, icon, tip in pages]
-                            for section, pages in SECTIONS.items()})
-    st.set_page_config(page_title=f"{chosen.title} · TAC Studio")
+                            for section, pages in SECTIONS.items()}, position="sidebar" if user else "hidden")
     st.logo(str(ASSETS / "logo.svg"), icon_image=str(ASSETS / "logo_icon.svg"), size="large")
+    if user is None:
+        st.set_page_config(page_title="TAC Studio")
+        identity.refusal_page(refused)
+        return
+    st.set_page_config(page_title=f"{chosen.title} · TAC Studio")
+    identity.sidebar()
     _routing.active = True
     try:
         chosen.run()

@@ -14,7 +14,7 @@ from tac_core.errors import TacError
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace
 from ui import review_actions as actions
-from ui import map_view, widgets
+from ui import access, map_view, widgets
 from ui.gallery import grid, page_of
 from ui.review_data import layout, pick_run, review_session
 from ui.safe_text import esc, short
@@ -61,13 +61,17 @@ def render() -> None:
 
 
 def toolbar(workspace: Workspace, session: ReviewSession, prefix: str = "review") -> None:
-    """Undo / Redo (also keys U and Y), what is in effect, and the outcome of the last action."""
+    """Undo / Redo (also keys U and Y; only your own edit unless you are an approver or admin, the button says
+    why), what is in effect, and the outcome of the last action; for a user who may not edit, why not."""
     run_id = session.run_id
+    locked, undo_why, redo_why = (session.refusal(action) for action in ("edit", "undo", "redo"))
+    if locked:
+        st.info(esc(f"Read only: {locked}"))
     cols = st.columns([1, 1, 6], vertical_alignment="center")
-    cols[0].button("Undo", key=f"{prefix}_undo", disabled=not session.can_undo, shortcut="U",
-                   on_click=actions.undo, args=(workspace, run_id), width="stretch")
-    cols[1].button("Redo", key=f"{prefix}_redo", disabled=not session.can_redo, shortcut="Y",
-                   on_click=actions.redo, args=(workspace, run_id), width="stretch")
+    cols[0].button("Undo", key=f"{prefix}_undo", disabled=not session.can_undo or bool(undo_why), shortcut="U",
+                   on_click=actions.undo, args=(workspace, run_id), width="stretch", help=access.help_text(undo_why))
+    cols[1].button("Redo", key=f"{prefix}_redo", disabled=not session.can_redo or bool(redo_why), shortcut="Y",
+                   on_click=actions.redo, args=(workspace, run_id), width="stretch", help=access.help_text(redo_why))
     cols[2].text(f"{session.edit_count} edit(s) in effect on run {run_id}.")
     message = actions.take_flash()
     if message:
@@ -144,30 +148,32 @@ def cluster_panel(workspace: Workspace, session: ReviewSession, clusters: pd.Dat
                          column_config={"Score": st.column_config.NumberColumn(format="%.3f")})
         else:
             st.text("No text anchors (a split-off cluster gets them at the next clustering).")
+    locked = bool(session.refusal("edit"))
     with edit:
         suggestions = session.suggest_names(current)
         if suggestions:
             st.selectbox("Suggested names", suggestions, index=None, key=actions.SUGGESTION,
-                         placeholder="Pick a suggestion from the anchors", on_change=actions.use_suggestion)
+                         placeholder="Pick a suggestion from the anchors", on_change=actions.use_suggestion,
+                         disabled=locked)
         name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
-        name_col.text_input("New name", key=actions.NEW_NAME, max_chars=200)
+        name_col.text_input("New name", key=actions.NEW_NAME, max_chars=200, disabled=locked)
         button_col.button("Rename cluster", key="review_rename", on_click=actions.rename,
-                          args=(workspace, run_id, current), width="stretch")
+                          args=(workspace, run_id, current), width="stretch", disabled=locked)
         others = [c for c in clusters["cluster"].tolist() if c != current]
         merge_col, merge_button = st.columns([3, 1], vertical_alignment="bottom")
         merge_col.multiselect("Clusters to merge into this one", others, key=actions.MERGE_SOURCES,
-                              format_func=_option(clusters))
+                              format_func=_option(clusters), disabled=locked)
         merge_button.button("Merge", key="review_merge", on_click=actions.merge, args=(workspace, run_id, current),
-                            disabled=not others, width="stretch")
+                            disabled=not others or locked, width="stretch")
         a, b = st.columns(2)
         if row["verified"]:
             a.button("Mark cluster not verified", key="review_unverify_cluster", on_click=actions.verify_cluster,
-                     args=(workspace, run_id, current, False), width="stretch")
+                     args=(workspace, run_id, current, False), width="stretch", disabled=locked)
         else:
             a.button("Verify cluster", key="review_verify_cluster", on_click=actions.verify_cluster,
-                     args=(workspace, run_id, current, True), width="stretch", type="primary")
+                     args=(workspace, run_id, current, True), width="stretch", type="primary", disabled=locked)
         b.button("Split automatically", key="review_auto_split", on_click=actions.auto_split,
-                 args=(workspace, run_id, current), width="stretch",
+                 args=(workspace, run_id, current), width="stretch", disabled=locked,
                  help="Two sub-groups by k-means on the members' image and text features; the smaller one "
                       "becomes a new cluster.")
     members(workspace, session, current)
@@ -208,6 +214,7 @@ def selection_actions(workspace: Workspace, session: ReviewSession, clusters: pd
     counts = pd.Series(state.labels[pos]).value_counts()
     spread = ", ".join(f"{n} in cluster {c}" for c, n in counts.head(4).items()) + (" …" if len(counts) > 4 else "")
     st.text(f"{pos.size} image(s) selected ({spread}).")
+    locked = bool(session.refusal("edit"))
     source = current if current in counts.index else int(counts.index[0])  # the cluster a split would take from
     others = [c for c in clusters["cluster"].tolist() if c != source] or clusters["cluster"].tolist()
     target = st.session_state.get(actions.MOVE_TARGET)  # set on every run, as the cluster in current_cluster
@@ -215,18 +222,18 @@ def selection_actions(workspace: Workspace, session: ReviewSession, clusters: pd
     move, button = st.columns([3, 2], vertical_alignment="bottom")
     move.selectbox("Move to", clusters["cluster"].tolist(), key=actions.MOVE_TARGET, format_func=_option(clusters))
     button.button("Move selected", key="review_move", on_click=actions.move_selection, args=(workspace, run_id),
-                  width="stretch")
+                  width="stretch", disabled=locked)
     a, b = st.columns(2)
     a.button("Verify selected", key="review_verify_images", on_click=actions.verify_selection,
-             args=(workspace, run_id, True), width="stretch")
+             args=(workspace, run_id, True), width="stretch", disabled=locked)
     b.button("Mark not verified", key="review_unverify_images", on_click=actions.verify_selection,
-             args=(workspace, run_id, False), width="stretch")
+             args=(workspace, run_id, False), width="stretch", disabled=locked)
     a.button("Exclude selected", key="review_exclude", on_click=actions.exclude_selection,
-             args=(workspace, run_id, True), width="stretch")
+             args=(workspace, run_id, True), width="stretch", disabled=locked)
     b.button("Include selected", key="review_include", on_click=actions.exclude_selection,
-             args=(workspace, run_id, False), width="stretch", disabled=not state.excluded[pos].any())
+             args=(workspace, run_id, False), width="stretch", disabled=locked or not state.excluded[pos].any())
     a.button("Split off selection", key="review_split_selection", on_click=actions.split_selection,
-             args=(workspace, run_id, source), width="stretch",
+             args=(workspace, run_id, source), width="stretch", disabled=locked,
              help=f"The {int(counts[source])} selected image(s) of cluster {source} become a new cluster"
                   + ("; selected images of other clusters stay where they are." if len(counts) > 1 else "."))
     b.button("Clear selection", key="review_clear_selection", on_click=actions.clear_selection, args=(run_id,),
@@ -245,14 +252,17 @@ def selection_gallery(workspace: Workspace, session: ReviewSession) -> None:
 
 
 def history(session: ReviewSession) -> None:
-    """The last events of the run's log, newest first (text only)."""
+    """The last events of the run's log, newest first, each with who made it (text only)."""
     entries = session.history()[-HISTORY_ROWS:][::-1]
     with st.expander(f"Edit history ({len(session.history())} events)"):
         if not entries:
             st.text("No edits yet.")
             return
+        latest = entries[0]
+        st.text(f"Latest: #{latest['event_id']} by {latest['user']}, {latest['ts'][11:19]} UTC: {latest['text']}")
         st.dataframe(pd.DataFrame({"#": [e["event_id"] for e in entries],
                                    "When (UTC)": [e["ts"][:19].replace("T", " ") for e in entries],
+                                   "User": [e["user"] for e in entries],
                                    "Action": [e["text"] for e in entries],
                                    "Undone": [e["undone"] for e in entries],
                                    "Session": [e["session"] for e in entries]}), hide_index=True)

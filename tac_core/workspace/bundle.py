@@ -75,9 +75,11 @@ class BundleResult:
 def write_bundle(session: ReviewSession, options: BundleOptions = BundleOptions(),
                  dest_dir: Optional[str | os.PathLike] = None) -> BundleResult:
     """Write the bundle of ``session``'s run as it is reviewed now (other sessions' edits included) into
-    ``dest_dir`` (default ``<workspace>/exports``)."""
+    ``dest_dir`` (default ``<workspace>/exports``), as the session's user (any member may export; the manifest
+    names them and the activity log records the export)."""
     session.refresh()
     workspace, run_id, state = session.workspace, session.run_id, session.state
+    user = workspace.require("export", session.user)
     history = session.history()
     table = label_table(state, workspace, run_id, options.verified_only, options.clusters, duplicates=True)
     folder = Path(dest_dir) if dest_dir else workspace.exports_dir
@@ -89,6 +91,7 @@ def write_bundle(session: ReviewSession, options: BundleOptions = BundleOptions(
         manifest.update(provenance(workspace, run_id), review=review_record(workspace, run_id, history,
                                                                             len(state.effective)))
         manifest["counts"]["excluded"] = int(state.excluded.sum())
+        manifest["exported_by"] = {"name": user.name, "email": user.email}
         atomic.write_json(staging / MANIFEST_FILE, manifest)
         if options.as_zip:
             final = folder / f"{name}.zip"
@@ -103,6 +106,8 @@ def write_bundle(session: ReviewSession, options: BundleOptions = BundleOptions(
     finally:
         reservation.unlink(missing_ok=True)
     n_duplicates = int((table["duplicate_of"] != "").sum())
+    workspace.record("export", {"bundle": final.name, "rows": len(table), "verified_only": options.verified_only},
+                     run_id=run_id, user=user)
     return BundleResult(final, manifest, len(table), n_duplicates)
 
 

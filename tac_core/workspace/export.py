@@ -168,11 +168,14 @@ def csv_bytes(table: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> bytes:
 
 
 def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace: Workspace, run_id: int,
-                  verified_only: bool = False, dest_dir: Optional[str | os.PathLike] = None) -> ExportResult:
-    """Write the labels CSV and its manifest into ``dest_dir`` (default ``<workspace>/exports``).
+                  verified_only: bool = False, dest_dir: Optional[str | os.PathLike] = None,
+                  record: bool = True) -> ExportResult:
+    """Write the labels CSV and its manifest into ``dest_dir`` (default ``<workspace>/exports``); any member may.
 
-    A :class:`ReviewSession` is refreshed first, so edits other sessions made are exported too.
+    A :class:`ReviewSession` is refreshed first, so edits other sessions made are exported too. The manifest
+    names who exported; ``record`` adds the export to the activity log (a preview passes False).
     """
+    user = workspace.require("export")
     state = review_state(session_or_state)
     run = workspace.run(run_id)
     table = label_table(state, workspace, run_id, verified_only)
@@ -186,6 +189,7 @@ def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace
         "counts": {"rows": len(table), "clusters": int(table["cluster_id"].nunique()),
                    "verified": int(table["verified"].sum()), "excluded": int(state.excluded.sum())},
         "edit_count": len(state.effective), "created": utc_now(),
+        "exported_by": {"name": user.name, "email": user.email},
         "tac_core_version": tac_core.__version__,
         "csv_file": csv_path.name, "csv_sha256": hashlib.sha256(data).hexdigest(),
     }
@@ -194,6 +198,9 @@ def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace
         atomic.write_json(manifest_path, manifest)
     finally:
         reservation.unlink(missing_ok=True)
+    if record:
+        workspace.record("export", {"file": csv_path.name, "rows": len(table),
+                                    "verified_only": bool(verified_only)}, run_id=run_id)
     return ExportResult(csv_path, manifest_path, len(table), data, manifest)
 
 

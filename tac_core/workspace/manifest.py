@@ -13,7 +13,8 @@ produced a label file. The manifest records (:func:`provenance`, :func:`review_r
   in order (:meth:`~tac_core.inputs.vocabulary.Vocabulary.fingerprint`, as the run recorded it);
 - ``review``: the events applied (undo and redo count as events), the edits in effect, the last event id, and
   ``event_log``: the sha256 of the run's event rows up to that id, each row the JSON list of the listed
-  ``columns`` (compact separators, UTF-8) followed by a line feed.
+  ``columns`` (compact separators, UTF-8) followed by a line feed; the columns include who made each event;
+- ``exported_by``: the user's name and e-mail (written by :func:`~tac_core.workspace.bundle.write_bundle`).
 
 :func:`verify_bundle` re-hashes the files a manifest lists and, given the workspace, the event log.
 """
@@ -39,7 +40,7 @@ from .workspace import Workspace
 FORMAT = "tac-studio-bundle"
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
-EVENT_COLUMNS = ("id", "run_id", "ts", "kind", "payload", "session")
+EVENT_COLUMNS = ("id", "run_id", "ts", "kind", "payload", "session", "user_name", "user_email")  # who decided too
 _COLUMN_NAME = re.compile(r"[a-z_]+")
 
 

@@ -11,7 +11,7 @@ The old run and its log stay as they are, so the reviewer can go back.
   centres and confidences. Clusters are renumbered 0..K'-1 in the order of their old ids; names carry over; anchors
   carry over (a merged cluster's union; a split-off cluster has none until the next full clustering).
 - The decisions carry over as the first events of the new run's log, written by session
-  ``"carried from run <id>"``: one ``verify_images`` (every fixed image that was verified or moved), one
+  ``"carried from run <id>"`` in the name of the user who re-clustered: one ``verify_images`` (every fixed image that was verified or moved), one
   ``verify_cluster`` per verified cluster, one ``exclude``. They are ordinary events, so they can be undone.
 """
 from __future__ import annotations
@@ -51,9 +51,12 @@ class ReclusterOutcome:
 
 
 def recluster_into_new_run(session: ReviewSession, random_state: int = 0) -> ReclusterOutcome:
-    """Re-assign every undecided image of the session's run into a new run; see the module docstring."""
+    """Re-assign every undecided image of the session's run into a new run, as the session's user (a reviewer
+    or higher: it starts a run); see the module docstring."""
     session.refresh()
-    workspace, state, parent = session.workspace, session.state, session.run_id
+    workspace = session.workspace.as_user(session.user, session.workspace.session)
+    workspace.require("run")
+    state, parent = session.state, session.run_id
     arrays = session_arrays(session)  # the run's images and those intakes added
     x, t = arrays("image_embeddings"), arrays("counterparts")
     n = len(state.labels)
@@ -107,7 +110,7 @@ def _carry_file(workspace: Workspace, parent: int, child: int, name: str) -> Non
 
 def _carry_decisions(workspace: Workspace, run_id: int, parent: int, state: ReviewState, explicit: np.ndarray,
                      compact: dict[int, int]) -> None:
-    carried = ReviewSession(workspace, run_id, session_id=f"carried from run {parent}")
+    carried = ReviewSession(workspace, run_id, session_id=f"carried from run {parent}", user=workspace.user)
     if explicit.any():
         carried.verify_images(state.image_ids[explicit])
     for cluster in sorted(state.verified_clusters):

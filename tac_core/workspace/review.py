@@ -12,6 +12,12 @@ themselves, so they survive restarts. Sessions on one run append to one log: bef
 applies (inside the write transaction) what others wrote since it last looked, so it validates against the
 current state and an undo never skips someone else's newer edit. Applying is incremental: each applied
 edit keeps what it needs to be reverted, so no action replays the log.
+
+Every event records who made it (:mod:`tac_core.workspace.access`): the session's user name and e-mail next to
+the time and the browser session; events written before users existed read as ``"unknown"``. Editing needs the
+``reviewer`` role, checked inside each event's write transaction. Undo and redo reach only the top of the
+shared stacks, and a reviewer may undo or redo only an edit they made themselves; approvers and admins may
+undo or redo anyone's.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError
+from .access import UNKNOWN, AccessDeniedError, User, user_key
 from .decisions import Decision, decided_mask, decision_of, moved_mask
 from .review_log import touched
 from .review_state import Edit, ReviewState, Revert
@@ -38,18 +45,22 @@ TOP_ANCHORS = 5
 class ReviewSession:
     """One user's view of a run's review: loads the run once, replays the log, then applies edits as made."""
 
-    def __init__(self, workspace: Workspace, run_id: int, session_id: Optional[str] = None) -> None:
+    def __init__(self, workspace: Workspace, run_id: int, session_id: Optional[str] = None,
+                 user: Optional[User] = None) -> None:
+        """``user`` (default: the workspace handle's user) is who this session's edits are recorded for."""
         run = workspace.run(run_id)
         if run["status"] != "done":
             raise InvalidInputError(f"run {run_id} is {run['status']}; only a finished run can be reviewed.")
         self.workspace, self.run_id = workspace, run_id
-        self.session_id = session_id or secrets.token_hex(6)
+        self.user: Optional[User] = workspace.user if user is None else user
+        self.session_id = session_id or workspace.session or secrets.token_hex(6)
         assignments = workspace.run_assignments(run_id)
         self._paths = assignments[["image_id", "path", "rel_path", "sha256"]].set_index("image_id")  # by id: intake adds
         self.state = ReviewState.from_run(assignments, workspace.run_cluster_names(run_id),
                                           workspace.run_anchors(run_id))
         self._last_event_id = 0
         self._edits: dict[int, tuple[str, dict, str]] = {}  # event id -> kind, payload, text
+        self._authors: dict[int, str] = {}  # edit event id -> the user name of who made it ("" before users existed)
         self._decisions: dict[int, Decision] = {}  # event id -> what a deciding edit decided
         self._reverts: dict[int, Revert] = {}
         self._touched: dict[int, tuple[list[int], int]] = {}  # event id -> clusters and image count it touched
@@ -60,13 +71,14 @@ class ReviewSession:
     def refresh(self) -> int:
         """Apply events other sessions appended since this one last looked; returns how many."""
         rows = self.workspace.connection().execute(
-            "SELECT id, ts, kind, payload, session FROM events WHERE run_id = ? AND id > ? ORDER BY id",
-            (self.run_id, self._last_event_id)).fetchall()
-        for event_id, ts, kind, payload, session in rows:
-            self._apply_event(event_id, ts, kind, json.loads(payload), session)
+            "SELECT id, ts, kind, payload, session, user_name, user_email FROM events WHERE run_id = ? AND id > ? "
+            "ORDER BY id", (self.run_id, self._last_event_id)).fetchall()
+        for event_id, ts, kind, payload, session, name, email in rows:
+            self._apply_event(event_id, ts, kind, json.loads(payload), session, name, email)
         return len(rows)
 
-    def _apply_event(self, event_id: int, ts: str, kind: str, payload: dict, session: str) -> str:
+    def _apply_event(self, event_id: int, ts: str, kind: str, payload: dict, session: str, name: str = "",
+                     email: str = "") -> str:
         state = self.state
         if kind in ("undo", "redo"):
             target = payload["target"]
@@ -87,14 +99,15 @@ class ReviewSession:
             if kind == "intake":
                 self._add_paths(payload["image_ids"])
             self._edits[event_id] = (kind, payload, text)
+            self._authors[event_id] = name
             decision = decision_of(kind, payload, state)
             if decision is not None:
                 self._decisions[event_id] = decision
             state.effective.append(event_id)
             state.undone.clear()
         clusters, images = self._touched[event_id]
-        self._history.append({"event_id": event_id, "ts": ts, "session": session, "kind": kind, "text": text,
-                              "clusters": clusters, "images": images})
+        self._history.append({"event_id": event_id, "ts": ts, "session": session, "user": name or UNKNOWN,
+                              "email": email, "kind": kind, "text": text, "clusters": clusters, "images": images})
         self._last_event_id = event_id
         return text
 
@@ -103,12 +116,14 @@ class ReviewSession:
         """Catch up with the log, validate and build the payload, commit the event, then apply it."""
         with self.workspace.transaction() as conn:
             self.refresh()
+            user = self.workspace.require("edit", self.user, conn)
             payload_text = to_json(build(), f"{kind} edit")
             ts = utc_now()
-            event_id = conn.execute("INSERT INTO events (run_id, ts, kind, payload, session) VALUES (?, ?, ?, ?, ?)",
-                                    (self.run_id, ts, kind, payload_text, self.session_id)).lastrowid
+            event_id = conn.execute("INSERT INTO events (run_id, ts, kind, payload, session, user_name, user_email) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (self.run_id, ts, kind, payload_text,
+                                                                     self.session_id, user.name, user.email)).lastrowid
         payload = json.loads(payload_text)  # exactly what a replay will see
-        text = self._apply_event(event_id, ts, kind, payload, self.session_id)
+        text = self._apply_event(event_id, ts, kind, payload, self.session_id, user.name, user.email)
         return Edit(event_id, kind, text, cluster_of(payload))
 
     def rename(self, cluster: int, name: str) -> Edit:
@@ -192,12 +207,26 @@ class ReviewSession:
         return self._record("intake", checked, lambda p: p.get("bucket"))
 
     def undo(self) -> Edit:
-        """Revert the latest effective edit of any session."""
-        return self._record("undo", lambda: {"target": self._top(self.state.effective, "undo")}, lambda p: None)
+        """Revert the latest effective edit of any session (your own, unless you are an approver or admin)."""
+        return self._record("undo", lambda: {"target": self._own(self._top(self.state.effective, "undo"), "undo")},
+                            lambda p: None)
 
     def redo(self) -> Edit:
-        """Re-apply the most recently undone edit (possible until a new edit is made)."""
-        return self._record("redo", lambda: {"target": self._top(self.state.undone, "redo")}, lambda p: None)
+        """Re-apply the most recently undone edit (possible until a new edit is made; same rule as undo)."""
+        return self._record("redo", lambda: {"target": self._own(self._top(self.state.undone, "redo"), "redo")},
+                            lambda p: None)
+
+    def refusal(self, action: str = "edit") -> str:
+        """Why this session's user may not ``action`` ("edit", "undo" or "redo") now, or "" when they may; for a
+        front end to disable a control and say why (the action itself checks again)."""
+        try:
+            self.workspace.require("edit", self.user)
+            stack = {"undo": self.state.effective, "redo": self.state.undone}.get(action)
+            if stack:
+                self._own(stack[-1], action)
+        except AccessDeniedError as exc:
+            return str(exc)
+        return ""
 
     @property
     def can_undo(self) -> bool:
@@ -270,8 +299,9 @@ class ReviewSession:
         return list(dict.fromkeys(terms))[:n]
 
     def history(self) -> list[dict]:
-        """Every event, oldest first: event_id, ts, session, kind, text, the clusters and number of images it
-        touched (:func:`~tac_core.workspace.review_log.touched`) and whether it is undone now."""
+        """Every event, oldest first: event_id, ts, session, user (``"unknown"`` before users existed), email,
+        kind, text, the clusters and number of images it touched (:func:`~tac_core.workspace.review_log.touched`)
+        and whether it is undone now."""
         undone = set(self._edits) - set(self.state.effective)
         return [{**entry, "undone": entry["event_id"] in undone} for entry in self._history]
 
@@ -302,6 +332,15 @@ class ReviewSession:
     @staticmethod
     def _name(name) -> str:
         return validate_name(name, "cluster name", MAX_CLUSTER_NAME_LENGTH)
+
+    def _own(self, event_id: int, action: str) -> int:
+        """The edit ``event_id`` if this session's user made it or may undo others' edits, else refused."""
+        author = self._authors.get(event_id, "")
+        if (self.user is not None and author and user_key(author) == self.user.key) or \
+                self.workspace.allows("undo_others", self.user):
+            return event_id
+        raise AccessDeniedError(f"the edit to {action} (#{event_id}) was made by {author or UNKNOWN}; only an "
+                                "approver or an admin may undo or redo another person's edit.")
 
     @staticmethod
     def _top(stack: list[int], action: str) -> int:

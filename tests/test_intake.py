@@ -180,3 +180,14 @@ def test_re_clustering_after_an_intake_keeps_the_new_images_and_takes_later_batc
     assert child.state.verified[:5].sum() == session.state.verified[:5].sum()  # decisions carried as events
     record_intake(child, bed.batch_ids[half:], bed.batch_x[half:], bed.batch_t[half:], bed.batch_xy[half:])
     assert child.state.new_mask().sum() == len(bed.batch_ids) - half
+
+
+def test_a_viewer_may_not_add_a_batch(bed):
+    from tac_core.workspace.access import AccessDeniedError, User
+
+    bed.workspace.add_member("Vera", "viewer")
+    viewer = ReviewSession(bed.workspace, bed.run_id, user=User("Vera"))
+    files = set((bed.workspace.run_dir(bed.run_id)).iterdir())
+    with pytest.raises(AccessDeniedError, match="reviewer role"):
+        record_intake(viewer, bed.batch_ids, bed.batch_x, bed.batch_t, bed.batch_xy)
+    assert set(bed.workspace.run_dir(bed.run_id).iterdir()) == files and viewer.history() == []

@@ -203,3 +203,21 @@ def test_an_old_workspace_migrates_and_takes_metadata(tmp_path):
         metadata.join_csv(workspace, "lines.csv", f"relative_path,line\n{first},3\n".encode())
         table = export_labels(ReviewSession(workspace, 1), workspace, 1).csv_bytes.decode("utf-8-sig")
         assert table.splitlines()[0].endswith(",run_id,line") and ",3\r" in table + "\r"
+
+
+def test_a_viewer_may_not_change_metadata_and_changes_are_recorded(ws):
+    from tac_core.workspace.access import AccessDeniedError, User
+
+    ws.add_member("Vera", "viewer")
+    viewer = ws.as_user(User("Vera"))
+    for change in (lambda: metadata.apply_pattern(viewer, "{line}/{camera}/*"),
+                   lambda: metadata.join_csv(viewer, "p.csv", b"file_name,part\n2024-06-01_0001.png,P1\n")):
+        with pytest.raises(AccessDeniedError, match="reviewer role"):
+            change()
+    assert unchanged(ws)
+    metadata.apply_pattern(ws, "{line}/{camera}/*")
+    with pytest.raises(AccessDeniedError):
+        metadata.remove_field(viewer, "line")
+    assert "line" in metadata.metadata_table(ws).columns
+    metadata.remove_field(ws, "line")
+    assert ws.activity()["action"].tolist()[-2:] == ["metadata", "metadata removed"]

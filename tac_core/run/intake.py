@@ -30,6 +30,7 @@ def intake_new_images(session: ReviewSession, image_ids=None, *, device: str = "
                       progress: Optional[ProgressFn] = None, cancel=None) -> IntakeResult:
     """Sort images added after the run (default: all of :func:`pending_images`) into the session's reviewed
     clusters, on its map, as one ``intake`` event. Images that cannot be embedded are left out."""
+    session.workspace.require("edit", session.user)  # before minutes of embedding
     ids = pending_images(session) if image_ids is None else new_image_ids(session.workspace, session.run_id,
                                                                             image_ids)
     if len(ids) == 0:

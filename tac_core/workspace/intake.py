@@ -118,6 +118,7 @@ def record_intake(session: ReviewSession, image_ids, image_embeddings: np.ndarra
         raise InvalidInputError(f"{len(ids)} image ids need as many embeddings, counterparts and map places; got "
                                 f"{x.shape}, {counterparts.shape} and {np.shape(coordinates)}.")
     workspace, run_id = session.workspace, session.run_id
+    workspace.require("edit", session.user)  # before any array is written (the event checks again)
     text_space, tau = run_text_space(workspace, run_id)
     batch = secrets.token_hex(4)
     saved = {"image_embeddings": x, "counterparts": np.asarray(counterparts, np.float32)}

@@ -6,6 +6,8 @@ stored in the workspace (``image_metadata``: one row per image and field, text v
   (``metadata_sources``), and images added later get their fields from it at once (:func:`apply_saved_pattern`).
 - :func:`join_csv` reads a CSV with a ``relative_path`` (as the Images page lists it) or ``file_name`` column,
   optionally ``source`` (the source id, for paths two sources share), and any other columns as fields.
+- Changing metadata needs the ``reviewer`` role (action ``metadata``, checked in the write transaction) and
+  is recorded in the activity log.
 - Bad input changes nothing and says why: a pattern that fits no image, a CSV row naming no image or naming
   one twice, a file name several images share, a field named like a built-in column (:data:`BUILT_IN`),
   a value with a control character. Applying a field again replaces its values for the images it names.
@@ -103,7 +105,7 @@ def apply_pattern(workspace: Workspace, text: str) -> MetadataResult:
                                 f"{images['rel_path'].iloc[0]!r}; nothing was changed. Check the preview.")
     values = {image_id: {k: _value(v, f"the path of image {image_id}") for k, v in fields.items()}
               for image_id, fields in found.items()}
-    _store(workspace, values, "pattern", pattern.text, pattern.fields)
+    _store(workspace, values, "pattern", pattern.text, pattern.fields, record=True)
     return MetadataResult(pattern.fields, len(found), len(images) - len(found))
 
 
@@ -122,7 +124,7 @@ def apply_saved_pattern(workspace: Workspace, image_ids: Iterable[int]) -> int:
         if found is not None and all(_printable(v) for v in found.values()):
             values[int(image_id)] = {k: v.strip() for k, v in found.items() if v.strip()}
     if values:
-        _store(workspace, values, None, "", pattern.fields)
+        _store(workspace, values, "pattern", pattern.text, pattern.fields, record=False)
     return len(values)
 
 
@@ -166,7 +168,7 @@ def join_csv(workspace: Workspace, name: str, data: bytes) -> MetadataResult:
         shown = "; ".join(f"row {n}: {p!r}" for n, p in unknown[:3])
         raise InvalidInputError(f"{len(unknown)} row(s) of {name} name no image of this workspace ({shown}); fix or "
                                 "remove them. Nothing was changed.")
-    _store(workspace, values, "csv", name, tuple(f for _, f in fields))
+    _store(workspace, values, "csv", name, tuple(f for _, f in fields), record=True)
     return MetadataResult(tuple(f for _, f in fields), len(values))
 
 
@@ -194,7 +196,10 @@ def metadata_fields(workspace: Workspace) -> pd.DataFrame:
 def remove_field(workspace: Workspace, field: str) -> int:
     """Delete a field from every image; returns how many values went."""
     with workspace.transaction() as conn:
-        return conn.execute("DELETE FROM image_metadata WHERE field = ?", (str(field),)).rowcount
+        workspace.require("metadata", conn=conn)
+        removed = conn.execute("DELETE FROM image_metadata WHERE field = ?", (str(field),)).rowcount
+        workspace.record("metadata removed", {"field": str(field), "values": removed}, conn=conn)
+    return removed
 
 
 def metadata_sources(workspace: Workspace) -> pd.DataFrame:
@@ -213,15 +218,21 @@ def _pattern(text: str) -> PathPattern:
     return pattern
 
 
-def _store(workspace: Workspace, values: dict[int, dict[str, str]], kind: Optional[str], description: str,
-           fields: tuple[str, ...]) -> None:
+def _store(workspace: Workspace, values: dict[int, dict[str, str]], kind: str, description: str,
+           fields: tuple[str, ...], record: bool) -> None:
+    """Write the values in one transaction; ``record``: a user's own change (checked, kept as a source and in
+    the activity log), else the saved pattern applied to an add the caller checked."""
     rows = [(image_id, f, v) for image_id, fields_of in values.items() for f, v in fields_of.items()]
     with workspace.transaction() as conn:
+        if record:
+            workspace.require("metadata", conn=conn)
         conn.executemany("INSERT INTO image_metadata (image_id, field, value) VALUES (?, ?, ?) ON CONFLICT "
                          "(image_id, field) DO UPDATE SET value = excluded.value", rows)
-        if kind is not None:
+        if record:
             conn.execute("INSERT INTO metadata_sources (kind, description, fields, images, added) VALUES (?, ?, ?, ?, "
                          "?)", (kind, description, json.dumps(list(fields)), len(values), utc_now()))
+            workspace.record("metadata", {"kind": kind, "source": description, "fields": list(fields),
+                                          "images": len(values)}, conn=conn)
 
 
 def _read_csv(name: str, data: bytes) -> tuple[list[str], list[list[str]]]:

@@ -92,7 +92,8 @@ def test_classify_by_a_workspace_run_as_reviewed(tmp_path, monkeypatch):
         assert gone not in set(predictions["cluster"])  # merged away: nothing is sorted into it
         first = known & (bed.batch_truth == 0)
         assert (predictions.loc[first, "label"] == "hairline crack").mean() >= 0.85
-        assert predictions.loc[~known, "novel"].mean() >= 0.5
+        novel = predictions["novel"].to_numpy()  # the unseen class goes to the bucket far more often
+        assert novel[~known].mean() > 4 * novel[known].mean()
         assert len(session.history()) == 2 and len(ReviewSession(bed.workspace, bed.run_id).history()) == 2
     finally:
         bed.workspace.close()

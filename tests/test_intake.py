@@ -2,6 +2,8 @@
 unsorted bucket, earlier decisions untouched, the map kept, undoable, and replayed identically."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -113,7 +115,10 @@ def test_a_second_batch_reuses_the_bucket_and_sorts_by_the_clusters_as_edited(be
     result = record_intake(session, bed.batch_ids[second], bed.batch_x[second], bed.batch_t[second],
                            bed.batch_xy[second])
     added = session.state.labels[-len(second):]
-    assert session.state.bucket == bucket and 2 not in set(added.tolist()) and result.novel > 0
+    assert session.state.bucket == bucket and 2 not in set(added.tolist())
+    payload = json.loads(bed.workspace.connection().execute("SELECT payload FROM events ORDER BY id DESC").fetchone()[0])
+    assert payload["bucket"] == bucket and not payload["new_bucket"]  # novel images would join the same bucket
+    assert result.novel == int((added == bucket).sum())
     assert len(session.state.batches) == 2
     with pytest.raises(InvalidInputError, match="already in the review"):
         record_intake(session, bed.batch_ids[second[:1]], bed.batch_x[second[:1]], bed.batch_t[second[:1]])

@@ -7,17 +7,19 @@ members a reviewer verified where the cluster has any (``prefer``), else from al
 to the most similar prototype (cosine), with free TAC's confidence: the softmax of its prototype
 similarities at temperature 0.05.
 
-**Novelty** is measured in a softer view of the same space: counterparts mixed at τ = :data:`NOVELTY_TAU`
-(0.1) instead of 0.005. The sharp counterpart snaps to a handful of nouns, so an image of a known kind whose
-counterpart snapped to the wrong nouns sits as far from its prototype as an image of an unknown kind; the
-soft mix weighs every noun of the text space and keeps the two apart (on the synthetic bed of
-``bench.intake``, AUROC for a held-out class 0.95 → 0.99 at τ 0.1, and at the same 2 % of known images in the
-bucket it caught 23 % → 79 % of the held-out class). Each cluster's spread is calibrated on its own members:
-the median ``m_c`` and the MAD ``s_c`` (× 1.4826) of their distances ``1 − cos`` to its soft prototype; a
-cluster with fewer than :data:`MIN_CALIBRATION` members borrows the median of the others'. An image's
-novelty is ``min_c (d_c − m_c) / s_c``: how many spreads beyond a typical member it lies, measured from the
-cluster it fits best. The bucket's threshold is the :data:`NOVEL_QUANTILE` quantile of the reference
-members' own novelty: about 2 % of images like those already sorted land in the bucket.
+**Novelty** is measured in a softer view of the same space: counterparts mixed at a τ set so that each
+image's mix weighs about :data:`NOVELTY_NOUNS` (50) nouns (:func:`novelty_temperature`, on the reference
+images). The sharp counterpart snaps to a handful of nouns, so an image of a known kind whose counterpart
+snapped to the wrong nouns sits as far from its prototype as an image of an unknown kind; a mix of many nouns
+keeps the two apart. The mix is set by its width, not by a fixed τ, because the best τ moves with the text
+space's size and the model's similarity scale: on the synthetic bed of ``bench.intake`` the best fixed τ was
+0.1 for a 135-noun text space (10,000 images) and 0.05 for a 561-noun one (50,000), both mixes of about 50
+nouns. Each cluster's spread is calibrated on its own members: the median ``m_c`` and the MAD ``s_c``
+(× 1.4826) of their distances ``1 − cos`` to its soft prototype; a cluster with fewer than
+:data:`MIN_CALIBRATION` members borrows the median of the others'. An image's novelty is
+``min_c (d_c − m_c) / s_c``: how many spreads beyond a typical member it lies, measured from the cluster it
+fits best. The bucket's threshold is the :data:`NOVEL_QUANTILE` quantile of the reference members' own
+novelty: about 2 % of images like those already sorted land in the bucket.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ from ..errors import InvalidInputError
 from ..numerics import unit_rows_array
 from .tac import CHUNK_ROWS, FREE_CONFIDENCE_TEMPERATURE, text_counterparts
 
-NOVELTY_TAU = 0.1
+NOVELTY_NOUNS = 50  # how many nouns the soft view's mix weighs (its perplexity)
+CALIBRATION_SAMPLE = 2000  # reference images the soft view's τ is set on
 NOVEL_QUANTILE = 0.98
 MIN_CALIBRATION = 5  # members a cluster needs to calibrate its own spread
 MAD_SCALE = 1.4826  # MAD → standard deviation of a normal distribution
@@ -68,7 +71,7 @@ class ClusterPrototypes:
     threshold: float
     text_space: np.ndarray
     tau: float
-    novelty_tau: float = NOVELTY_TAU
+    novelty_tau: float
 
     def assign(self, image_embeddings: np.ndarray, device: str | torch.device = "cpu") -> Assignment:
         """Sort new images (M × d unit rows, the run's model) into the clusters; nothing is changed."""
@@ -136,30 +139,47 @@ def fit_prototypes(image_embeddings: np.ndarray, counterparts: np.ndarray, label
     has_preferred = np.bincount(member[preferred], minlength=len(clusters)) > 0
     basis = np.where(has_preferred[np.maximum(member, 0)], preferred, reference) & reference
     t_space = unit_rows_array(text_space)
+    rows = np.flatnonzero(reference)
+    sample = rows[np.unique(np.linspace(0, len(rows) - 1, min(CALIBRATION_SAMPLE, len(rows))).astype(np.int64))]
+    novelty_tau = novelty_temperature(image_embeddings[sample], t_space)
     sharp_sum = torch.zeros((len(clusters), 2 * t_space.shape[1]), dtype=torch.float64)
     soft_sum = torch.zeros_like(sharp_sum)
-    for part, x, soft in _soft_chunks(image_embeddings, t_space, device):
+    for part, x, soft in _soft_chunks(image_embeddings, t_space, novelty_tau, device):
         keep = torch.as_tensor(np.flatnonzero(basis[part]))
         index = torch.as_tensor(member[part])[keep]
         sharp_sum.index_add_(0, index, torch.as_tensor(_features(x, counterparts[part]))[keep].double())
         soft_sum.index_add_(0, index, torch.as_tensor(soft)[keep].double())
     centers, soft_centers = unit_rows_array(sharp_sum.numpy()), unit_rows_array(soft_sum.numpy())
     distance = np.zeros((n, len(clusters)), np.float32)
-    for part, _, soft in _soft_chunks(image_embeddings, t_space, device):
+    for part, _, soft in _soft_chunks(image_embeddings, t_space, novelty_tau, device):
         distance[part] = 1 - soft @ soft_centers.T
     median, spread = _calibrate(distance, member, len(clusters))
     novelty = ((distance[reference] - median) / spread).min(axis=1)
     threshold = float(np.quantile(novelty, NOVEL_QUANTILE))
     return ClusterPrototypes(clusters, centers, soft_centers, median, spread, threshold,
-                             t_space.astype(np.float32), float(tau))
+                             t_space.astype(np.float32), float(tau), novelty_tau)
 
 
-def _soft_chunks(image_embeddings: np.ndarray, text_space: np.ndarray, device):
+def _soft_chunks(image_embeddings: np.ndarray, text_space: np.ndarray, tau: float, device):
     """(rows, unit image embeddings, soft features) per chunk of rows: never N × 2d at once."""
     for start in range(0, len(image_embeddings), CHUNK_ROWS):
         part = slice(start, start + CHUNK_ROWS)
         x = unit_rows_array(image_embeddings[part])
-        yield part, x, _features(x, text_counterparts(x, text_space, NOVELTY_TAU, device))
+        yield part, x, _features(x, text_counterparts(x, text_space, tau, device))
+
+
+def novelty_temperature(image_embeddings: np.ndarray, text_space: np.ndarray) -> float:
+    """The τ at which these images' noun mixes weigh about :data:`NOVELTY_NOUNS` nouns each (at most half the
+    text space): the mean perplexity exp(entropy) of softmax(x · Tᵀ / τ), found by bisection on log τ."""
+    sims = torch.as_tensor(unit_rows_array(image_embeddings) @ text_space.T, dtype=torch.float64)
+    target = min(NOVELTY_NOUNS, len(text_space) / 2)
+    low, high = np.log(1e-4), np.log(10.0)
+    for _ in range(40):
+        mid = (low + high) / 2
+        log_p = torch.log_softmax(sims / np.exp(mid), dim=1)
+        perplexity = float(torch.exp(-(log_p.exp() * log_p).sum(dim=1)).mean())
+        low, high = (mid, high) if perplexity < target else (low, mid)
+    return float(np.exp((low + high) / 2))
 
 
 def _calibrate(distance: np.ndarray, member: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -185,6 +185,16 @@ def metadata_table(workspace: Workspace, image_ids: Optional[np.ndarray] = None)
     return wide.fillna("").rename_axis("image_id")
 
 
+def metadata_version(workspace: Workspace) -> tuple:
+    """A fingerprint that changes whenever the metadata does (the last source applied, the number of values and
+    a sum over them), for front ends to key their caches on."""
+    conn = workspace.connection()
+    last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM metadata_sources").fetchone()[0]
+    count, total = conn.execute("SELECT COUNT(*), TOTAL(image_id * LENGTH(field || value)) FROM image_metadata"
+                                ).fetchone()
+    return int(last), int(count), float(total)
+
+
 def metadata_fields(workspace: Workspace) -> pd.DataFrame:
     """Every field with the number of images that have it and of distinct values, by name."""
     frame = pd.DataFrame(workspace.connection().execute(

@@ -26,6 +26,7 @@ FILTER_FIELD = "review_filter_field"
 FILTER_VALUES = "review_filter_values"
 NEW_ONLY = "review_new_only"
 CHART_FIELD = "review_chart_field"
+CHART_CLUSTER = "review_chart_cluster"
 NO_VALUE = "(none)"
 
 
@@ -102,7 +103,8 @@ def cluster_sources(workspace: Workspace, session: ReviewSession, cluster: int) 
     for flag in flags:
         st.warning(esc(flag.text))
     fields = list(table.columns)
-    if st.session_state.get(CHART_FIELD) not in fields:
+    if st.session_state.get(CHART_FIELD) not in fields or st.session_state.get(CHART_CLUSTER) != cluster:
+        st.session_state[CHART_CLUSTER] = cluster  # another cluster: open on the field that stands out in it
         st.session_state[CHART_FIELD] = flags[0].field if flags else fields[0]
     field = st.selectbox("Where its images come from", fields, key=CHART_FIELD)
     breakdown = field_breakdown(state.included_labels(), table[field].to_numpy())

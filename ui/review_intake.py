@@ -3,6 +3,8 @@ into a cluster. The engine does both (:mod:`tac_core.run.intake`, :mod:`tac_core
 one event of the review log, undone with Undo like any edit."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import streamlit as st
 
@@ -19,16 +21,17 @@ def pending_count(workspace: Workspace, session: ReviewSession) -> int:
     return max(0, workspace.image_counts()["ok"] - len(session.state.image_ids))
 
 
-def intake_bar(workspace: Workspace, session: ReviewSession) -> bool:
+def intake_bar(workspace: Workspace, session: ReviewSession) -> Optional[str]:
     """When images were added after the run: say so, with a button that sorts them in (embedding them first,
-    with a progress bar). Returns True when it recorded an intake (the caller redraws the whole page)."""
+    with a progress bar). Returns what the intake did when it recorded one (the caller says so and redraws the
+    whole page), else None."""
     state, pending = session.state, pending_count(workspace, session)
     if state.batches:
         novel = int((state.labels[state.n_run:] == state.bucket).sum()) if state.bucket is not None else 0
         st.caption(f"{len(state.labels) - state.n_run:,} image(s) of this review were added after the run "
                    f"({len(state.batches)} batch(es)); {novel:,} of them wait in the unsorted cluster.")
     if pending == 0:
-        return False
+        return None
     text, button = st.columns([4, 1.4], vertical_alignment="center")
     text.info(f"{pending:,} image(s) were added to the workspace after this run. Sort them into its reviewed "
               "clusters: they are placed on the map and marked new, and images unlike every cluster wait in "
@@ -36,13 +39,11 @@ def intake_bar(workspace: Workspace, session: ReviewSession) -> bool:
     reason = access.why_not(workspace, "edit")
     if not button.button(f"Sort {pending:,} new image(s) into this run", key="review_intake", type="primary",
                          disabled=bool(reason), help=access.help_text(reason), width="stretch"):
-        return False
+        return None
     bar = widgets.ProgressBar()
     ok, result = widgets.attempt(lambda: intake_new_images(session, progress=bar), "sort the new images in")
     bar.clear()
-    if ok:
-        widgets.flash("success", result.edit.text[:1].upper() + result.edit.text[1:] + ".")
-    return ok
+    return result.edit.text[:1].upper() + result.edit.text[1:] + "." if ok else None
 
 
 def unsorted_selection(session: ReviewSession, ids: np.ndarray) -> np.ndarray:

@@ -59,7 +59,7 @@ def map_controls(workspace: Workspace, session: ReviewSession) -> MapView:
     state = session.state
     if st.session_state.get(COLOUR) not in [CLUSTER_COLOURING, *fields]:
         st.session_state[COLOUR] = CLUSTER_COLOURING
-    cols = st.columns([1.2, 1.2, 1.8, 1], vertical_alignment="bottom")
+    cols = st.columns([1, 1, 1.4], vertical_alignment="bottom")
     colour = cols[0].selectbox("Colour by", [CLUSTER_COLOURING, *fields], key=COLOUR,
                                help="Colour the points by cluster or by a metadata field (Images page).")
     if st.session_state.get(FILTER_FIELD) not in [None, *fields]:
@@ -70,8 +70,8 @@ def map_controls(workspace: Workspace, session: ReviewSession) -> MapView:
     st.session_state[FILTER_VALUES] = [v for v in st.session_state.get(FILTER_VALUES, []) if v in values]
     chosen = cols[2].multiselect("Values", values, key=FILTER_VALUES, disabled=not field,
                                  format_func=lambda v: short(v, 40))
-    new_only = cols[3].toggle("New only", key=NEW_ONLY, disabled=not state.batches,
-                              help="Only the images added after the run (by an intake).")
+    new_only = state.batches and st.toggle("New images only", key=NEW_ONLY,
+                                           help="Only the images added after the run (by an intake).")
     visible = np.ones(len(state.labels), bool)
     if new_only and state.batches:
         visible &= state.new_mask()
@@ -114,7 +114,8 @@ def cluster_sources(workspace: Workspace, session: ReviewSession, cluster: int) 
         return
     chart = pd.DataFrame({"this cluster": mine["share"].to_numpy(), "all images": mine["overall"].to_numpy()},
                          index=[short(v, 30) for v in mine["value"]])
-    st.bar_chart(chart, horizontal=True, stack=False, height=40 + 28 * len(chart), y_label="", x_label="share")
+    st.bar_chart(chart, horizontal=True, stack=False, height=90 + 36 * len(chart), y_label="",
+                 x_label="share of the images", color=["#9ecae1", "#08519c"])
 
 
 def findings(workspace: Workspace, session: ReviewSession) -> None:

@@ -44,7 +44,9 @@ def render() -> None:
         show_error(exc, f"open run {run_id} for review")
         return
     toolbar(workspace, session)
-    if review_intake.intake_bar(workspace, session):
+    done = review_intake.intake_bar(workspace, session)
+    if done:
+        actions.flash("success", done)
         st.rerun()  # the new images join every part of the page
     clusters = session.clusters()
     current = current_cluster(session, clusters)

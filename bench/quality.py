@@ -31,7 +31,8 @@ from tac_core.cluster.kmeans import spherical_kmeans
 from tac_core.cluster.metrics import evaluate, macro_recall
 from tac_core.cluster.suggest_k import suggest_k
 from tac_core.cluster.synthetic import SIZE_PROFILES, class_proportions, make_clip_like_bed
-from tac_core.cluster.tac import MODES, TAC
+from tac_core.cluster import MODES
+from tac_core.cluster.tac import TAC
 from tac_core.devices import DEVICES
 from tac_core.embedding.cache import default_cache_root
 from tac_core.run.params import RunParams

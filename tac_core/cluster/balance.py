@@ -37,12 +37,12 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import BALANCES
 from ..errors import InvalidInputError
 from ..numerics import cluster_sums, single_cpu_thread
 from ..progress import CancelToken, check_cancel
 from .kmeans import spherical_kmeans
 
-BALANCES = ("estimated", "uniform")
 MERGE_RATIO = 0.5
 SPLIT_GROUPS = 4
 SPLIT_RESTARTS = 2

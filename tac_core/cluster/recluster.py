@@ -45,7 +45,7 @@ from .heads import fit_heads, head_probabilities, warm_start_heads
 from .neighbors import cosine_knn
 from ..numerics import flush_denormals
 from ..progress import CancelToken, ProgressFn, check_cancel, report
-from .tac import MODES
+from . import MODES
 
 ANCHOR_WEIGHT = 3.0
 FINE_TUNE = {"lr": 1e-4, "epochs": 3, "min_steps": 150}

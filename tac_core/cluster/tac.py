@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import MODES
 from .anchors import Anchor, cluster_anchors
 from .balance import check_balance, merge_split_repair, size_profile, uneven
 from ..devices import resolve_device
@@ -37,7 +38,6 @@ from .neighbors import cosine_knn
 from ..numerics import cluster_unit_means, flush_denormals, normalize_rows, unit_rows_array, validated_unit_rows
 from ..progress import CancelToken, ProgressFn, report
 
-MODES = ("free", "trained")  # free: k-means on [image, counterpart]; trained: two cluster heads
 CHUNK_ROWS = 8192
 FREE_CONFIDENCE_TEMPERATURE = 0.05
 
@@ -245,15 +245,14 @@ class TAC:
     def fit_predict(self, image_embeddings, vocab_embeddings, domain_mask=None) -> np.ndarray:
         return self.fit(image_embeddings, vocab_embeddings, domain_mask).labels_
 
-    def _free_partition(self, features: np.ndarray, k: int, device: torch.device, report_progress: bool = True):
+    def _free_partition(self, features: np.ndarray, k: int, device: torch.device, stage: str = "clustering"):
         """k-means on [x, t], repaired by merge–split swaps unless ``balance="uniform"``: (result, centres).
 
-        Trained mode computes it without reporting a "clustering" stage, which its stage list does not have.
+        Trained mode reports it as "estimating sizes": the partition only tells the heads which sizes to aim at.
         """
         result = spherical_kmeans(features, k, n_init=self.n_init, max_iter=self.max_iter,
-                                  random_state=self.random_state, device=device,
-                                  progress=self.progress if report_progress else None,
-                                  stage="clustering", cancel=self.cancel)
+                                  random_state=self.random_state, device=device, progress=self.progress,
+                                  stage=stage, cancel=self.cancel)
         self.swaps_ = []
         if self.balance == "estimated":
             result.labels, self.swaps_ = merge_split_repair(features, result.labels, k,
@@ -281,7 +280,7 @@ class TAC:
         temperature = (5.0 if k >= 100 else 0.5) if self.temperature == "auto" else float(self.temperature)
         self.size_prior_, self.swaps_, start_state = None, [], None
         if self.balance == "estimated":  # unequal sizes only where the free partition found them unequal
-            free_labels = self._free_partition(features, k, device, report_progress=False)[0].labels
+            free_labels = self._free_partition(features, k, device, stage="estimating sizes")[0].labels
             if uneven(size_profile(free_labels, k)):
                 self.size_prior_ = size_profile(free_labels, k)
                 start_state = warm_start_heads(x, self.counterparts_, free_labels, k, batch_size=batch_size,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..cluster.tac import MODES
+from ..cluster import BALANCES, MODES
 from ..devices import DEVICES
 from ..embedding.cache import default_cache_root
 from ..errors import InvalidInputError, ParameterError, TacError
@@ -21,7 +21,6 @@ from . import classify_cli, embed_cli, workspace_cli
 from .params import RunParams
 from .terminal import flag_error, load_npy, progress_printer
 from .results import ClusterRun, write_cluster_outputs
-from .run_audit import AUDIT_FILE, audit_csv, audit_run
 
 #: RunParams fields with a flag of their own: how the CLI names them in a message.
 _FLAGS = {"n_clusters": ("--k", "the clusters"), "seed": ("--seed", "the random seed"),
@@ -68,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     tac = cluster.add_argument_group("clustering")
     tac.add_argument("--k", type=int, required=True, help="number of clusters")
     tac.add_argument("--mode", choices=MODES, default="free")
+    tac.add_argument("--balance", choices=BALANCES, default=BALANCES[0],
+                     help="cluster sizes: estimated from the data (default; keeps a dominant class whole and rare "
+                          "defects apart) or uniform (equal sizes, as in the TAC paper)")
     tac.add_argument("--seed", type=int, default=0)
     tac.add_argument("--epochs", type=int, default=20, help="trained mode: epochs (default 20)")
     cluster.add_argument("--out", type=Path, required=True, help="output folder")
@@ -87,15 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _params(args: argparse.Namespace) -> RunParams:
     """The run's parameters; a bad value is reported under its flag. The CLI computes no map and no K
     suggestion; with embeddings there is no model."""
-    model = None
+    model = None  # as a dict: RunParams checks the numbers first, so a bad --k is told before open_clip loads
     if args.images is not None:
-        from ..embedding.models import ModelSpec
-
-        model = ModelSpec(args.model, args.pretrained, None if args.checkpoint is None else str(args.checkpoint))
+        model = {"name": args.model, "pretrained": args.pretrained,
+                 "checkpoint": None if args.checkpoint is None else str(args.checkpoint)}
     try:
         return RunParams(n_clusters=args.k, model=model, mode=args.mode, seed=args.seed, device=args.device,
                          epochs=args.epochs, projection=None, suggest_k=False,
-                         include_domain_terms=not args.no_domain_in_text_space, templates=args.templates)
+                         include_domain_terms=not args.no_domain_in_text_space, templates=args.templates,
+                         balance=args.balance)
     except ParameterError as exc:
         raise flag_error(exc, _FLAGS) from None
 
@@ -173,13 +175,15 @@ def run_cluster(args: argparse.Namespace) -> ClusterRun:
     return pipeline.cluster_image_folder(args.images, vocab, params, cache_root=args.cache, progress=progress)
 
 
-def _audit(run: ClusterRun) -> str:
+def _audit(run: ClusterRun) -> dict[str, str]:
     """``audit.csv`` of the run (:mod:`tac_core.run.run_audit`), its seconds added to the run's timings."""
+    from .run_audit import AUDIT_FILE, audit_csv, audit_run  # torch: only once a run is there to audit
+
     print(f"auditing {len(run.labels)} images", file=sys.stderr)
     start = time.perf_counter()
     text = audit_csv(run, audit_run(run))
     run.timings["audit"] = time.perf_counter() - start
-    return text
+    return {AUDIT_FILE: text}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -198,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(classify_cli.run(args), file=sys.stderr)
             return 0
         result = run_cluster(args)
-        write_cluster_outputs(result, args.out, {} if args.no_audit else {AUDIT_FILE: _audit(result)})
+        write_cluster_outputs(result, args.out, {} if args.no_audit else _audit(result))
     except TacError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -204,7 +204,8 @@ def _suggest_k(params, x, v, domain_mask, device, progress, cancel, timings) -> 
     from ..cluster.suggest_k import suggest_k
 
     start = time.perf_counter()
-    result = suggest_k(x, v, domain_mask, random_state=params.seed, device=device, progress=progress, cancel=cancel)
+    result = suggest_k(x, v, domain_mask, balance=params.balance, random_state=params.seed, device=device,
+                       progress=progress, cancel=cancel)
     timings["suggest_k"] = time.perf_counter() - start
     return {"best_k": result.best_k, "explanation": result.explanation, "rows": result.rows(),
             "stability_threshold": result.stability_threshold, "n_points_used": result.n_points_used}

@@ -30,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..cluster.tac import MODES
+from ..cluster import BALANCES, MODES
 from ..devices import DEVICES
 from ..errors import InvalidInputError, ParameterError
 from ..inputs import vocab_spec
@@ -49,7 +49,8 @@ from .terminal import flag_error, progress_printer
 _RUN_FLAGS = {"n_clusters": ("--k", "k", "the clusters"), "mode": ("--mode", "mode", "the mode"),
               "seed": ("--seed", "seed", "the random seed"), "epochs": ("--epochs", "epochs", "the training epochs"),
               "batch_size": ("--batch-size", "batch_size", "the image batch size"),
-              "device": ("--device", "device", "the device"), "suggest_k": ("--suggest-k", "suggest_k", "K suggestion")}
+              "device": ("--device", "device", "the device"), "suggest_k": ("--suggest-k", "suggest_k", "K suggestion"),
+              "balance": ("--balance", "balance", "the cluster sizes")}
 RUN_FIELDS = ("id", "status", "created", "finished", "n_images", "n_clusters", "mode", "seed", "vocab_set", "model",
               "error")
 
@@ -113,6 +114,8 @@ def _add_run_verb(verbs, named) -> None:
     run.add_argument("--pretrained", help="open_clip weights tag (default openai)")
     run.add_argument("--checkpoint", type=Path, help="local weights file (overrides --pretrained)")
     run.add_argument("--mode", choices=MODES)
+    run.add_argument("--balance", choices=BALANCES, help="cluster sizes: estimated from the data (default) or uniform "
+                                                         "(equal, as in the TAC paper)")
     run.add_argument("--seed", type=int)
     run.add_argument("--epochs", type=int, help="trained mode: epochs (default 20)")
     run.add_argument("--batch-size", type=int, help="images embedded at once (default 64)")
@@ -209,6 +212,8 @@ def run_params(workspace: Workspace, args) -> RunParams:
     if args.vocab_set is not None or not stored.get("vocab_spec"):
         name = args.vocab_set or vocab_spec.ensure_default_set(workspace)
         stored.update(vocab_set=name, vocab_spec=vocab_spec.load_spec(workspace, name), templates=None)
+    if args.like is None:  # a new description: sizes estimated unless asked (a stored run keeps what it computed)
+        stored.setdefault("balance", BALANCES[0])
     if stored.get("n_clusters") is None:
         raise InvalidInputError("give the number of clusters with --k (or --like RUN / --params FILE)")
     try:

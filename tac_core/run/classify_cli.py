@@ -22,19 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from .. import atomic
-from ..cluster.prototypes import Assignment, ClusterPrototypes
 from ..devices import DEVICES, resolve_device
 from ..errors import InvalidInputError
 from ..inputs.imageset import storable_text
 from ..workspace.export import neutralise
-from ..workspace.intake import BUCKET_NAME
 from .results import CLASSIFIER_FILE, csv_text
 from .terminal import load_npy, progress_printer
+
+if TYPE_CHECKING:  # torch: imported once a classification runs, so the CLI tells bad flags at once
+    from ..cluster.prototypes import Assignment
 
 PREDICTIONS_FILE = "predictions.csv"
 COLUMNS = ("index", "path", "cluster", "label", "confidence", "novelty", "novel")
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> str:
 
 def predictions_csv(result: Assignment, names: dict[int, str], paths: Optional[list[str]] = None) -> str:
     """``predictions.csv``'s text (module docstring); text cells made spreadsheet-safe."""
+    from ..workspace.intake import BUCKET_NAME  # torch: see TYPE_CHECKING above
     cluster = np.where(result.novel, -1, result.cluster)
     labels = (BUCKET_NAME if c < 0 else names.get(int(c), f"cluster {c}") for c in cluster.tolist())
     rows = zip(range(len(cluster)), (neutralise(storable_text(p)) for p in paths) if paths else [""] * len(cluster),
@@ -95,6 +97,7 @@ def _from_reference(args, device: str):
     if not (folder / CLASSIFIER_FILE).is_file():
         raise InvalidInputError(f"{folder} holds no {CLASSIFIER_FILE}: give the output folder of `python -m tac_core "
                                 "cluster` (outputs of older versions: cluster again)")
+    from ..cluster.prototypes import ClusterPrototypes
     prototypes = ClusterPrototypes.from_file(folder / CLASSIFIER_FILE)
     names = {int(c): f"cluster {c}" for c in prototypes.clusters}
     if args.image_embeddings is not None:

@@ -14,16 +14,18 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import numpy as np
 
 from .. import __version__
 from .. import atomic
-from ..cluster.prototypes import ClusterPrototypes, fit_prototypes
 from ..inputs.imageset import storable_text
-from ..workspace.intake import TEXT_SPACE_ARRAY
+from ..workspace.run_layout import TEXT_SPACE_ARRAY
 from .params import RunParams
+
+if TYPE_CHECKING:  # torch: loaded once a run is there (the CLI checks its flags first)
+    from ..cluster.prototypes import ClusterPrototypes
 
 
 CLASSIFIER_FILE = "classifier.npz"
@@ -72,6 +74,7 @@ class ClusterRun:
 
     def prototypes(self) -> ClusterPrototypes:
         """The clustering as a classifier of new images (``classifier.npz``; ``python -m tac_core classify``)."""
+        from ..cluster.prototypes import fit_prototypes
         return fit_prototypes(self.image_embeddings, self.counterparts, self.labels, self.text_space,
                               float(self.facts.get("tau", self.model.tau)))
 

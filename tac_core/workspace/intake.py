@@ -32,10 +32,10 @@ from ..errors import InvalidInputError
 from ..numerics import unit_rows_array
 from .review import Edit, ReviewSession
 from .review_state import ReviewState
+from .run_layout import TEXT_SPACE_ARRAY
 from .workspace import Workspace
 
 BUCKET_NAME = "unsorted: possibly new defect"
-TEXT_SPACE_ARRAY = "text_space"  # the run array holding the text rows counterparts are mixed from
 BATCH_ARRAYS = ("image_embeddings", "counterparts", "projection")  # what an intake saves per image
 PER_IMAGE_ARRAYS = (*BATCH_ARRAYS, "confidence", "margin", "probabilities", "text_probabilities")
 DEFAULT_TAU = 0.005

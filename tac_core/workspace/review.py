@@ -18,6 +18,9 @@ the time and the browser session; events written before users existed read as ``
 ``reviewer`` role, checked inside each event's write transaction. Undo and redo reach only the top of the
 shared stacks, and a reviewer may undo or redo only an edit they made themselves; approvers and admins may
 undo or redo anyone's.
+
+Approving a cluster and withdrawing an approval are events too (:mod:`tac_core.workspace.sign_off`: the
+``sign_off`` role, the two-person rule, and which edits withdraw an approval).
 """
 from __future__ import annotations
 
@@ -29,11 +32,12 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, TacError
 from .access import UNKNOWN, AccessDeniedError, User, user_key
 from .decisions import Decision, decided_mask, decision_of, moved_mask
 from .review_log import touched
 from .review_state import Edit, ReviewState, Revert
+from .sign_off import SIGN_OFF_KINDS, Stamp, apply_event, check_approve, check_withdraw, two_person_rule, valid_reason
 from .store import WorkspaceUnreadableError, to_json, utc_now, validate_name
 from .workspace import Workspace
 from .runs import MAX_CLUSTER_NAME_LENGTH, id_array, require_known_ids
@@ -60,7 +64,7 @@ class ReviewSession:
                                           workspace.run_anchors(run_id))
         self._last_event_id = 0
         self._edits: dict[int, tuple[str, dict, str]] = {}  # event id -> kind, payload, text
-        self._authors: dict[int, str] = {}  # edit event id -> the user name of who made it ("" before users existed)
+        self._stamps: dict[int, Stamp] = {}  # edit event id -> who made it ("" before users existed) and when
         self._decisions: dict[int, Decision] = {}  # event id -> what a deciding edit decided
         self._reverts: dict[int, Revert] = {}
         self._touched: dict[int, tuple[list[int], int]] = {}  # event id -> clusters and image count it touched
@@ -89,15 +93,16 @@ class ReviewSession:
             if kind == "undo":
                 self._reverts.pop(target)()
             else:
-                self._reverts[target] = state.apply(*self._edits[target][:2])[0]
+                self._reverts[target] = self._apply_edit(target)[0]
             other.append(stack.pop())
             text = f"{'undid' if kind == 'undo' else 'redid'} #{target}: {self._edits[target][2]}"
             self._touched[event_id] = self._touched[target]
         else:
             self._touched[event_id] = touched(kind, payload, state)
-            self._reverts[event_id], text = state.apply(kind, payload)
+            self._stamps[event_id] = Stamp(event_id, name, email, ts)
+            self._edits[event_id] = (kind, payload, "")
+            self._reverts[event_id], text = self._apply_edit(event_id)
             self._edits[event_id] = (kind, payload, text)
-            self._authors[event_id] = name
             decision = decision_of(kind, payload, state)
             if decision is not None:
                 self._decisions[event_id] = decision
@@ -109,12 +114,18 @@ class ReviewSession:
         self._last_event_id = event_id
         return text
 
+    def _apply_edit(self, event_id: int) -> tuple[Revert, str]:
+        """Apply (or re-apply, for a redo) the edit ``event_id`` with its effect on approvals."""
+        kind, payload, _ = self._edits[event_id]
+        return apply_event(self.state, kind, payload, self._touched[event_id][0], self._stamps[event_id])
+
     # -- writing ---------------------------------------------------------------------------------------
-    def _record(self, kind: str, build: Callable[[], dict], cluster_of: Callable[[dict], Optional[int]]) -> Edit:
-        """Catch up with the log, validate and build the payload, commit the event, then apply it."""
+    def _record(self, kind: str, build: Callable[[], dict], cluster_of: Callable[[dict], Optional[int]],
+                action: str = "edit") -> Edit:
+        """Catch up with the log, check ``action`` is allowed, build the payload, commit the event, then apply it."""
         with self.workspace.transaction() as conn:
             self.refresh()
-            user = self.workspace.require("edit", self.user, conn)
+            user = self.workspace.require(action, self.user, conn)
             payload_text = to_json(build(), f"{kind} edit")
             ts = utc_now()
             event_id = conn.execute("INSERT INTO events (run_id, ts, kind, payload, session, user_name, user_email) "
@@ -174,6 +185,17 @@ class ReviewSession:
         return self._record("exclude", lambda: {"image_ids": self._image_ids(image_ids).tolist(),
                                                 "value": bool(excluded)}, lambda p: None)
 
+    def approve(self, cluster: int) -> Edit:
+        """Sign ``cluster`` off (approvers and admins; under the two-person rule, not its last editor)."""
+        return self._record("approve", lambda: {"cluster": self._sign_off_target(cluster, "approve")},
+                            lambda p: p["cluster"], action="sign_off")
+
+    def withdraw(self, cluster: int, reason: str = "") -> Edit:
+        """Take the approval of ``cluster`` back (approvers and admins), saying why if you like."""
+        return self._record("withdraw", lambda: {"cluster": self._sign_off_target(cluster, "withdraw"),
+                                                 "reason": valid_reason(reason)}, lambda p: p["cluster"],
+                            action="sign_off")
+
     def undo(self) -> Edit:
         """Revert the latest effective edit of any session (your own, unless you are an approver or admin)."""
         return self._record("undo", lambda: {"target": self._own(self._top(self.state.effective, "undo"), "undo")},
@@ -195,6 +217,27 @@ class ReviewSession:
         except AccessDeniedError as exc:
             return str(exc)
         return ""
+
+    def sign_off_refusal(self, cluster: int, action: str = "approve") -> str:
+        """Why this session's user may not ``action`` ("approve" or "withdraw") ``cluster`` now, or ""."""
+        try:
+            self.workspace.require("sign_off", self.user)
+            self._sign_off_target(cluster, action)
+        except TacError as exc:
+            return str(exc)
+        return ""
+
+    def last_edit(self, cluster: int) -> Optional[tuple[int, str]]:
+        """The latest edit in effect that touched ``cluster``, as (event id, author), or None when none did."""
+        for event_id in reversed(self.state.effective):
+            if self._edits[event_id][0] not in SIGN_OFF_KINDS and cluster in self._touched[event_id][0]:
+                return event_id, self.author_of(event_id)
+        return None
+
+    def author_of(self, event_id: int) -> str:
+        """Who made the edit ``event_id`` ("" when the log has no user: written before users existed)."""
+        stamp = self._stamps.get(event_id)
+        return stamp.user if stamp else ""
 
     @property
     def can_undo(self) -> bool:
@@ -291,13 +334,25 @@ class ReviewSession:
         require_known_ids(ids, self.state.image_ids, f"in run {self.run_id}")
         return ids
 
+    def _sign_off_target(self, cluster, action: str) -> int:
+        """``cluster`` if it may be approved (``action`` "approve") or its approval withdrawn now, else refused."""
+        goal = self._cluster(cluster)
+        if action == "approve":
+            check_approve(self.state, goal, self.user, two_person_rule(self.workspace), self.last_edit(goal))
+        else:
+            check_withdraw(self.state, goal)
+        return goal
+
     @staticmethod
     def _name(name) -> str:
         return validate_name(name, "cluster name", MAX_CLUSTER_NAME_LENGTH)
 
     def _own(self, event_id: int, action: str) -> int:
-        """The edit ``event_id`` if this session's user made it or may undo others' edits, else refused."""
-        author = self._authors.get(event_id, "")
+        """The edit ``event_id`` if this session's user made it or may undo others' edits, else refused; undoing
+        or redoing a sign-off needs the ``sign_off`` role too."""
+        if self._edits[event_id][0] in SIGN_OFF_KINDS:
+            self.workspace.require("sign_off", self.user)
+        author = self.author_of(event_id)
         if (self.user is not None and author and user_key(author) == self.user.key) or \
                 self.workspace.allows("undo_others", self.user):
             return event_id

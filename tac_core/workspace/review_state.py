@@ -12,6 +12,8 @@ Decisions where the brief was silent:
   anchors: its parent's terms describe the parent's mix, and showing them on both halves would suggest the
   halves are alike. Re-clustering gives it its own.
 - A cluster emptied by moves stays listed (size 0) until merged away; sizes count non-excluded members.
+- Approvals (:mod:`tac_core.workspace.sign_off`) are kept here too, in ``sign_offs``; that module applies the
+  sign-off events and withdraws the approvals an edit touches.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
+from .sign_off import SignOffs
 from .store import WorkspaceUnreadableError
 
 EDIT_KINDS = ("rename", "merge", "split", "move", "verify_images", "verify_cluster", "exclude")
@@ -53,6 +56,7 @@ class ReviewState:
     next_cluster: int = 0
     effective: list[int] = field(default_factory=list)  # applied edits not undone, oldest first (undo stack)
     undone: list[int] = field(default_factory=list)  # redo stack, most recently undone last
+    sign_offs: SignOffs = field(default_factory=SignOffs)  # approvals in effect, and withdrawn ones
     run_labels: np.ndarray = field(init=False, repr=False)  # the labels before any edit
     _order: np.ndarray = field(init=False, repr=False)  # image ids sorted, to map ids to positions fast
     _sorted_ids: np.ndarray = field(init=False, repr=False)

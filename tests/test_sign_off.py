@@ -38,17 +38,22 @@ def local_mode(monkeypatch):
 def ws(tmp_path):
     """ada's workspace (bob viewer, carl reviewer, Dora and erin approvers) with one done run of 9 images in three
     clusters: positions 0-2 in cluster 0, 3-5 in cluster 1, 6-8 in cluster 2."""
-    workspace = create_workspace("sign-off", tmp_path / "data", creator=ADA)
+    workspace = with_run(create_workspace("sign-off", tmp_path / "data", creator=ADA))
     for name, role in (("bob", "viewer"), ("carl", "reviewer"), ("Dora", "approver"), ("erin", "approver")):
         workspace.add_member(name, role)
+    yield workspace
+    workspace.close()
+
+
+def with_run(workspace):
+    """The workspace with nine image records and one done run of them in clusters 0, 1, 2 (three each)."""
     records = tuple(ImageRecord(f"/src/{i}.png", f"{i}.png", f"{i:064x}", 10, 4, 4, "ok", "") for i in range(9))
     ids = np.array(workspace.add_image_set(ImageSet("/src", records), "upload", "nine files").image_ids)
     run_id = workspace.create_run({"n_clusters": 3}, ids)
     workspace.save_run_result(run_id, ids, np.repeat([0, 1, 2], 3), np.linspace(0.5, 1, 9),
                               [[("crack", 0.3)], [("stain", 0.2)], [("scratch", 0.25)]])
     workspace.run_id, workspace.ids = run_id, ids
-    yield workspace
-    workspace.close()
+    return workspace
 
 
 def session(ws, user: User) -> ReviewSession:
@@ -276,3 +281,42 @@ def test_an_export_restricted_to_approved_clusters_lists_the_approvals_and_verif
     assert plain.n_rows == 3 and plain.manifest["approved_only"] is True
     assert [a["cluster"] for a in plain.manifest["approvals"]] == [2]
     assert ws.activity().iloc[-1]["detail"]["approved_only"] is True
+
+
+# -- the command line -----------------------------------------------------------------------------------------
+def test_sign_off_from_the_command_line(tmp_path, capsys):
+    from tac_core.run.cli import main
+
+    workspace = with_run(create_workspace("cli", tmp_path / "data"))  # the CLI's user (the OS user) is its admin
+    path = str(workspace.path)
+
+    def verb(*args) -> str:
+        assert main(["workspace", *map(str, args)]) == 0, capsys.readouterr().err
+        return capsys.readouterr().out
+
+    assert verb("setting", path, TWO_PERSON_RULE) == "\n"
+    assert verb("setting", path, TWO_PERSON_RULE, "on") == "on\n"
+    ReviewSession(workspace, workspace.run_id).rename(0, "=cracks")  # the admin's own edit
+    assert main(["workspace", "approve", path, "1", "0"]) == 2  # cluster 1 is approved, then 0 is refused
+    out, err = capsys.readouterr()
+    assert out == "2\n" and err.startswith("run 1: approved cluster 1 'cluster 1'\nerror: the two-person rule is on")
+    assert verb("setting", path, TWO_PERSON_RULE, "off") == "off\n"
+    assert verb("approve", path, "0", "2", "--run", "1") == "3\n4\n"
+    assert verb("withdraw", path, "2", "--reason", "mixed with stains") == "5\n"
+    rows = list(csv.DictReader(io.StringIO(verb("approvals", path))))
+    assert [(r["cluster"], r["name"], r["approved"], r["approval_event"], r["withdrawn_event"]) for r in rows] == [
+        ("0", "'=cracks", "true", "3", "-1"), ("1", "cluster 1", "true", "2", "-1"),
+        ("2", "cluster 2", "false", "-1", "5")]
+    assert rows[0]["approved_by"] == workspace.user.name and rows[2]["withdrawn_because"] == "mixed with stains"
+    history = list(csv.DictReader(io.StringIO(verb("history", path, "--action", "approve", "--action", "withdraw",
+                                                   "--cluster", "2"))))
+    assert [(r["event_id"], r["user"], r["action"]) for r in history] == [("4", workspace.user.name, "approve"),
+                                                                        ("5", workspace.user.name, "withdraw")]
+    bundle = tmp_path / "out"
+    verb("export", path, "--approved-only", "--out", bundle)
+    [made] = bundle.iterdir()
+    manifest = json.loads((made / "manifest.json").read_text())
+    assert [a["cluster"] for a in manifest["approvals"]] == [0, 1] and manifest["counts"]["rows"] == 6
+    assert main(["workspace", "setting", path, TWO_PERSON_RULE, "maybe"]) == 2
+    assert "is one of on, off, not 'maybe'" in capsys.readouterr().err
+    workspace.close()

@@ -47,7 +47,7 @@ RUN_TIMEOUT_S = 300  # the job: model loading, 60 images, a few hundred terms, K
 N_IMAGES = 60
 VIEWPORT = {"width": 1400, "height": 3600}
 SIDEBAR = [("Workspaces", ""), ("Images", "images"), ("Vocabulary", "vocabulary"), ("Cluster", "cluster"),
-           ("Review", "review"), ("Audit", "audit"), ("Export", "export")]  # title, URL path
+           ("Review", "review"), ("Audit", "audit"), ("Export", "export"), ("History", "history")]  # title, URL path
 
 pytestmark = [
     pytest.mark.browser,

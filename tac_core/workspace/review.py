@@ -254,11 +254,12 @@ class ReviewSession:
 
     # -- views -----------------------------------------------------------------------------------------
     def clusters(self) -> pd.DataFrame:
-        """One row per existing cluster: name, size, excluded, verified, verified_share, mean confidence and
-        the top anchors as (term, score) pairs; ``verified_share`` counts images verified themselves or
-        through their cluster, as verified-only export does."""
+        """One row per existing cluster: name, size, excluded, verified, verified_share, mean confidence, the
+        top anchors as (term, score) pairs, and who approved it and when (``approved_by``, ``approved_at``: ""
+        when not approved now); ``verified_share`` counts images verified themselves or through their cluster,
+        as verified-only export does."""
         state, ids = self.state, np.array(sorted(self.state.names), dtype=np.int64)
-        width = max(state.next_cluster, 1)
+        width, approved = max(state.next_cluster, 1), state.sign_offs.approved
         kept = ~state.excluded
         size = np.bincount(state.labels[kept], minlength=width)[ids]
         checked = np.bincount(state.labels[kept & state.counts_as_verified()], minlength=width)[ids]
@@ -269,7 +270,9 @@ class ReviewSession:
             "verified": [c in state.verified_clusters for c in ids],
             "verified_share": np.divide(checked, size, out=np.zeros(len(ids)), where=size > 0),
             "mean_confidence": np.divide(confidence, size, out=np.zeros(len(ids)), where=size > 0),
-            "top_anchors": [state.anchors(c)[:TOP_ANCHORS] for c in ids]})
+            "top_anchors": [state.anchors(c)[:TOP_ANCHORS] for c in ids],
+            "approved_by": [approved[c].stamp.user if c in approved else "" for c in ids],
+            "approved_at": [approved[c].stamp.ts if c in approved else "" for c in ids]})
 
     def decided(self) -> np.ndarray:
         """Per image: decided by the reviewer (:mod:`tac_core.workspace.decisions`), with every session's edits."""

@@ -115,7 +115,7 @@ def test_the_history_page_lists_filters_and_offers_the_events(workspace):
 
     at = open_app("pages/history.py", ws, run_id, timeout=60)
     sign_off = table_with(at, "Approved by").set_index("ID")
-    assert sign_off.loc[2, "Approved by"] == "Dora" and sign_off.loc[2, "Approval #"] == 2
+    assert sign_off.loc[2, "Approved by"] == "Dora" and sign_off.loc[2, "Approval"] == "#2"
     assert sign_off.loc[[0, 1, 2], "Approved"].tolist() == [False, True, True]
     assert any(c.startswith("2 of 3 clusters approved.") for c in captions(at))
     events = table_with(at, "What happened")

@@ -87,14 +87,16 @@ def approvals_section(workspace: Workspace, session: ReviewSession) -> None:
     st.dataframe(pd.DataFrame({
         "ID": table["cluster"], "Name": table["name"], "Size": sizes.loc[table["cluster"]].to_numpy(),
         "Approved": table["approved"], "Approved by": table["approved_by"],
-        "Approved at": table["approved_at"].map(when), "Approval #": table["approval_event"].where(
-            table["approval_event"] >= 0), "Withdrawn by": table["withdrawn_by"],
-        "Withdrawn at": table["withdrawn_at"].map(when), "Withdrawal #": table["withdrawn_event"].where(
-            table["withdrawn_event"] >= 0), "Why withdrawn": table["withdrawn_because"]}),
+        "Approved at": table["approved_at"].map(when), "Approval": table["approval_event"].map(_event),
+        "Withdrawn by": table["withdrawn_by"], "Withdrawn at": table["withdrawn_at"].map(when),
+        "Withdrawn by event": table["withdrawn_event"].map(_event), "Why withdrawn": table["withdrawn_because"]}),
         hide_index=True, width="stretch", key="history_approvals",
         column_config={"Approved": st.column_config.CheckboxColumn("Approved"),
-                       "Approval #": st.column_config.NumberColumn(format="%d"),
-                       "Withdrawal #": st.column_config.NumberColumn(format="%d")})
+                       "Why withdrawn": st.column_config.TextColumn("Why withdrawn", width="large")})
+
+
+def _event(event_id: int) -> str:
+    return f"#{event_id}" if event_id >= 0 else ""
 
 
 def _switch_rule(workspace: Workspace) -> None:

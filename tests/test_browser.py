@@ -708,3 +708,69 @@ def test_review_edits_survive_a_server_kill(start_server, page, output_dir, tmp_
                          "undo"]
     finally:
         reopened.close()
+
+
+# -- a second batch after the first review ---------------------------------------------------------------------
+def test_a_second_batch_is_sorted_into_the_reviewed_run(server, page, output_dir, tmp_path, monkeypatch,
+                                                        elpv_images, textile_images, tiny_model_config,
+                                                        tiny_checkpoint):
+    """A reviewed run of line 1's photos; line 2's batch added by folder path, described by the saved path
+    pattern, sorted into the run from the Review page: the new images are ringed on the map, and the map is
+    coloured by line."""
+    from tac_core.run import params as run_params
+    from tac_core.workspace import ingest
+    from tac_core.workspace.review import ReviewSession
+    from tac_core.workspace.workspace import create_workspace
+
+    cells = sorted(elpv_images.glob("*.png"))
+    first, second = tmp_path / "photos" / "batch1", tmp_path / "photos" / "batch2"
+    for index, path in enumerate(cells[:16]):
+        (first / "line1" / f"cam{index % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, first / "line1" / f"cam{index % 2}" / path.name)
+    (second / "line2" / "cam0").mkdir(parents=True)
+    for path in [*cells[16:], *sorted(textile_images.rglob("*.jpg"))[:6]]:
+        shutil.copy(path, second / "line2" / "cam0" / f"{path.parent.name}_{path.stem}.png")
+    monkeypatch.setenv(jobs.INLINE_ENV, "1")  # the run is computed here, before the browser opens the workspace
+    workspace = create_workspace("Two shifts", server.data)
+    try:
+        ingest.add_folder(workspace, first)
+        spec = {**vocab_spec.default_spec(), "categories": ["noun.shape"], "templates": "photo1"}
+        model = {"name": str(tiny_model_config), "pretrained": "openai", "checkpoint": str(tiny_checkpoint)}
+        run_id = jobs.start_run(workspace, run_params.RunParams(model=model, vocab_set="small", vocab_spec=spec,
+                                                                n_clusters=3, projection="pca", suggest_k=False))
+        assert workspace.run(run_id)["status"] == "done", workspace.run(run_id)["error"]
+        ReviewSession(workspace, run_id).rename(0, "dark cells")  # the first review
+        folder = workspace.path.name
+    finally:
+        workspace.close()
+
+    # images: where each photo comes from, read from its path; then the next shift's folder
+    page.goto(f"{server.url}/images?ws={folder}")
+    heading(page, "Images").wait_for()
+    type_into(page, "Path pattern", "{line}/{camera}/*.png")
+    click(page, button(page, "Preview"))
+    see(page, "The pattern fits 16 of 16 images.")
+    click(page, button(page, "Apply to all images"))
+    see(page, "Stored line, camera for 16 image(s).")
+    page.get_by_role("tab", name="Folder on this machine").click()  # tabs switch in the browser: no script run
+    page.get_by_label("Folder path", exact=True).fill(str(second))  # sent with the click (a rerun resets tabs)
+    click(page, button(page, "Add folder"))
+    see(page, "14 new image(s)")
+    shot(page, output_dir, "1-images-metadata")
+
+    # review: the batch waits behind one button; sorted in, the new images are ringed on the map
+    page.goto(f"{server.url}/review?ws={folder}&run={run_id}")
+    see(page, "14 image(s) were added to the workspace after this run.")
+    click(page, button(page, "Sort 14 new image(s) into this run"))
+    see(page, re.compile(r"^Added 14 new image\(s\) to the reviewed clusters"), timeout=RUN_TIMEOUT_S * 1000)
+    see(page, f"2 edit(s) in effect on run {run_id}.")  # the rename and the intake
+    page.locator(".js-plotly-plot .legendtext").first.wait_for()
+    entries = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+    assert "new (14)" in entries, entries
+    assert sum(int(m[1]) for m in (re.match(r"^\d+ · .* \((\d+)\)$", e) for e in entries) if m) == 30
+    shot(page, output_dir, "2-review-new")
+
+    # colour the map by line: line 1's 16 photos and line 2's 14
+    choose(page, "Colour by", "line")
+    expect(page.locator(".js-plotly-plot .legendtext")).to_contain_text(["line1 (16)", "line2 (14)"])
+    shot(page, output_dir, "3-review-by-line")

@@ -7,6 +7,7 @@
     python -m tac_core workspace export "Line 3" --tree --coco --zip
     python -m tac_core workspace history "Line 3" --run 1 > history.csv
     python -m tac_core workspace approve "Line 3" 0 2 --run 1      # sign clusters off (sign_off_cli)
+    python -m tac_core workspace intake "Line 3" --run 1          # a later batch, sorted as reviewed (batch_cli)
 
 A workspace is named by its folder or by its name among the workspaces of ``--data`` (default: where the app
 keeps them, ``$TAC_STUDIO_DATA``). Each verb calls what the app's page calls: ``ingest.add_folder`` and
@@ -30,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..cluster.tac import MODES
+from ..cluster import BALANCES, MODES
 from ..devices import DEVICES
 from ..errors import InvalidInputError, ParameterError
 from ..inputs import vocab_spec
@@ -41,7 +42,7 @@ from ..workspace.manifest import verify_bundle
 from ..workspace.review import ReviewSession
 from ..workspace.review_log import events_table
 from ..workspace.workspace import Workspace, create_workspace, data_dir, list_workspaces, open_workspace
-from . import sign_off_cli
+from . import batch_cli, sign_off_cli
 from .params import PROJECTIONS, RunParams
 from .terminal import flag_error, progress_printer
 
@@ -49,7 +50,8 @@ from .terminal import flag_error, progress_printer
 _RUN_FLAGS = {"n_clusters": ("--k", "k", "the clusters"), "mode": ("--mode", "mode", "the mode"),
               "seed": ("--seed", "seed", "the random seed"), "epochs": ("--epochs", "epochs", "the training epochs"),
               "batch_size": ("--batch-size", "batch_size", "the image batch size"),
-              "device": ("--device", "device", "the device"), "suggest_k": ("--suggest-k", "suggest_k", "K suggestion")}
+              "device": ("--device", "device", "the device"), "suggest_k": ("--suggest-k", "suggest_k", "K suggestion"),
+              "balance": ("--balance", "balance", "the cluster sizes")}
 RUN_FIELDS = ("id", "status", "created", "finished", "n_images", "n_clusters", "mode", "seed", "vocab_set", "model",
               "error")
 
@@ -103,6 +105,7 @@ def add_commands(commands) -> None:
                                                              "its manifest")
     verify.add_argument("bundle", type=Path, help="bundle folder or .zip")
     verify.add_argument("--workspace", help="the workspace it came from: also re-hash the run's event log")
+    batch_cli.add_verbs(verbs, named)
     sign_off_cli.add_verbs(verbs, named)
 
 
@@ -119,6 +122,8 @@ def _add_run_verb(verbs, named) -> None:
     run.add_argument("--pretrained", help="open_clip weights tag (default openai)")
     run.add_argument("--checkpoint", type=Path, help="local weights file (overrides --pretrained)")
     run.add_argument("--mode", choices=MODES)
+    run.add_argument("--balance", choices=BALANCES, help="cluster sizes: estimated from the data (default) or uniform "
+                                                         "(equal, as in the TAC paper)")
     run.add_argument("--seed", type=int)
     run.add_argument("--epochs", type=int, help="trained mode: epochs (default 20)")
     run.add_argument("--batch-size", type=int, help="images embedded at once (default 64)")
@@ -139,6 +144,7 @@ def main(args: argparse.Namespace) -> int:
         return _verify(args)
     with open_workspace(args.workspace, args.data) as workspace:
         return {"add": _add, "vocab": _vocab, "runs": _runs, "run": _run, "export": _export, "history": _history,
+                "intake": batch_cli.run_verb, "metadata": batch_cli.run_verb,
                 **dict.fromkeys(sign_off_cli.VERBS, sign_off_cli.run_verb)}[args.verb](workspace, args)
 
 
@@ -215,6 +221,8 @@ def run_params(workspace: Workspace, args) -> RunParams:
     if args.vocab_set is not None or not stored.get("vocab_spec"):
         name = args.vocab_set or vocab_spec.ensure_default_set(workspace)
         stored.update(vocab_set=name, vocab_spec=vocab_spec.load_spec(workspace, name), templates=None)
+    if args.like is None:  # a new description: sizes estimated unless asked (a stored run keeps what it computed)
+        stored.setdefault("balance", BALANCES[0])
     if stored.get("n_clusters") is None:
         raise InvalidInputError("give the number of clusters with --k (or --like RUN / --params FILE)")
     try:

@@ -4,7 +4,8 @@ folder or zip written atomically.
 A bundle (``<workspace>/exports/bundle_run<id>_<UTC time>[_verified][.zip]``) holds:
 
 - ``labels.csv``: the columns of the plain export (:data:`~tac_core.workspace.export.COLUMNS`), then
-  ``source`` (the folder, upload or zip the file came from: ``"<source id>: <name>"``) and ``duplicate_of``;
+  ``source`` (the folder, upload or zip the file came from: ``"<source id>: <name>"``), ``duplicate_of`` and
+  the metadata fields (as in the plain export; a duplicate file carries its own);
   one row per exported image *and* one per byte-identical duplicate file of it, which carries its original's
   label and the original's relative path in ``duplicate_of`` (empty for the originals), so every usable file
   the user added gets a label. Same encoding and formula-safe cells as the plain CSV.
@@ -34,7 +35,7 @@ from typing import Optional
 from .. import atomic
 from .bundle_formats import (TREE_FOLDER, class_folders, coco_classification, label_studio_config,
                              label_studio_tasks, write_tree)
-from .export import COLUMNS, csv_bytes, export_stem, label_table, reserve_name
+from .export import COLUMNS, csv_bytes, export_stem, label_table, metadata_columns, reserve_name
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST_FILE, provenance, review_record
 from .review import ReviewSession
 from .sign_off import manifest_approvals
@@ -123,7 +124,8 @@ def _fill(staging: Path, table, options: BundleOptions, run_id: int) -> dict:
         atomic.write_bytes(staging / name, data)
         files[name] = hashlib.sha256(data).hexdigest()
 
-    write(LABELS_FILE, csv_bytes(table, BUNDLE_COLUMNS))
+    columns = [*BUNDLE_COLUMNS, *metadata_columns(table)]
+    write(LABELS_FILE, csv_bytes(table, columns))
     originals = table[table["duplicate_of"] == ""].reset_index(drop=True)
     folders = class_folders(table["label"])
     refs, tree = list(originals["relative_path"]), None
@@ -145,7 +147,7 @@ def _fill(staging: Path, table, options: BundleOptions, run_id: int) -> dict:
         "format": FORMAT, "format_version": FORMAT_VERSION, "created": utc_now(),
         "selection": {"verified_only": bool(options.verified_only), "approved_only": bool(options.approved_only),
                       "clusters": None if options.clusters is None else sorted(int(c) for c in options.clusters)},
-        "columns": list(BUNDLE_COLUMNS),
+        "columns": columns,
         "counts": {"rows": len(table), "images": len(originals), "duplicates": len(table) - len(originals),
                    "clusters": int(table["cluster_id"].nunique()), "verified": int(table["verified"].sum())},
         "classes": classes, "tree": tree, "files": files,

@@ -25,6 +25,10 @@ the approvals in effect (``approvals``: cluster, label, approver, e-mail, time, 
 
 :func:`history_csv` writes a run's review history (:func:`~tac_core.workspace.review_log.events_table`) with the
 same encoding and formula-safe cells.
+
+Metadata fields (:mod:`tac_core.workspace.metadata`: line, camera, ...) follow the columns above, one column
+per field by name (:func:`metadata_columns`), empty where an image has no value; they are text cells, made
+safe like the others. Images an intake added to the review are exported like the run's own.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ import tac_core
 
 from .. import atomic
 from ..errors import InvalidInputError
+from .metadata import metadata_table
 from .review import ReviewSession, ReviewState
 from .sign_off import manifest_approvals
 from .store import utc_now
@@ -55,6 +60,7 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_ANCHORS = 3
 LOCAL_DIR = "local-dir:"  # tac_core.embedding.models names local model folders so
 TEXT_COLUMNS = frozenset({"relative_path", "label", "top_anchors", "source", "duplicate_of"})
+TABLE_COLUMNS = (*COLUMNS, "source", "duplicate_of", "image_id", "path", "width", "height")
 SKIPPED_COLUMNS = {"rel_path": "file", "status": "status", "reason": "reason", "source_id": "source", "path": "path"}
 
 
@@ -95,7 +101,7 @@ def label_table(state: ReviewState, workspace: Workspace, run_id: int, verified_
     ``approved_only`` keeps only the images of clusters approved now.
     """
     assignments = workspace.run_assignments(run_id)
-    if not np.array_equal(assignments["image_id"].to_numpy(), state.image_ids):
+    if not np.array_equal(assignments["image_id"].to_numpy(), state.image_ids[:state.n_run]):
         raise InvalidInputError(f"the review given is not of run {run_id}; export the run that is being reviewed.")
     verified = state.counts_as_verified()
     keep = ~state.excluded & (verified if verified_only else True)
@@ -106,8 +112,9 @@ def label_table(state: ReviewState, workspace: Workspace, run_id: int, verified_
     pos = np.flatnonzero(keep)
     images = workspace.images().set_index("id")
     labels = state.labels[pos]
+    rows = images.loc[state.image_ids[pos]]  # intake images come after the run's own
     frame = pd.DataFrame({
-        "relative_path": assignments["rel_path"].to_numpy()[pos], "sha256": assignments["sha256"].to_numpy()[pos],
+        "relative_path": rows["rel_path"].to_numpy(), "sha256": rows["sha256"].to_numpy(),
         "cluster_id": labels, "label": [state.names[c] for c in labels], "verified": verified[pos],
         "confidence": state.confidence[pos], "image_id": state.image_ids[pos], "duplicate_of": ""})
     if duplicates:
@@ -124,7 +131,13 @@ def label_table(state: ReviewState, workspace: Workspace, run_id: int, verified_
                          path=ordered["path"].to_numpy(), width=ordered["width"].to_numpy(),
                          height=ordered["height"].to_numpy())
     frame = frame.sort_values(["cluster_id", "relative_path"], kind="stable", ignore_index=True)
-    return frame[[*COLUMNS, "source", "duplicate_of", "image_id", "path", "width", "height"]]
+    metadata = metadata_table(workspace, frame["image_id"].to_numpy())
+    return pd.concat([frame[list(TABLE_COLUMNS)], metadata.reset_index(drop=True)], axis=1)
+
+
+def metadata_columns(table: pd.DataFrame) -> list[str]:
+    """The metadata fields of a :func:`label_table` (the columns after its own)."""
+    return [c for c in table.columns if c not in TABLE_COLUMNS]
 
 
 def source_names(workspace: Workspace) -> dict[int, str]:
@@ -151,7 +164,7 @@ def file_name(text: Optional[str]) -> Optional[str]:
 def csv_bytes(table: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> bytes:
     """``table``'s ``columns`` as the export's CSV: UTF-8 with BOM, CRLF, each text cell through :func:`neutralise`."""
     cells = {name: table[name] for name in columns}
-    for name in set(columns) & TEXT_COLUMNS:
+    for name in (set(columns) & TEXT_COLUMNS) | (set(columns) - set(TABLE_COLUMNS)):  # metadata is text too
         cells[name] = table[name].map(neutralise)
     if "verified" in cells:
         cells["verified"] = np.where(table["verified"].to_numpy(bool), "true", "false")
@@ -177,12 +190,13 @@ def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace
     state = review_state(session_or_state)
     run = workspace.run(run_id)
     table = label_table(state, workspace, run_id, verified_only, approved_only=approved_only)
-    data = csv_bytes(table)
+    columns = [*COLUMNS, *metadata_columns(table)]
+    data = csv_bytes(table, columns)
     csv_path, manifest_path, reservation = _destination(Path(dest_dir) if dest_dir else workspace.exports_dir,
                                                         run_id, verified_only)
     manifest = {
         "run_id": run_id, "run_parameters": run["params"], "workspace": workspace.name,
-        "verified_only": bool(verified_only), "approved_only": bool(approved_only), "columns": list(COLUMNS),
+        "verified_only": bool(verified_only), "approved_only": bool(approved_only), "columns": columns,
         "counts": {"rows": len(table), "clusters": int(table["cluster_id"].nunique()),
                    "verified": int(table["verified"].sum()), "excluded": int(state.excluded.sum())},
         "edit_count": len(state.effective), "approvals": manifest_approvals(state), "created": utc_now(),

@@ -17,10 +17,8 @@ Every event records who made it (:mod:`tac_core.workspace.access`): the session'
 the time and the browser session; events written before users existed read as ``"unknown"``. Editing needs the
 ``reviewer`` role, checked inside each event's write transaction. Undo and redo reach only the top of the
 shared stacks, and a reviewer may undo or redo only an edit they made themselves; approvers and admins may
-undo or redo anyone's.
-
-Approving a cluster and withdrawing an approval are events too (:mod:`tac_core.workspace.sign_off`: the
-``sign_off`` role, the two-person rule, and which edits withdraw an approval).
+undo or redo anyone's. Approving a cluster and withdrawing an approval are events too
+(:mod:`tac_core.workspace.sign_off`: the ``sign_off`` role, the two-person rule, which edits withdraw one).
 """
 from __future__ import annotations
 
@@ -59,7 +57,7 @@ class ReviewSession:
         self.user: Optional[User] = workspace.user if user is None else user
         self.session_id = session_id or workspace.session or secrets.token_hex(6)
         assignments = workspace.run_assignments(run_id)
-        self._paths = assignments[["path", "rel_path", "sha256"]]
+        self._paths = assignments[["image_id", "path", "rel_path", "sha256"]].set_index("image_id")  # by id: intake adds
         self.state = ReviewState.from_run(assignments, workspace.run_cluster_names(run_id),
                                           workspace.run_anchors(run_id))
         self._last_event_id = 0
@@ -102,6 +100,8 @@ class ReviewSession:
             self._stamps[event_id] = Stamp(event_id, name, email, ts)
             self._edits[event_id] = (kind, payload, "")
             self._reverts[event_id], text = self._apply_edit(event_id)
+            if kind == "intake":
+                self._add_paths(payload["image_ids"])
             self._edits[event_id] = (kind, payload, text)
             decision = decision_of(kind, payload, state)
             if decision is not None:
@@ -153,8 +153,10 @@ class ReviewSession:
             return {"sources": ids, "target": goal}
         return self._record("merge", build, lambda p: p["target"])
 
-    def split(self, cluster: int, image_ids, name: Optional[str] = None) -> Edit:
-        """Move some images of ``cluster`` into a new cluster (id: highest ever used + 1)."""
+    def split(self, cluster: int, image_ids, name: Optional[str] = None,
+              anchors: Optional[list[tuple[str, float]]] = None) -> Edit:
+        """Move some images of ``cluster`` into a new cluster (id: highest ever used + 1); ``anchors`` give it
+        text anchors of its own ((term, score) pairs, best first; default none)."""
         def build() -> dict:
             source, ids = self._cluster(cluster), self._image_ids(image_ids)
             outside = ids[self.state.labels[self.state.positions(ids)] != source]
@@ -162,8 +164,11 @@ class ReviewSession:
                 raise InvalidInputError(f"{outside.size} image(s) are not in cluster {source}, e.g. image "
                                         f"{int(outside[0])}; split only images of that cluster.")
             new = self.state.next_cluster
-            return {"cluster": source, "image_ids": ids.tolist(), "new_cluster": new,
-                    "name": f"cluster {new}" if name is None else self._name(name)}
+            payload = {"cluster": source, "image_ids": ids.tolist(), "new_cluster": new,
+                       "name": f"cluster {new}" if name is None else self._name(name)}
+            if anchors:
+                payload["anchors"] = [[str(term), float(score)] for term, score in anchors]
+            return payload
         return self._record("split", build, lambda p: p["new_cluster"])
 
     def move(self, image_ids, cluster: int, verify: bool = False) -> Edit:
@@ -195,6 +200,26 @@ class ReviewSession:
         return self._record("withdraw", lambda: {"cluster": self._sign_off_target(cluster, "withdraw"),
                                                  "reason": valid_reason(reason)}, lambda p: p["cluster"],
                             action="sign_off")
+
+    def intake(self, build: Callable[[ReviewState], dict]) -> Edit:
+        """Record images added after the run as one ``intake`` event; ``build`` (:mod:`tac_core.workspace.intake`)
+        makes its payload from the state inside the write transaction, after other sessions' edits."""
+        def checked() -> dict:
+            payload = build(self.state)
+            ids = id_array(payload["image_ids"])
+            if ids.size == 0:
+                raise InvalidInputError("there are no new images to add to this review.")
+            inside = ids[np.isin(ids, self.state.image_ids)]
+            if inside.size:
+                raise InvalidInputError(f"image {int(inside[0])} is already in the review of run {self.run_id}.")
+            known = set(self.state.names) | ({payload["bucket"]} if payload.get("new_bucket") else set())
+            unknown = set(payload["clusters"]) - known
+            if unknown:
+                raise InvalidInputError(f"cluster {min(unknown)} does not exist in run {self.run_id}.")
+            if payload.get("new_bucket"):
+                payload["bucket_name"] = self._name(payload["bucket_name"])
+            return payload
+        return self._record("intake", checked, lambda p: p.get("bucket"))
 
     def undo(self) -> Edit:
         """Revert the latest effective edit of any session (your own, unless you are an approver or admin)."""
@@ -292,14 +317,14 @@ class ReviewSession:
         return self.images(pos[np.argsort(key, kind="stable")])
 
     def images(self, positions) -> pd.DataFrame:
-        """One row per run position given, in that order: image_id, position, path, rel_path, sha256, cluster,
-        confidence and the verified and excluded flags as they are now."""
+        """One row per position given, in that order: image_id, position, path, rel_path, sha256, cluster,
+        confidence, the verified and excluded flags as they are now, and ``new`` (added by an intake)."""
         state, pos = self.state, np.asarray(positions, dtype=np.int64)
-        frame = self._paths.iloc[pos].reset_index(drop=True)
+        frame = self._paths.loc[state.image_ids[pos]].reset_index(drop=True)
         frame.insert(0, "image_id", state.image_ids[pos])
         frame.insert(1, "position", pos)
         return frame.assign(cluster=state.labels[pos], confidence=state.confidence[pos], verified=state.verified[pos],
-                            excluded=state.excluded[pos])
+                            excluded=state.excluded[pos], new=pos >= state.n_run)
 
     def anchors(self, cluster: int) -> list[tuple[str, float]]:
         """All of the cluster's anchors, best first (``clusters()`` shows the top 5)."""
@@ -345,6 +370,12 @@ class ReviewSession:
         else:
             check_withdraw(self.state, goal)
         return goal
+
+    def _add_paths(self, image_ids) -> None:
+        missing = np.setdiff1d(np.asarray(image_ids, np.int64), self._paths.index.to_numpy())
+        if missing.size:
+            rows = self.workspace.images().set_index("id").loc[missing, ["path", "rel_path", "sha256"]]
+            self._paths = pd.concat([self._paths, rows.rename_axis("image_id")])
 
     @staticmethod
     def _name(name) -> str:

@@ -23,6 +23,8 @@ def touched(kind: str, payload: dict, state: ReviewState) -> tuple[list[int], in
     """(the cluster ids, the number of images) an edit of ``kind`` touches in ``state`` before it is applied."""
     if kind in ("rename", "approve", "withdraw"):
         return [payload["cluster"]], 0
+    if kind == "intake":  # its images join the state only when it is applied
+        return sorted(set(payload["clusters"])), len(payload["image_ids"])
     if kind in ("merge", "verify_cluster"):
         clusters = [*payload["sources"], payload["target"]] if kind == "merge" else [payload["cluster"]]
         moving = payload["sources"] if kind == "merge" else clusters

@@ -372,6 +372,7 @@ def sha256_of(path: Path) -> str:
 
 
 # -- the whole workflow ------------------------------------------------------------------------------------
+@pytest.mark.timeout(900)  # every page and a real run: ~2 min on a quiet 2-core machine, 5+ under load
 def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, tiny_checkpoint):
     timings: dict[str, float] = {}
     started = time.monotonic()

@@ -2,8 +2,9 @@
 
 ``test_whole_workflow``: 60 real solar-cell images uploaded as a folder, a domain term, WordNet narrowed to
 one category, a run of the tiny test model as a real ``python -m tac_core run-job`` subprocess, the Review
-page (merge, rename, undo, redo, verify), the Audit page (keep, move to suggested, exclude) and the Export
-page (the CSV downloaded through the browser and checked row by row).
+page (merge, rename, undo, redo, verify), the Audit page (keep, move to suggested, exclude), a cluster approved on
+the Review page and seen on the History page (its CSV downloaded), and the Export page (the CSV downloaded through
+the browser and checked row by row; the bundle downloaded, listing the approval in its manifest).
 ``test_review_edits_survive_a_server_kill``: edits made in the browser, the server killed with SIGKILL, a new
 server on the same data folder: every edit is back after a reload, and undo/redo still work.
 
@@ -17,6 +18,7 @@ import csv
 import hashlib
 import importlib.resources
 import io
+import json
 import os
 import re
 import shutil
@@ -35,6 +37,7 @@ from playwright.sync_api import expect
 
 from tac_core.run import jobs
 from tac_core.inputs import vocab_spec
+from tac_core.workspace.access import local_user
 from tac_core.workspace.workspace import open_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +50,7 @@ RUN_TIMEOUT_S = 300  # the job: model loading, 60 images, a few hundred terms, K
 N_IMAGES = 60
 VIEWPORT = {"width": 1400, "height": 3600}
 SIDEBAR = [("Workspaces", ""), ("Images", "images"), ("Vocabulary", "vocabulary"), ("Cluster", "cluster"),
-           ("Review", "review"), ("Audit", "audit"), ("Export", "export")]  # title, URL path
+           ("Review", "review"), ("Audit", "audit"), ("Export", "export"), ("History", "history")]  # title, URL path
 
 pytestmark = [
     pytest.mark.browser,
@@ -369,6 +372,7 @@ def sha256_of(path: Path) -> str:
 
 
 # -- the whole workflow ------------------------------------------------------------------------------------
+@pytest.mark.timeout(900)  # every page and a real run: ~2 min on a quiet 2-core machine, 5+ under load
 def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, tiny_checkpoint):
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -503,6 +507,29 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     see(page, "7 edit(s) in effect on run 1.")
     shot(page, output_dir, "8-audit")
 
+    # sign-off: approve the renamed cluster on the Review page; the History page shows who approved it and when
+    sidebar_link(page, "Review").click()
+    heading(page, "Review").wait_for()
+    see(page, "7 edit(s) in effect on run 1.")
+    if not page.get_by_text("Name: hairline cracks", exact=True).is_visible():  # the page reopens the last cluster
+        choose(page, "Cluster", f"{target} · hairline cracks (")
+    see(page, "Not approved")
+    button(page, "Approve cluster").click()
+    see(page, f"Approved cluster {target} 'hairline cracks'.")
+    approver = local_user().name  # local mode: the operating-system user (no other name was typed)
+    see(page, re.compile(rf"^Approved by {re.escape(approver)} on \d{{4}}-\d\d-\d\d \d\d:\d\d UTC \(#10\)$"))
+    expect(button(page, "Withdraw approval")).to_be_visible()
+    sidebar_link(page, "History").click()
+    heading(page, "History").wait_for()
+    see(page, "1 of 3 clusters approved.")
+    see(page, "10 of 10 events.")
+    with page.expect_download() as download_info:
+        button(page, "Download history CSV").click()
+    history = list(csv.DictReader(io.StringIO(Path(download_info.value.path()).read_text("utf-8-sig"), newline="")))
+    assert [(r["event_id"], r["user"], r["action"], r["clusters"]) for r in history][-1] == (
+        "10", approver, "approve", str(target))
+    shot(page, output_dir, "8b-history")
+
     # export: all rows, downloaded through the browser
     sidebar_link(page, "Export").click()
     heading(page, "Export").wait_for()
@@ -540,7 +567,7 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
         workspace.close()
     check_export(csv_bytes, folder, merged=source, renamed=target, formula=closed, moved=(moved, suggested),
                  kept=kept, excluded=excluded)
-    check_bundle(bundle_path, csv_bytes, workspace_dir)
+    check_bundle(bundle_path, csv_bytes, workspace_dir, approved=(target, "hairline cracks", approver))
     print("browser workflow timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
 
@@ -578,12 +605,17 @@ def check_export(csv_bytes: bytes, folder: Path, merged: int, renamed: int, form
     assert verified == in_closed | {kept, moved_path}  # the verified cluster, the kept and the moved image
 
 
-def check_bundle(bundle: Path, csv_bytes: bytes, workspace_dir: Path) -> None:
-    """The downloaded bundle holds the plain export's rows (plus source and duplicate_of) and verifies."""
+def check_bundle(bundle: Path, csv_bytes: bytes, workspace_dir: Path, approved: tuple[int, str, str]) -> None:
+    """The downloaded bundle holds the plain export's rows (plus source and duplicate_of), lists the approval made
+    in the browser (``approved``: cluster, label, approver) and verifies."""
     from tac_core.workspace.manifest import verify_bundle
 
     with zipfile.ZipFile(bundle) as archive:
         labels = archive.read("labels.csv").decode("utf-8-sig")
+        manifest = json.loads(archive.read("manifest.json"))
+    [approval] = manifest["approvals"]
+    assert (approval["cluster"], approval["label"], approval["approved_by"], approval["event_id"]) == (*approved, 10)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", approval["approved_at"])
     plain = list(csv.reader(io.StringIO(csv_bytes.decode("utf-8-sig"), newline="")))
     rows = list(csv.reader(io.StringIO(labels, newline="")))
     assert [row[:8] for row in rows] == plain and rows[0][8:] == ["source", "duplicate_of"]

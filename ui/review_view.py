@@ -16,7 +16,7 @@ from tac_core.errors import TacError
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace
 from ui import review_actions as actions
-from ui import access, map_view, review_intake, review_metadata, widgets
+from ui import access, map_view, review_intake, review_metadata, sign_off_view, widgets
 from ui.review_batches import state_layout
 from ui.gallery import grid, page_of
 from ui.review_data import pick_run, review_session
@@ -135,7 +135,8 @@ def cluster_table(clusters: pd.DataFrame, current: int) -> None:
         "ID": clusters["cluster"], "Name": clusters["name"], "Size": clusters["size"],
         "Coverage": clusters["verified_share"], "Verified": clusters["verified"],
         "Anchors": [", ".join(f"{term} {score:.2f}" for term, score in pairs) for pairs in clusters["top_anchors"]],
-        "Confidence": clusters["mean_confidence"], "Excluded": clusters["excluded"]})
+        "Confidence": clusters["mean_confidence"], "Excluded": clusters["excluded"],
+        "Approved": sign_off_view.approved_column(clusters)})
     st.session_state["review_table_order"] = table["ID"].tolist()
     st.subheader("Clusters")
     st.dataframe(table, key=TABLE, on_select=_on_table_select, selection_mode="single-row", hide_index=True,
@@ -196,6 +197,7 @@ def cluster_panel(workspace: Workspace, session: ReviewSession, clusters: pd.Dat
                  args=(workspace, run_id, current), width="stretch", disabled=locked,
                  help="Two sub-groups by k-means on the members' image and text features; the smaller one "
                       "becomes a new cluster.")
+        sign_off_view.controls(workspace, session, current)
     members(workspace, session, current, visible)
 
 

@@ -10,8 +10,9 @@ A bundle (``<workspace>/exports/bundle_run<id>_<UTC time>[_verified][.zip]``) ho
   label and the original's relative path in ``duplicate_of`` (empty for the originals), so every usable file
   the user added gets a label. Same encoding and formula-safe cells as the plain CSV.
 - ``manifest.json`` (:mod:`tac_core.workspace.manifest`): code, run, model, vocabulary and review provenance,
-  ``approvals`` (empty until cluster sign-off exists), what was selected, counts, the classes with their
-  cluster ids (and folders), and ``files``: the sha256 of every file but the images.
+  ``approvals`` (every cluster approved when the bundle was written, with approver, time and event id:
+  :mod:`tac_core.workspace.sign_off`), what was selected, counts, the classes with their cluster ids (and
+  folders), and ``files``: the sha256 of every file but the images.
 - optionally ``images/<label>/<file>``, ``label_studio.json`` with ``label_studio_config.xml``, and
   ``coco.json`` (:mod:`tac_core.workspace.bundle_formats`).
 
@@ -37,6 +38,7 @@ from .bundle_formats import (TREE_FOLDER, class_folders, coco_classification, la
 from .export import COLUMNS, csv_bytes, export_stem, label_table, metadata_columns, reserve_name
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST_FILE, provenance, review_record
 from .review import ReviewSession
+from .sign_off import manifest_approvals
 from .store import utc_now
 
 BUNDLE_COLUMNS = (*COLUMNS, "source", "duplicate_of")
@@ -51,11 +53,12 @@ class BundleOptions:
     """What a bundle holds besides ``labels.csv`` and the manifest, and which rows.
 
     ``clusters``: only these clusters' images (None: every cluster); ``verified_only``: only images verified
-    themselves or through their cluster.
+    themselves or through their cluster; ``approved_only``: only the images of clusters approved now.
     """
 
     verified_only: bool = False
     clusters: Optional[tuple[int, ...]] = None
+    approved_only: bool = False
     folder_tree: bool = False
     label_studio: bool = False
     coco: bool = False
@@ -81,7 +84,8 @@ def write_bundle(session: ReviewSession, options: BundleOptions = BundleOptions(
     workspace, run_id, state = session.workspace, session.run_id, session.state
     user = workspace.require("export", session.user)
     history = session.history()
-    table = label_table(state, workspace, run_id, options.verified_only, options.clusters, duplicates=True)
+    table = label_table(state, workspace, run_id, options.verified_only, options.clusters, duplicates=True,
+                        approved_only=options.approved_only)
     folder = Path(dest_dir) if dest_dir else workspace.exports_dir
     name, reservation = reserve_name(folder, export_stem("bundle", run_id, options.verified_only), ("", ".zip"))
     staging = folder / f".{name}.partial"
@@ -89,7 +93,8 @@ def write_bundle(session: ReviewSession, options: BundleOptions = BundleOptions(
         staging.mkdir()
         manifest = _fill(staging, table, options, run_id)
         manifest.update(provenance(workspace, run_id), review=review_record(workspace, run_id, history,
-                                                                            len(state.effective)))
+                                                                            len(state.effective)),
+                        approvals=manifest_approvals(state))
         manifest["counts"]["excluded"] = int(state.excluded.sum())
         manifest["exported_by"] = {"name": user.name, "email": user.email}
         atomic.write_json(staging / MANIFEST_FILE, manifest)
@@ -106,8 +111,8 @@ def write_bundle(session: ReviewSession, options: BundleOptions = BundleOptions(
     finally:
         reservation.unlink(missing_ok=True)
     n_duplicates = int((table["duplicate_of"] != "").sum())
-    workspace.record("export", {"bundle": final.name, "rows": len(table), "verified_only": options.verified_only},
-                     run_id=run_id, user=user)
+    workspace.record("export", {"bundle": final.name, "rows": len(table), "verified_only": options.verified_only,
+                                "approved_only": options.approved_only}, run_id=run_id, user=user)
     return BundleResult(final, manifest, len(table), n_duplicates)
 
 
@@ -140,9 +145,8 @@ def _fill(staging: Path, table, options: BundleOptions, run_id: int) -> dict:
                for label, group in table.groupby("label", sort=True)]
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "created": utc_now(),
-        "selection": {"verified_only": bool(options.verified_only),
+        "selection": {"verified_only": bool(options.verified_only), "approved_only": bool(options.approved_only),
                       "clusters": None if options.clusters is None else sorted(int(c) for c in options.clusters)},
-        "approvals": [],
         "columns": columns,
         "counts": {"rows": len(table), "images": len(originals), "duplicates": len(table) - len(originals),
                    "clusters": int(table["cluster_id"].nunique()), "verified": int(table["verified"].sum())},

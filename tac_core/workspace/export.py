@@ -3,7 +3,8 @@
 CSV columns: ``relative_path, sha256, cluster_id, label, verified, confidence, top_anchors, run_id``.
 
 - One row per image of the run that is not excluded (excluded images are never exported). With
-  ``verified_only``, only images verified themselves *or* members of a verified cluster.
+  ``verified_only``, only images verified themselves *or* members of a verified cluster; with ``approved_only``,
+  only members of clusters approved now (:mod:`tac_core.workspace.sign_off`).
 - ``relative_path`` is relative to the folder, upload or zip the image came from; ``sha256`` tells apart
   same-named files of two sources. Rows are sorted by cluster, then path.
 - ``verified`` is ``true``/``false`` (itself or through its cluster); ``confidence`` has 4 decimals;
@@ -19,7 +20,11 @@ CSV columns: ``relative_path, sha256, cluster_id, label, verified, confidence, t
   sessions exporting the same run in the same second get ``…`` and ``…-2``, never one file for both.
 
 The rows come from :func:`label_table`, which the export bundle (:mod:`tac_core.workspace.bundle`) shares:
-it adds a ``source`` column, a row per duplicate file and, later, a restriction to chosen clusters.
+it adds a ``source`` column, a row per duplicate file and a restriction to chosen clusters. The manifest lists
+the approvals in effect (``approvals``: cluster, label, approver, e-mail, time, event id) whatever was chosen.
+
+:func:`history_csv` writes a run's review history (:func:`~tac_core.workspace.review_log.events_table`) with the
+same encoding and formula-safe cells.
 
 Metadata fields (:mod:`tac_core.workspace.metadata`: line, camera, ...) follow the columns above, one column
 per field by name (:func:`metadata_columns`), empty where an image has no value; they are text cells, made
@@ -46,6 +51,7 @@ from .. import atomic
 from ..errors import InvalidInputError
 from .metadata import metadata_table
 from .review import ReviewSession, ReviewState
+from .sign_off import manifest_approvals
 from .store import utc_now
 from .workspace import Workspace
 
@@ -83,14 +89,16 @@ def review_state(session_or_state: Union[ReviewSession, ReviewState]) -> ReviewS
 
 
 def label_table(state: ReviewState, workspace: Workspace, run_id: int, verified_only: bool = False,
-                clusters: Optional[Iterable[int]] = None, duplicates: bool = False) -> pd.DataFrame:
+                clusters: Optional[Iterable[int]] = None, duplicates: bool = False,
+                approved_only: bool = False) -> pd.DataFrame:
     """The rows an export holds, in file order (cluster, then path), with raw text (not yet made safe).
 
     Columns: those of :data:`COLUMNS` (``verified`` a bool, ``confidence`` a float), then ``source`` (see
     :func:`source_names`), ``duplicate_of`` (the original's relative path for a duplicate's row, else ""),
     and for writers of other formats ``image_id``, ``path`` (where the file is on this machine: never
     written), ``width`` and ``height``. ``clusters`` keeps only those clusters' images; ``duplicates`` adds a
-    row for every byte-identical duplicate file of an exported image, carrying its original's label.
+    row for every byte-identical duplicate file of an exported image, carrying its original's label;
+    ``approved_only`` keeps only the images of clusters approved now.
     """
     assignments = workspace.run_assignments(run_id)
     if not np.array_equal(assignments["image_id"].to_numpy(), state.image_ids[:state.n_run]):
@@ -99,6 +107,8 @@ def label_table(state: ReviewState, workspace: Workspace, run_id: int, verified_
     keep = ~state.excluded & (verified if verified_only else True)
     if clusters is not None:
         keep &= np.isin(state.labels, list(clusters))
+    if approved_only:
+        keep &= np.isin(state.labels, list(state.sign_offs.approved))
     pos = np.flatnonzero(keep)
     images = workspace.images().set_index("id")
     labels = state.labels[pos]
@@ -169,26 +179,27 @@ def csv_bytes(table: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> bytes:
 
 def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace: Workspace, run_id: int,
                   verified_only: bool = False, dest_dir: Optional[str | os.PathLike] = None,
-                  record: bool = True) -> ExportResult:
+                  record: bool = True, approved_only: bool = False) -> ExportResult:
     """Write the labels CSV and its manifest into ``dest_dir`` (default ``<workspace>/exports``); any member may.
 
     A :class:`ReviewSession` is refreshed first, so edits other sessions made are exported too. The manifest
-    names who exported; ``record`` adds the export to the activity log (a preview passes False).
+    names who exported and lists the approvals; ``record`` adds the export to the activity log (a preview
+    passes False); ``approved_only`` keeps only the images of approved clusters.
     """
     user = workspace.require("export")
     state = review_state(session_or_state)
     run = workspace.run(run_id)
-    table = label_table(state, workspace, run_id, verified_only)
+    table = label_table(state, workspace, run_id, verified_only, approved_only=approved_only)
     columns = [*COLUMNS, *metadata_columns(table)]
     data = csv_bytes(table, columns)
     csv_path, manifest_path, reservation = _destination(Path(dest_dir) if dest_dir else workspace.exports_dir,
                                                         run_id, verified_only)
     manifest = {
         "run_id": run_id, "run_parameters": run["params"], "workspace": workspace.name,
-        "verified_only": bool(verified_only), "columns": columns,
+        "verified_only": bool(verified_only), "approved_only": bool(approved_only), "columns": columns,
         "counts": {"rows": len(table), "clusters": int(table["cluster_id"].nunique()),
                    "verified": int(table["verified"].sum()), "excluded": int(state.excluded.sum())},
-        "edit_count": len(state.effective), "created": utc_now(),
+        "edit_count": len(state.effective), "approvals": manifest_approvals(state), "created": utc_now(),
         "exported_by": {"name": user.name, "email": user.email},
         "tac_core_version": tac_core.__version__,
         "csv_file": csv_path.name, "csv_sha256": hashlib.sha256(data).hexdigest(),
@@ -199,8 +210,8 @@ def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace
     finally:
         reservation.unlink(missing_ok=True)
     if record:
-        workspace.record("export", {"file": csv_path.name, "rows": len(table),
-                                    "verified_only": bool(verified_only)}, run_id=run_id)
+        workspace.record("export", {"file": csv_path.name, "rows": len(table), "verified_only": bool(verified_only),
+                                    "approved_only": bool(approved_only)}, run_id=run_id)
     return ExportResult(csv_path, manifest_path, len(table), data, manifest)
 
 
@@ -226,6 +237,21 @@ def skipped_files_csv(skipped: pd.DataFrame) -> bytes:
     text_columns = [c for c in ("file", "reason", "path") if c in skipped.columns]
     safe = skipped.assign(**{c: skipped[c].astype(str).map(neutralise) for c in text_columns})
     return safe.to_csv(index=False).encode("utf-8-sig")
+
+
+def history_csv(table: pd.DataFrame) -> bytes:
+    """A review history table as CSV like the labels' (UTF-8 with BOM, CRLF), every text cell through
+    :func:`neutralise` (user names, cluster lists and descriptions are typed by people), booleans ``true``/``false``."""
+    def cell(value):
+        if isinstance(value, (bool, np.bool_)):
+            return "true" if value else "false"
+        return neutralise(value) if isinstance(value, str) else value
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(table.columns)
+    writer.writerows([cell(value) for value in row] for row in table.itertuples(index=False, name=None))
+    return ("\ufeff" + buffer.getvalue()).encode("utf-8")
 
 
 def _destination(folder: Path, run_id: int, verified_only: bool) -> tuple[Path, Path, Path]:

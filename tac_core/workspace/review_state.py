@@ -12,6 +12,8 @@ Decisions where the brief was silent:
   anchors: its parent's terms describe the parent's mix, and showing them on both halves would suggest the
   halves are alike. Re-clustering gives it its own.
 - A cluster emptied by moves stays listed (size 0) until merged away; sizes count non-excluded members.
+- Approvals (:mod:`tac_core.workspace.sign_off`) are kept here too, in ``sign_offs``; that module applies the
+  sign-off events and withdraws the approvals an edit touches.
 - An ``intake`` (:mod:`tac_core.workspace.intake`) appends images after the run's own (they are "new"), each
   in the cluster the payload gives, unverified; its novel images go to the unsorted bucket, a cluster the
   first intake that needs one creates. Undo removes the images again (undo is last-in, first-out, so no edit
@@ -25,6 +27,7 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
+from .sign_off import SignOffs
 from .store import WorkspaceUnreadableError
 
 EDIT_KINDS = ("rename", "merge", "split", "move", "verify_images", "verify_cluster", "exclude", "intake")
@@ -57,6 +60,7 @@ class ReviewState:
     next_cluster: int = 0
     effective: list[int] = field(default_factory=list)  # applied edits not undone, oldest first (undo stack)
     undone: list[int] = field(default_factory=list)  # redo stack, most recently undone last
+    sign_offs: SignOffs = field(default_factory=SignOffs)  # approvals in effect, and withdrawn ones
     novelty: np.ndarray = field(default=None)  # per image: its novelty when an intake added it, else NaN
     batches: list[tuple[str, int, int]] = field(default_factory=list)  # intakes in effect: (batch, first position, count)
     bucket: Optional[int] = None  # the unsorted bucket's cluster id, when an intake made one

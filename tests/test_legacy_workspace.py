@@ -68,7 +68,9 @@ def test_export_of_run_1_gives_the_stored_csv(legacy, tmp_path):
     without_source = "\r\n".join(line.rsplit(",", 1)[0] for line in result.csv_bytes.decode("utf-8").split("\r\n"))
     assert without_source.encode() == stored_csv  # every other cell as 0.1 wrote it
     assert result.csv_path.read_bytes() == result.csv_bytes
-    changed = WRITER + ("columns", "csv_sha256")
+    added = {"approved_only": False, "approvals": []}  # manifest fields added since 0.1
+    assert {key: result.manifest[key] for key in added} == added
+    changed = WRITER + ("columns", "csv_sha256", *added)
     assert {k: v for k, v in result.manifest.items() if k not in changed} == \
         {k: v for k, v in stored_manifest.items() if k not in changed}
     assert result.manifest["columns"] == stored_manifest["columns"] + ["source"]

@@ -202,7 +202,7 @@ def test_an_old_workspace_migrates_and_takes_metadata(tmp_path):
         first = workspace.images()["rel_path"].iloc[0]
         metadata.join_csv(workspace, "lines.csv", f"relative_path,line\n{first},3\n".encode())
         table = export_labels(ReviewSession(workspace, 1), workspace, 1).csv_bytes.decode("utf-8-sig")
-        assert table.splitlines()[0].endswith(",run_id,line") and ",3\r" in table + "\r"
+        assert table.splitlines()[0].endswith(",run_id,source,line") and ",3\r" in table + "\r"
 
 
 def test_a_viewer_may_not_change_metadata_and_changes_are_recorded(ws):

@@ -104,6 +104,14 @@ def _features(workspace_path: str, run_id: int, _x: np.ndarray, _t: np.ndarray) 
     return features
 
 
+def run_features(workspace: Workspace, run_id: int, n_images: int) -> Optional[np.ndarray]:
+    """The run's TAC rows [x, t] (shared, read-only), or None when it saved no embeddings for its ``n_images``."""
+    x, t = run_array(workspace, run_id, "image_embeddings"), run_array(workspace, run_id, "counterparts")
+    if x is None or t is None or len(x) != n_images or len(t) != n_images:
+        return None
+    return _features(str(workspace.path), run_id, x, t)
+
+
 def _centers(workspace: Workspace, run_id: int, features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, int]:
     """Cluster centres for contact sheets and their version, recomputed only when the clusters changed noticeably.
 
@@ -132,10 +140,9 @@ def sheet_positions(workspace: Workspace, session: ReviewSession, cluster: int, 
     that joined it appear when the centres are next recomputed.
     """
     run_id, state = session.run_id, session.state
-    x, t = run_array(workspace, run_id, "image_embeddings"), run_array(workspace, run_id, "counterparts")
-    if x is None or t is None or len(x) != len(state.labels):
+    features = run_features(workspace, run_id, len(state.labels))
+    if features is None:
         return None
-    features = _features(str(workspace.path), run_id, x, t)
     labels = state.included_labels()
     centers, version = _centers(workspace, run_id, features, labels)
     empty = np.zeros(0, np.int64)

@@ -14,7 +14,7 @@ from tac_core.errors import TacError
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace
 from ui import review_actions as actions
-from ui import access, map_view, widgets
+from ui import access, cluster_sizes, map_view, widgets
 from ui.gallery import grid, page_of
 from ui.review_data import layout, pick_run, review_session
 from ui.safe_text import esc, short
@@ -54,6 +54,7 @@ def render() -> None:
     with right:
         cluster_table(clusters, current)
         selection_actions(workspace, session, clusters, current)
+    cluster_sizes.render(workspace, session, clusters)
     st.divider()
     cluster_panel(workspace, session, clusters, current)
     selection_gallery(workspace, session)

@@ -63,6 +63,8 @@ def test_review_shows_sizes_largest_first_and_warns_when_a_uniform_run_forced_th
     assert not at.exception, at.exception
     rows = size_chart(at)
     assert rows["label"].tolist() == ["0", "2", "3"] and rows["size"].tolist() == [14, 6, 4]
+    warning = at.warning[0].value.replace("\\", "")  # still about the run as clustered, and says so
+    assert warning.startswith("Cluster sizes look forced") and "the chart shows the clusters as reviewed now" in warning
 
 
 def test_an_estimated_run_gets_no_warning(data_dir, elpv_images):

@@ -42,7 +42,9 @@ def render(workspace: Workspace, session: ReviewSession, clusters: pd.DataFrame)
         show_error(exc, "check the cluster sizes")
         check = None
     if check is not None and check.forced:
-        st.warning(esc(f"{check.reason} {ADVICE}"), icon=":material/balance:")
+        since = " (The verdict is about the run as clustered; the chart shows the clusters as reviewed now.)"
+        st.warning(esc(f"{check.reason} {ADVICE}" + (since if session.state.labels_edited() else "")),
+                   icon=":material/balance:")
     st.altair_chart(size_chart(clusters), key=f"review_sizes_{session.run_id}")
     sizes = clusters["size"].sort_values(ascending=False)
     total = max(1, int(sizes.sum()))

@@ -3,12 +3,10 @@
 images of both sides — and a one-click merge. The merge is the review's own action (one ``merge`` event,
 undoable, refused to a user who may not edit), the smaller cluster into the larger.
 
-The pairs are computed for the clusters as they are now, cached per server process by a digest of the
-labels (a decision that only verifies an image does not recompute them).
+The pairs are computed for the clusters as they are now and kept in the browser session while the clusters
+stay nearly the same (:func:`current_merges`); example images that have left their cluster since are not shown.
 """
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 import streamlit as st
@@ -24,6 +22,8 @@ from ui.audit_data import run_features
 from ui.gallery import strip
 
 LISTED = 8
+STORE = "audit_possible_merges"
+REUSE_SHARE = 0.01
 EXAMPLES = 4
 RULE = (f"Listed: two clusters whose centres are at most {MERGE_RATIO:g}× as far apart as clusters of this run "
         f"typically are (the median over all pairs), or at most {SHARED_ANCHOR_RATIO:g}× when they share "
@@ -31,10 +31,19 @@ RULE = (f"Listed: two clusters whose centres are at most {MERGE_RATIO:g}× as fa
         "pair listed was two pieces of one class; on balanced ones none was listed.")
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _merges(workspace_path: str, run_id: int, labels_digest: str, _session: ReviewSession,
-            _features: np.ndarray) -> list[MergeSuggestion]:
-    return review_merges(_session.state, _features)
+def current_merges(workspace: Workspace, session: ReviewSession, features: np.ndarray) -> list[MergeSuggestion]:
+    """The session's possible merges, recomputed only when the set of clusters changed or more than
+    :data:`REUSE_SHARE` of the labels did (a move or two on the audit queue hardly moves a centroid; at 50k
+    images a computation takes about a second)."""
+    labels, clusters = session.state.included_labels(), tuple(sorted(session.state.names))
+    store: dict = st.session_state.setdefault(STORE, {})
+    key = (str(workspace.path), session.run_id)
+    old = store.get(key)
+    if old is not None and old[1] == clusters and np.count_nonzero(old[0] != labels) <= REUSE_SHARE * len(labels):
+        return old[2]
+    merges = review_merges(session.state, features)
+    store[key] = (labels, clusters, merges)
+    return merges
 
 
 def _merge(workspace: Workspace, run_id: int, source: int, target: int) -> None:
@@ -50,8 +59,7 @@ def render(workspace: Workspace, session: ReviewSession) -> None:
         st.text("This run has no saved embeddings, so no merge suggestions.")
         return
     labels = state.included_labels()
-    digest = hashlib.blake2b(labels.tobytes(), digest_size=12).hexdigest()
-    merges = _merges(str(workspace.path), run_id, digest, session, features)
+    merges = current_merges(workspace, session, features)
     st.caption(RULE)
     if not merges:
         st.text("No two clusters look like one group cut in two.")
@@ -70,11 +78,11 @@ def render(workspace: Workspace, session: ReviewSession) -> None:
             shared = ", ".join(merge.shared_terms) if merge.shared_terms else "none"
             st.text(f"Centroid similarity {evidence.centroid_similarity:.2f} ({evidence.relative_distance:.2f}× the "
                     f"typical distance between clusters) · shared top anchors: {shared}")
-            sides = dict(zip(evidence.clusters, evidence.examples))
+            sides = {c: [p for p in side if labels[p] == c] for c, side in zip(evidence.clusters, evidence.examples)}
             for cluster, column in zip((merge.source, merge.target), st.columns(2, gap="medium")):
                 with column:
                     st.text(f"Typical images of {cluster} · {names[cluster]}")
-                    strip(workspace, session.images(list(sides[cluster][:EXAMPLES])), columns=EXAMPLES)
+                    strip(workspace, session.images(sides[cluster][:EXAMPLES]), columns=EXAMPLES)
             st.button(f"Merge cluster {merge.source} into cluster {merge.target}",
                       key=f"audit_possible_merge_{merge.source}_{merge.target}", on_click=_merge,
                       args=(workspace, run_id, merge.source, merge.target), disabled=bool(refused),

@@ -264,7 +264,7 @@ def test_a_workspace_of_version_0_1_migrates_and_its_old_events_read_unknown(leg
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     workspace = open_workspace(legacy)
     try:
-        assert workspace.connection().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert workspace.connection().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert not workspace.claimed and workspace.members().empty and workspace.activity().empty
         history = ReviewSession(workspace, 1).history()
         assert {h["user"] for h in history} == {"unknown"} and {h["email"] for h in history} == {""}

@@ -70,7 +70,8 @@ def test_initial_state_and_views(session, run):
     _, ids = run
     frame = session.clusters()
     assert list(frame.columns) == ["cluster", "name", "size", "excluded", "verified", "verified_share",
-                                   "mean_confidence", "top_anchors"]
+                                   "mean_confidence", "top_anchors", "approved_by", "approved_at"]
+    assert frame["approved_by"].tolist() == ["", "", ""]  # nobody signed anything off yet
     assert frame["size"].tolist() == [4, 4, 4] and frame["name"].tolist() == ["cluster 0", "cluster 1", "cluster 2"]
     assert frame["top_anchors"][1] == [("crack", 0.35), ("dent", 0.27)]
     by_confidence = session.members(0)

@@ -23,6 +23,7 @@ from tac_core.numerics import tac_features
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.review_audit import AuditQueue, RunArrays, audit_session, can_audit, current_centers
 from tac_core.workspace.workspace import Workspace
+from ui.review_batches import batches_of, state_array
 from ui.review_data import run_array, state_digest
 
 AUTO_RESCORE_MAX = 10_000
@@ -98,18 +99,20 @@ def name_reasons(text: str, session: ReviewSession, rel_paths) -> str:
 
 # -- contact sheets --------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _features(workspace_path: str, run_id: int, _x: np.ndarray, _t: np.ndarray) -> np.ndarray:
+def _features(workspace_path: str, run_id: int, batches: tuple, _x: np.ndarray, _t: np.ndarray) -> np.ndarray:
     features = tac_features(_x, _t)
     features.setflags(write=False)
     return features
 
 
-def run_features(workspace: Workspace, run_id: int, n_images: int) -> Optional[np.ndarray]:
-    """The run's TAC rows [x, t] (shared, read-only), or None when it saved no embeddings for its ``n_images``."""
-    x, t = run_array(workspace, run_id, "image_embeddings"), run_array(workspace, run_id, "counterparts")
-    if x is None or t is None or len(x) != n_images or len(t) != n_images:
+def session_features(workspace: Workspace, session: ReviewSession) -> Optional[np.ndarray]:
+    """TAC's rows [x, t] of the session's images (the run's and any sorted-in batch's; shared, read-only), or
+    None when some image has no saved embedding."""
+    x, t = state_array(workspace, session, "image_embeddings"), state_array(workspace, session, "counterparts")
+    n = len(session.state.labels)
+    if x is None or t is None or len(x) != n or len(t) != n:
         return None
-    return _features(str(workspace.path), run_id, x, t)
+    return _features(str(workspace.path), session.run_id, batches_of(session), x, t)
 
 
 def _centers(workspace: Workspace, run_id: int, features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -121,7 +124,7 @@ def _centers(workspace: Workspace, run_id: int, features: np.ndarray, labels: np
     store: dict = st.session_state.setdefault("audit_centers", {})
     key = (str(workspace.path), int(run_id))
     old = store.get(key)
-    if old is not None:
+    if old is not None and len(old[0]) == len(labels):  # an intake (or its undo) changes the images: recompute
         old_labels, centers, version = old
         same_clusters = np.array_equal(np.unique(old_labels[old_labels >= 0]), np.unique(labels[labels >= 0]))
         if same_clusters and np.count_nonzero(old_labels != labels) <= 0.01 * len(labels):
@@ -140,7 +143,7 @@ def sheet_positions(workspace: Workspace, session: ReviewSession, cluster: int, 
     that joined it appear when the centres are next recomputed.
     """
     run_id, state = session.run_id, session.state
-    features = run_features(workspace, run_id, len(state.labels))
+    features = session_features(workspace, session)
     if features is None:
         return None
     labels = state.included_labels()

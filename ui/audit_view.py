@@ -21,7 +21,8 @@ from ui import possible_merges, widgets
 from ui.audit_data import name_reasons, snapshot
 from ui.audit_extras import contact_sheet_section, coverage_section, recluster_section
 from ui.gallery import strip
-from ui.review_data import image_source, pick_run, review_session, run_paths
+from ui.review_batches import state_paths
+from ui.review_data import image_source, pick_run, review_session
 from ui.review_view import toolbar
 from ui.safe_text import short
 from ui.state import require_workspace, show_error
@@ -88,7 +89,7 @@ def _exclude(workspace, run_id, image_id):
 
 def queue_section(workspace: Workspace, session: ReviewSession, snap, decided: np.ndarray, note: str) -> None:
     run_id = session.run_id
-    paths = run_paths(workspace, run_id)
+    paths = state_paths(workspace, session)
     queue = snap.audit.queue
     done = int(decided[queue].sum())
     goal = queue[: max(1, int(round(GOAL * len(queue))))] if len(queue) else queue
@@ -123,6 +124,9 @@ def current_item(workspace: Workspace, session: ReviewSession, audit: AuditQueue
     can_suggest = suggested in state.names and suggested != own
     row = paths.iloc[pos]
     st.text(f"#{int(audit.rank[pos]) + 1} in the queue · image {image_id} · {row['rel_path']}")
+    if pos >= state.n_run:  # added by an intake: the queue puts these first when they need a person
+        st.caption(f"New image, added after the run (novelty {state.novelty[pos]:.1f})"
+                   + (": unlike every cluster, possibly a new defect." if own == state.bucket else "."))
     picture, why = st.columns([2, 3], gap="medium")
     with picture:
         source = image_source(workspace, row["sha256"], row["path"])

@@ -65,6 +65,8 @@ def _tile(workspace: Workspace, run_id: int, row, key: str, selectable: bool, is
         flags.append("verified")
     if getattr(row, "excluded", False):
         flags.append("excluded")
+    if getattr(row, "new", False):
+        flags.append("new")
     confidence = getattr(row, "confidence", None)
     detail = f"{confidence:.2f}" if confidence is not None and not pd.isna(confidence) else ""
     st.text(f"{row.rel_path}\n{' · '.join([detail, *flags]).strip(' ·')}")

@@ -1,5 +1,6 @@
 """Images page: add images (uploaded folder, uploaded files or .zip, a folder on this machine) and see what is in
-the workspace: counts, a sample of thumbnails, where images came from, and every skipped file with its reason."""
+the workspace: counts, a sample of thumbnails, where images came from, every skipped file with its reason, and
+the images' metadata (``ui.metadata_view``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import streamlit as st
 
 from tac_core.workspace import ingest
 from tac_core.workspace.export import skipped_files, skipped_files_csv
-from ui import access, state, widgets
+from ui import access, metadata_view, state, widgets
 from ui.safe_text import esc
 
 SAMPLE_SIZE = 24
@@ -27,6 +28,9 @@ def render() -> None:
         _add_section(workspace)
     _last_report()
     _overview(workspace)
+    if workspace.image_counts()["total"]:
+        st.divider()
+        metadata_view.section(workspace)
     st.divider()
     widgets.page_link("pages/vocabulary.py")
 

@@ -1,4 +1,5 @@
-"""The run's map: a WebGL scatter of the fixed 2-D layout, one trace per cluster, with lasso/box selection.
+"""The run's map: a WebGL scatter of the fixed 2-D layout, one trace per cluster (or per value of a metadata
+field), the images an intake added ringed as "new", with lasso/box selection.
 
 Cost per rerun at 50k points is a few tens of ms: the layout is a cached array, traces are grouped with one
 argsort, the figure is built without Plotly's per-property validation (``_validate=False``; every value is
@@ -10,6 +11,8 @@ or box on the map replaces it (in the chart's ``on_select`` callback, which runs
 the whole page draws the new selection); double-clicking the map empties it.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 import plotly.graph_objects as go
@@ -23,6 +26,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#756bb1", "#636363", "#9c9ede", "#cedb9c", "#e7ba52", "#e7969c", "#de9ed6", "#6baed6", "#fd8d3c",
            "#74c476", "#9e9ac8", "#969696")
 EXCLUDED_COLOUR = "#c8c8c8"
+NEW_COLOUR = "#111111"
 WEBGL_FROM = 2000  # below this many points SVG draws crisper and is just as fast
 
 
@@ -47,35 +51,49 @@ def colour(cluster: int) -> str:
     return PALETTE[int(cluster) % len(PALETTE)]
 
 
-def build_figure(xy: np.ndarray, session: ReviewSession, height: int = 560) -> go.Figure:
-    """One trace per existing cluster (legend: id and name), excluded images in a hidden grey trace."""
+def build_figure(xy: np.ndarray, session: ReviewSession, height: int = 560, shown: Optional[np.ndarray] = None,
+                 colour_by: Optional[tuple[str, np.ndarray, list[str]]] = None) -> go.Figure:
+    """One trace per existing cluster (legend: id and name) or, with ``colour_by`` (field, group per position,
+    group names), per value of a metadata field; excluded images in a hidden grey trace; then the images an
+    intake added, ringed ("new"). ``shown``: the positions that pass the page's filter (None: all)."""
     state = session.state
     labels = state.included_labels()
-    order = np.argsort(labels, kind="stable")
-    sorted_labels = labels[order]
+    groups = labels if colour_by is None else np.where(labels < 0, -1, colour_by[1])
+    keys = sorted(state.names) if colour_by is None else list(range(len(colour_by[2])))
+    visible_rows = np.arange(len(labels)) if shown is None else np.asarray(shown, np.int64)
+    order = visible_rows[np.argsort(groups[visible_rows], kind="stable")]
+    sorted_groups = groups[order]
     ids = state.image_ids
     kind = "scattergl" if len(labels) >= WEBGL_FROM else "scatter"
     size = 3 if len(labels) > 20000 else 5 if len(labels) > 2000 else 8
+    custom = ids.astype(np.int32 if ids.max(initial=0) < 2**31 else np.float64)
     traces = []
-    for cluster in [*sorted(state.names), -1]:
-        lo, hi = np.searchsorted(sorted_labels, [cluster, cluster + 1])
-        if hi == lo and cluster != -1:
+    for group in [*keys, -1]:
+        lo, hi = np.searchsorted(sorted_groups, [group, group + 1])
+        if hi == lo:
             continue
         rows = order[lo:hi]
-        if cluster == -1:
-            if hi == lo:
-                continue
+        if group == -1:
             name, marker, visible = f"excluded ({hi - lo})", {"size": size, "color": EXCLUDED_COLOUR}, "legendonly"
+        elif colour_by is None:
+            name = f"{group} · {plotly_text(state.names[group], 40)} ({hi - lo})"
+            marker, visible = {"size": size, "color": colour(group)}, True
         else:
-            name = f"{cluster} · {plotly_text(state.names[cluster], 40)} ({hi - lo})"
-            marker, visible = {"size": size, "color": colour(cluster)}, True
-        traces.append({"type": kind, "mode": "markers", "x": xy[rows, 0], "y": xy[rows, 1],
-                       "customdata": ids[rows].astype(np.int32 if ids.max(initial=0) < 2**31 else np.float64),
+            name = f"{plotly_text(colour_by[2][group], 40)} ({hi - lo})"
+            marker, visible = {"size": size, "color": colour(group)}, True
+        traces.append({"type": kind, "mode": "markers", "x": xy[rows, 0], "y": xy[rows, 1], "customdata": custom[rows],
                        "name": name, "marker": marker, "visible": visible,
                        "hovertemplate": "image %{customdata}<extra>%{fullData.name}</extra>"})
+    new = visible_rows[visible_rows >= state.n_run]
+    if len(new):  # the images an intake added, ringed above their group's point
+        traces.append({"type": kind, "mode": "markers", "x": xy[new, 0], "y": xy[new, 1], "customdata": custom[new],
+                       "name": f"new ({len(new)})", "hovertemplate": "new image %{customdata}<extra></extra>",
+                       "marker": {"size": size + 6, "color": NEW_COLOUR, "symbol": "circle-open",
+                                  "line": {"width": 1.5, "color": NEW_COLOUR}}})
+    title = "Clusters" if colour_by is None else plotly_text(colour_by[0], 30)
     fig_layout = {"height": height, "margin": {"l": 0, "r": 0, "t": 10, "b": 0}, "dragmode": "lasso",
                   "uirevision": f"run-{session.run_id}",
-                  "legend": {"itemsizing": "constant", "title": {"text": "Clusters"}},
+                  "legend": {"itemsizing": "constant", "title": {"text": title}},
                   "xaxis": {"visible": False}, "yaxis": {"visible": False, "scaleanchor": "x"},
                   "clickmode": "event+select"}
     return go.Figure({"data": traces, "layout": fig_layout}, _validate=False)
@@ -97,15 +115,17 @@ def ids_from_event(event) -> np.ndarray:
     return np.unique(np.asarray(out, np.int64))
 
 
-def render(xy: np.ndarray, session: ReviewSession, source: str) -> None:
-    """Draw the map; a lasso or box selection replaces the selection."""
+def render(xy: np.ndarray, session: ReviewSession, source: str, shown: Optional[np.ndarray] = None,
+           colour_by: Optional[tuple[str, np.ndarray, list[str]]] = None) -> None:
+    """Draw the map (``shown`` and ``colour_by`` as :func:`build_figure`); a lasso or box selection replaces the
+    selection."""
     run_id = session.run_id
 
     def on_select() -> None:
         set_selection(run_id, ids_from_event(st.session_state.get(chart_key(run_id))))
 
-    fig = build_figure(xy, session)
+    fig = build_figure(xy, session, shown=shown, colour_by=colour_by)
     st.plotly_chart(fig, key=chart_key(run_id), on_select=on_select, selection_mode=("lasso", "box"),
                     config={"displaylogo": False, "scrollZoom": True}, width="stretch")
     st.caption(f"Layout: {source}. Lasso or box-select points to select images; double-click to clear. "
-               "Click a legend entry to hide a cluster.")
+               "Click a legend entry to hide a group." + (" New images are ringed." if session.state.batches else ""))

@@ -33,6 +33,7 @@ SECTIONS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
         ("pages/review.py", "Review", ":material/fact_check:", "Step 4: check and fix the clusters"),
         ("pages/audit.py", "Audit", ":material/troubleshoot:", "Step 4: likely misclusters first"),
         ("pages/export.py", "Export", ":material/download:", "Step 5: verified labels as CSV"),
+        ("pages/history.py", "History", ":material/history:", "Who decided what, and who approved each cluster"),
     ),
 }
 #: the workflow's pages after the home page, in order, each with what it is for (the home page lists them)

@@ -18,7 +18,7 @@ from tac_core.workspace.review_merges import MergeSuggestion, review_merges
 from tac_core.workspace.workspace import Workspace
 from ui import access
 from ui import review_actions as actions
-from ui.audit_data import run_features
+from ui.audit_data import session_features
 from ui.gallery import strip
 
 LISTED = 8
@@ -54,7 +54,7 @@ def render(workspace: Workspace, session: ReviewSession) -> None:
     """The listed pairs, closest first, each with its evidence and a Merge button."""
     run_id, state = session.run_id, session.state
     st.subheader("Possible merges")
-    features = run_features(workspace, run_id, len(state.labels))
+    features = session_features(workspace, session)
     if features is None:
         st.text("This run has no saved embeddings, so no merge suggestions.")
         return

@@ -6,6 +6,8 @@ selection and the gallery page are view state in ``st.session_state``, not decis
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -14,9 +16,10 @@ from tac_core.errors import TacError
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace
 from ui import review_actions as actions
-from ui import access, cluster_sizes, map_view, widgets
+from ui import access, cluster_sizes, map_view, review_intake, review_metadata, sign_off_view, widgets
+from ui.review_batches import state_layout
 from ui.gallery import grid, page_of
-from ui.review_data import layout, pick_run, review_session
+from ui.review_data import pick_run, review_session
 from ui.safe_text import esc, short
 from ui.state import require_workspace, show_error
 
@@ -41,24 +44,39 @@ def render() -> None:
         show_error(exc, f"open run {run_id} for review")
         return
     toolbar(workspace, session)
+    done = review_intake.intake_bar(workspace, session)
+    if done:
+        actions.flash("success", done)
+        st.rerun()  # the new images join every part of the page
     clusters = session.clusters()
     current = current_cluster(session, clusters)
     left, right = st.columns([3, 2], gap="medium")
     with left:
-        try:
-            xy, source = layout(workspace, run_id)
-        except TacError as exc:
-            show_error(exc, "load the map of this run")
-        else:
-            map_view.render(xy, session, source)
+        view = review_metadata.map_controls(workspace, session)
+        review_map(workspace, session, view)
     with right:
         cluster_table(clusters, current)
+        review_metadata.findings(workspace, session)
         selection_actions(workspace, session, clusters, current)
     cluster_sizes.render(workspace, session, clusters)
     st.divider()
-    cluster_panel(workspace, session, clusters, current)
+    cluster_panel(workspace, session, clusters, current, view.visible)
     selection_gallery(workspace, session)
     history(session)
+
+
+def review_map(workspace: Workspace, session: ReviewSession, view: review_metadata.MapView) -> None:
+    """The map of the review's images (those intakes added placed on it), coloured and filtered as chosen."""
+    try:
+        xy, source = state_layout(workspace, session)
+    except TacError as exc:
+        show_error(exc, "load the map of this run")
+        return
+    colour_by = None
+    if view.colour is not None:
+        codes, names = review_metadata.colour_groups(review_metadata.review_metadata(workspace, session), view.colour)
+        colour_by = (view.colour, codes, names)
+    map_view.render(xy, session, source, view.visible, colour_by)
 
 
 def toolbar(workspace: Workspace, session: ReviewSession, prefix: str = "review") -> None:
@@ -118,7 +136,8 @@ def cluster_table(clusters: pd.DataFrame, current: int) -> None:
         "ID": clusters["cluster"], "Name": clusters["name"], "Size": clusters["size"],
         "Coverage": clusters["verified_share"], "Verified": clusters["verified"],
         "Anchors": [", ".join(f"{term} {score:.2f}" for term, score in pairs) for pairs in clusters["top_anchors"]],
-        "Confidence": clusters["mean_confidence"], "Excluded": clusters["excluded"]})
+        "Confidence": clusters["mean_confidence"], "Excluded": clusters["excluded"],
+        "Approved": sign_off_view.approved_column(clusters)})
     st.session_state["review_table_order"] = table["ID"].tolist()
     st.subheader("Clusters")
     st.dataframe(table, key=TABLE, on_select=_on_table_select, selection_mode="single-row", hide_index=True,
@@ -132,7 +151,8 @@ def cluster_table(clusters: pd.DataFrame, current: int) -> None:
                                 "Verified": st.column_config.CheckboxColumn("Verified")})
 
 
-def cluster_panel(workspace: Workspace, session: ReviewSession, clusters: pd.DataFrame, current: int) -> None:
+def cluster_panel(workspace: Workspace, session: ReviewSession, clusters: pd.DataFrame, current: int,
+                  visible: Optional[np.ndarray] = None) -> None:
     run_id = session.run_id
     row = clusters.set_index("cluster").loc[current]
     st.subheader("Cluster")
@@ -149,6 +169,7 @@ def cluster_panel(workspace: Workspace, session: ReviewSession, clusters: pd.Dat
                          column_config={"Score": st.column_config.NumberColumn(format="%.3f")})
         else:
             st.text("No text anchors (a split-off cluster gets them at the next clustering).")
+        review_metadata.cluster_sources(workspace, session, current)
     locked = bool(session.refusal("edit"))
     with edit:
         suggestions = session.suggest_names(current)
@@ -177,11 +198,13 @@ def cluster_panel(workspace: Workspace, session: ReviewSession, clusters: pd.Dat
                  args=(workspace, run_id, current), width="stretch", disabled=locked,
                  help="Two sub-groups by k-means on the members' image and text features; the smaller one "
                       "becomes a new cluster.")
-    members(workspace, session, current)
+        sign_off_view.controls(workspace, session, current)
+    members(workspace, session, current, visible)
 
 
-def members(workspace: Workspace, session: ReviewSession, current: int) -> None:
-    """The cluster's images, most (or least) confident first, a page at a time, each selectable."""
+def members(workspace: Workspace, session: ReviewSession, current: int, visible: Optional[np.ndarray] = None) -> None:
+    """The cluster's images, most (or least) confident first, a page at a time, each selectable; only those that
+    pass the map's filter (``visible`` positions) when one is set."""
     run_id = session.run_id
     if st.session_state.get("review_page_cluster") != current:
         st.session_state["review_page_cluster"] = current
@@ -189,6 +212,9 @@ def members(workspace: Workspace, session: ReviewSession, current: int) -> None:
     top = st.columns([2, 1, 1], vertical_alignment="center")
     least = top[0].toggle("Least confident first", key=LEAST_FIRST)
     frame = session.members(current, "least_confident" if least else "confidence")
+    if visible is not None:
+        frame = frame[frame["position"].isin(visible)]
+        st.caption(f"{len(frame):,} of its images pass the map's filter.")
     shown = page_of(frame, CLUSTER_PAGE)
     top[1].button("Select this page", key="review_select_page", on_click=actions.select,
                   args=(run_id, shown["image_id"].tolist()), width="stretch", disabled=shown.empty)
@@ -239,6 +265,11 @@ def selection_actions(workspace: Workspace, session: ReviewSession, clusters: pd
                   + ("; selected images of other clusters stay where they are." if len(counts) > 1 else "."))
     b.button("Clear selection", key="review_clear_selection", on_click=actions.clear_selection, args=(run_id,),
              width="stretch")
+    unsorted = review_intake.unsorted_selection(session, state.image_ids[pos])
+    if unsorted.size:
+        st.button("New cluster from selection", key="review_unsorted_cluster", type="primary", width="stretch",
+                  on_click=actions.cluster_unsorted, args=(workspace, run_id), disabled=locked,
+                  help=review_intake.unsorted_help(unsorted.size))
 
 
 def selection_gallery(workspace: Workspace, session: ReviewSession) -> None:

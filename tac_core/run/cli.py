@@ -12,16 +12,14 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 from ..cluster import BALANCES, MODES
 from ..devices import DEVICES
 from ..embedding.cache import default_cache_root
 from ..errors import InvalidInputError, ParameterError, TacError
 from ..progress import Cancelled
-from . import embed_cli, workspace_cli
+from . import classify_cli, embed_cli, workspace_cli
 from .params import RunParams
-from .terminal import flag_error, progress_printer
+from .terminal import flag_error, load_npy, progress_printer
 from .results import ClusterRun, write_cluster_outputs
 
 #: RunParams fields with a flag of their own: how the CLI names them in a message.
@@ -83,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--workspace", type=Path, required=True, help="workspace folder")
     job.add_argument("--run", type=int, required=True, help="run id")
     embed_cli.add_parser(commands, default_cache_root())
+    classify_cli.add_parser(commands, default_cache_root())
     workspace_cli.add_commands(commands)
     return parser
 
@@ -124,24 +123,6 @@ def _check_form(args: argparse.Namespace) -> None:
                                 "adding --vocab-extra/--vocab-categories/--vocab-subtree")
 
 
-def _load_npy(path: Path, what: str) -> np.ndarray:
-    if not path.is_file():
-        raise InvalidInputError(f"{what} file {path} does not exist")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InvalidInputError(f"{what} file {path} is not a readable .npy array ({exc})") from exc
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise InvalidInputError(f"{what} file {path} must hold a 2-D array of real numbers; it holds {array.dtype} "
-                                f"of shape {array.shape}")
-    array = array.astype(np.float32)
-    bad = ~np.isfinite(array).all(axis=1)
-    if bad.any():
-        raise InvalidInputError(f"{what} file {path} has NaN or infinite values (or values too large for float32) "
-                                f"in {int(bad.sum())} row(s), first at row {int(np.argmax(bad))}; re-create it")
-    return array
-
-
 def _read_names(path: Path) -> list[str]:
     """One name per line, in row order (blank lines at the end are ignored).
 
@@ -176,8 +157,8 @@ def run_cluster(args: argparse.Namespace) -> ClusterRun:
     from . import pipeline  # open_clip loads only once the arguments are known to be usable
     progress = progress_printer()
     if args.image_embeddings is not None:
-        x = _load_npy(args.image_embeddings, "image embeddings")
-        v = _load_npy(args.vocab_embeddings, "vocabulary embeddings")
+        x = load_npy(args.image_embeddings, "image embeddings")
+        v = load_npy(args.vocab_embeddings, "vocabulary embeddings")
         names = _read_names(args.vocab)
         if len(names) != len(v):
             raise InvalidInputError(f"{args.vocab} has {len(names)} names but {args.vocab_embeddings} has "
@@ -217,6 +198,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if args.command == "workspace":
             return workspace_cli.main(args)
+        if args.command == "classify":
+            print(classify_cli.run(args), file=sys.stderr)
+            return 0
         result = run_cluster(args)
         write_cluster_outputs(result, args.out, {} if args.no_audit else _audit(result))
     except TacError as exc:

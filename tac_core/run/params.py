@@ -29,8 +29,6 @@ STAGES = {"free": ("embedding images", "embedding vocabulary", "selecting nouns"
                    "suggesting K"),
           "trained": ("embedding images", "embedding vocabulary", "selecting nouns", "estimating sizes",
                       "finding neighbours", "training", "projection", "suggesting K")}  # sizes: balance "estimated"
-MAP_FOLDER = "map"  # inside a run's folder: its fitted map (tac_core.run.run_map places later images on it)
-TEXT_SPACE_ARRAY = "text_space"  # the run array holding the text rows counterparts are mixed from
 _LOWEST = {"n_clusters": 2, "seed": 0, "epochs": 1, "batch_size": 1}  # whole-number parameters and their minimum
 
 

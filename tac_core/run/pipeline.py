@@ -92,7 +92,8 @@ def compute_run(params: RunParams, images: ImageFiles | np.ndarray, vocabulary: 
     run = ClusterRun(labels=model.labels_, confidence=model.confidence_, anchors=anchors,
                      selected_terms=[names[i] for i in model.selected_indices_], counterparts=model.counterparts_,
                      image_embeddings=np.asarray(x), params=params, timings=timings, n_clusters=int(model.n_clusters),
-                     model=model, text_space=np.asarray(v)[model.text_indices_], kept=kept, failed=failed,
+                     model=model, text_space=np.asarray(v)[model.text_indices_],
+                     text_terms=[names[i] for i in model.text_indices_], kept=kept, failed=failed,
                      projection=projection, facts=facts)
     if isinstance(images, ImageFiles):
         run.paths = [str(path) for path, keep in zip(images.paths, kept) if keep]

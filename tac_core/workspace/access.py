@@ -85,6 +85,7 @@ ACTIONS: dict[str, tuple[Role, str]] = {
     "view": (Role.VIEWER, "open this workspace"),
     "export": (Role.VIEWER, "export labels"),
     "add_images": (Role.REVIEWER, "add images"),
+    "metadata": (Role.REVIEWER, "change image metadata"),
     "vocabulary": (Role.REVIEWER, "change vocabulary sets"),
     "run": (Role.REVIEWER, "start, re-run or cancel runs"),
     "edit": (Role.REVIEWER, "edit the review"),

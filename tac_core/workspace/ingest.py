@@ -18,6 +18,8 @@ cancel never leaves half an add listed. What the app stores:
   never counts half-copied files; what such a crash leaves behind is removed by an upload a day later.
   An uploaded folder's own name is dropped from the relative paths, so they match what adding the
   same folder by path gives.
+- **Metadata**: the images of an add get their fields from the last path pattern applied
+  (:func:`tac_core.workspace.metadata.apply_saved_pattern`), so each new batch is described like the first.
 - **Thumbnails** are made once, right after the add, as ``thumbs/<sha256>.jpg`` with the embedding
   pipeline's own writer (:func:`tac_core.embedding.image_encoding.thumbnail_path`), so embedding never redoes them.
 
@@ -43,6 +45,7 @@ from ..inputs.imageset import ImageRecord, ImageSet, is_hidden_or_system, scan_f
 from ..inputs.zips import extract_zip_safely, safe_component
 from ..progress import CancelToken, ProgressFn, check_cancel, report
 from .access import AUTH_ENV, served_to_network
+from .metadata import apply_saved_pattern
 from .workspace import Workspace
 
 __all__ = ["ALLOWED_ROOTS_ENV", "IngestReport", "Upload", "add_folder", "add_uploads", "allowed_roots",
@@ -185,6 +188,7 @@ def _store(workspace: Workspace, image_set: ImageSet, kind: str, location: str,
     added = workspace.add_image_set(image_set, kind, location)
     frame = workspace.images()
     frame = frame[frame["source_id"] == added.source_id]
+    apply_saved_pattern(workspace, frame["id"])  # a new batch gets its line, camera, ... from the saved pattern
     ok = frame[frame["status"] == "ok"]
     made = make_thumbnails(workspace, list(zip(ok["path"], ok["sha256"])), progress=progress, cancel=cancel)
     not_added = tuple(frame.loc[frame["status"] != "ok", ["rel_path", "status", "reason"]]

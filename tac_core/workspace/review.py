@@ -17,7 +17,8 @@ Every event records who made it (:mod:`tac_core.workspace.access`): the session'
 the time and the browser session; events written before users existed read as ``"unknown"``. Editing needs the
 ``reviewer`` role, checked inside each event's write transaction. Undo and redo reach only the top of the
 shared stacks, and a reviewer may undo or redo only an edit they made themselves; approvers and admins may
-undo or redo anyone's.
+undo or redo anyone's. Approving a cluster and withdrawing an approval are events too
+(:mod:`tac_core.workspace.sign_off`: the ``sign_off`` role, the two-person rule, which edits withdraw one).
 """
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, TacError
 from .access import UNKNOWN, AccessDeniedError, User, user_key
 from .decisions import Decision, decided_mask, decision_of, moved_mask
 from .review_log import touched
 from .review_state import Edit, ReviewState, Revert
+from .sign_off import SIGN_OFF_KINDS, Stamp, apply_event, check_approve, check_withdraw, two_person_rule, valid_reason
 from .store import WorkspaceUnreadableError, to_json, utc_now, validate_name
 from .workspace import Workspace
 from .runs import MAX_CLUSTER_NAME_LENGTH, id_array, require_known_ids
@@ -55,12 +57,12 @@ class ReviewSession:
         self.user: Optional[User] = workspace.user if user is None else user
         self.session_id = session_id or workspace.session or secrets.token_hex(6)
         assignments = workspace.run_assignments(run_id)
-        self._paths = assignments[["path", "rel_path", "sha256"]]
+        self._paths = assignments[["image_id", "path", "rel_path", "sha256"]].set_index("image_id")  # by id: intake adds
         self.state = ReviewState.from_run(assignments, workspace.run_cluster_names(run_id),
                                           workspace.run_anchors(run_id))
         self._last_event_id = 0
         self._edits: dict[int, tuple[str, dict, str]] = {}  # event id -> kind, payload, text
-        self._authors: dict[int, str] = {}  # edit event id -> the user name of who made it ("" before users existed)
+        self._stamps: dict[int, Stamp] = {}  # edit event id -> who made it ("" before users existed) and when
         self._decisions: dict[int, Decision] = {}  # event id -> what a deciding edit decided
         self._reverts: dict[int, Revert] = {}
         self._touched: dict[int, tuple[list[int], int]] = {}  # event id -> clusters and image count it touched
@@ -89,15 +91,18 @@ class ReviewSession:
             if kind == "undo":
                 self._reverts.pop(target)()
             else:
-                self._reverts[target] = state.apply(*self._edits[target][:2])[0]
+                self._reverts[target] = self._apply_edit(target)[0]
             other.append(stack.pop())
             text = f"{'undid' if kind == 'undo' else 'redid'} #{target}: {self._edits[target][2]}"
             self._touched[event_id] = self._touched[target]
         else:
             self._touched[event_id] = touched(kind, payload, state)
-            self._reverts[event_id], text = state.apply(kind, payload)
+            self._stamps[event_id] = Stamp(event_id, name, email, ts)
+            self._edits[event_id] = (kind, payload, "")
+            self._reverts[event_id], text = self._apply_edit(event_id)
+            if kind == "intake":
+                self._add_paths(payload["image_ids"])
             self._edits[event_id] = (kind, payload, text)
-            self._authors[event_id] = name
             decision = decision_of(kind, payload, state)
             if decision is not None:
                 self._decisions[event_id] = decision
@@ -109,12 +114,18 @@ class ReviewSession:
         self._last_event_id = event_id
         return text
 
+    def _apply_edit(self, event_id: int) -> tuple[Revert, str]:
+        """Apply (or re-apply, for a redo) the edit ``event_id`` with its effect on approvals."""
+        kind, payload, _ = self._edits[event_id]
+        return apply_event(self.state, kind, payload, self._touched[event_id][0], self._stamps[event_id])
+
     # -- writing ---------------------------------------------------------------------------------------
-    def _record(self, kind: str, build: Callable[[], dict], cluster_of: Callable[[dict], Optional[int]]) -> Edit:
-        """Catch up with the log, validate and build the payload, commit the event, then apply it."""
+    def _record(self, kind: str, build: Callable[[], dict], cluster_of: Callable[[dict], Optional[int]],
+                action: str = "edit") -> Edit:
+        """Catch up with the log, check ``action`` is allowed, build the payload, commit the event, then apply it."""
         with self.workspace.transaction() as conn:
             self.refresh()
-            user = self.workspace.require("edit", self.user, conn)
+            user = self.workspace.require(action, self.user, conn)
             payload_text = to_json(build(), f"{kind} edit")
             ts = utc_now()
             event_id = conn.execute("INSERT INTO events (run_id, ts, kind, payload, session, user_name, user_email) "
@@ -142,8 +153,10 @@ class ReviewSession:
             return {"sources": ids, "target": goal}
         return self._record("merge", build, lambda p: p["target"])
 
-    def split(self, cluster: int, image_ids, name: Optional[str] = None) -> Edit:
-        """Move some images of ``cluster`` into a new cluster (id: highest ever used + 1)."""
+    def split(self, cluster: int, image_ids, name: Optional[str] = None,
+              anchors: Optional[list[tuple[str, float]]] = None) -> Edit:
+        """Move some images of ``cluster`` into a new cluster (id: highest ever used + 1); ``anchors`` give it
+        text anchors of its own ((term, score) pairs, best first; default none)."""
         def build() -> dict:
             source, ids = self._cluster(cluster), self._image_ids(image_ids)
             outside = ids[self.state.labels[self.state.positions(ids)] != source]
@@ -151,8 +164,11 @@ class ReviewSession:
                 raise InvalidInputError(f"{outside.size} image(s) are not in cluster {source}, e.g. image "
                                         f"{int(outside[0])}; split only images of that cluster.")
             new = self.state.next_cluster
-            return {"cluster": source, "image_ids": ids.tolist(), "new_cluster": new,
-                    "name": f"cluster {new}" if name is None else self._name(name)}
+            payload = {"cluster": source, "image_ids": ids.tolist(), "new_cluster": new,
+                       "name": f"cluster {new}" if name is None else self._name(name)}
+            if anchors:
+                payload["anchors"] = [[str(term), float(score)] for term, score in anchors]
+            return payload
         return self._record("split", build, lambda p: p["new_cluster"])
 
     def move(self, image_ids, cluster: int, verify: bool = False) -> Edit:
@@ -173,6 +189,37 @@ class ReviewSession:
     def exclude(self, image_ids, excluded: bool = True) -> Edit:
         return self._record("exclude", lambda: {"image_ids": self._image_ids(image_ids).tolist(),
                                                 "value": bool(excluded)}, lambda p: None)
+
+    def approve(self, cluster: int) -> Edit:
+        """Sign ``cluster`` off (approvers and admins; under the two-person rule, not its last editor)."""
+        return self._record("approve", lambda: {"cluster": self._sign_off_target(cluster, "approve")},
+                            lambda p: p["cluster"], action="sign_off")
+
+    def withdraw(self, cluster: int, reason: str = "") -> Edit:
+        """Take the approval of ``cluster`` back (approvers and admins), saying why if you like."""
+        return self._record("withdraw", lambda: {"cluster": self._sign_off_target(cluster, "withdraw"),
+                                                 "reason": valid_reason(reason)}, lambda p: p["cluster"],
+                            action="sign_off")
+
+    def intake(self, build: Callable[[ReviewState], dict]) -> Edit:
+        """Record images added after the run as one ``intake`` event; ``build`` (:mod:`tac_core.workspace.intake`)
+        makes its payload from the state inside the write transaction, after other sessions' edits."""
+        def checked() -> dict:
+            payload = build(self.state)
+            ids = id_array(payload["image_ids"])
+            if ids.size == 0:
+                raise InvalidInputError("there are no new images to add to this review.")
+            inside = ids[np.isin(ids, self.state.image_ids)]
+            if inside.size:
+                raise InvalidInputError(f"image {int(inside[0])} is already in the review of run {self.run_id}.")
+            known = set(self.state.names) | ({payload["bucket"]} if payload.get("new_bucket") else set())
+            unknown = set(payload["clusters"]) - known
+            if unknown:
+                raise InvalidInputError(f"cluster {min(unknown)} does not exist in run {self.run_id}.")
+            if payload.get("new_bucket"):
+                payload["bucket_name"] = self._name(payload["bucket_name"])
+            return payload
+        return self._record("intake", checked, lambda p: p.get("bucket"))
 
     def undo(self) -> Edit:
         """Revert the latest effective edit of any session (your own, unless you are an approver or admin)."""
@@ -196,6 +243,27 @@ class ReviewSession:
             return str(exc)
         return ""
 
+    def sign_off_refusal(self, cluster: int, action: str = "approve") -> str:
+        """Why this session's user may not ``action`` ("approve" or "withdraw") ``cluster`` now, or ""."""
+        try:
+            self.workspace.require("sign_off", self.user)
+            self._sign_off_target(cluster, action)
+        except TacError as exc:
+            return str(exc)
+        return ""
+
+    def last_edit(self, cluster: int) -> Optional[tuple[int, str]]:
+        """The latest edit in effect that touched ``cluster``, as (event id, author), or None when none did."""
+        for event_id in reversed(self.state.effective):
+            if self._edits[event_id][0] not in SIGN_OFF_KINDS and cluster in self._touched[event_id][0]:
+                return event_id, self.author_of(event_id)
+        return None
+
+    def author_of(self, event_id: int) -> str:
+        """Who made the edit ``event_id`` ("" when the log has no user: written before users existed)."""
+        stamp = self._stamps.get(event_id)
+        return stamp.user if stamp else ""
+
     @property
     def can_undo(self) -> bool:
         return bool(self.state.effective)
@@ -211,11 +279,12 @@ class ReviewSession:
 
     # -- views -----------------------------------------------------------------------------------------
     def clusters(self) -> pd.DataFrame:
-        """One row per existing cluster: name, size, excluded, verified, verified_share, mean confidence and
-        the top anchors as (term, score) pairs; ``verified_share`` counts images verified themselves or
-        through their cluster, as verified-only export does."""
+        """One row per existing cluster: name, size, excluded, verified, verified_share, mean confidence, the
+        top anchors as (term, score) pairs, and who approved it and when (``approved_by``, ``approved_at``: ""
+        when not approved now); ``verified_share`` counts images verified themselves or through their cluster,
+        as verified-only export does."""
         state, ids = self.state, np.array(sorted(self.state.names), dtype=np.int64)
-        width = max(state.next_cluster, 1)
+        width, approved = max(state.next_cluster, 1), state.sign_offs.approved
         kept = ~state.excluded
         size = np.bincount(state.labels[kept], minlength=width)[ids]
         checked = np.bincount(state.labels[kept & state.counts_as_verified()], minlength=width)[ids]
@@ -226,7 +295,9 @@ class ReviewSession:
             "verified": [c in state.verified_clusters for c in ids],
             "verified_share": np.divide(checked, size, out=np.zeros(len(ids)), where=size > 0),
             "mean_confidence": np.divide(confidence, size, out=np.zeros(len(ids)), where=size > 0),
-            "top_anchors": [state.anchors(c)[:TOP_ANCHORS] for c in ids]})
+            "top_anchors": [state.anchors(c)[:TOP_ANCHORS] for c in ids],
+            "approved_by": [approved[c].stamp.user if c in approved else "" for c in ids],
+            "approved_at": [approved[c].stamp.ts if c in approved else "" for c in ids]})
 
     def decided(self) -> np.ndarray:
         """Per image: decided by the reviewer (:mod:`tac_core.workspace.decisions`), with every session's edits."""
@@ -246,14 +317,14 @@ class ReviewSession:
         return self.images(pos[np.argsort(key, kind="stable")])
 
     def images(self, positions) -> pd.DataFrame:
-        """One row per run position given, in that order: image_id, position, path, rel_path, sha256, cluster,
-        confidence and the verified and excluded flags as they are now."""
+        """One row per position given, in that order: image_id, position, path, rel_path, sha256, cluster,
+        confidence, the verified and excluded flags as they are now, and ``new`` (added by an intake)."""
         state, pos = self.state, np.asarray(positions, dtype=np.int64)
-        frame = self._paths.iloc[pos].reset_index(drop=True)
+        frame = self._paths.loc[state.image_ids[pos]].reset_index(drop=True)
         frame.insert(0, "image_id", state.image_ids[pos])
         frame.insert(1, "position", pos)
         return frame.assign(cluster=state.labels[pos], confidence=state.confidence[pos], verified=state.verified[pos],
-                            excluded=state.excluded[pos])
+                            excluded=state.excluded[pos], new=pos >= state.n_run)
 
     def anchors(self, cluster: int) -> list[tuple[str, float]]:
         """All of the cluster's anchors, best first (``clusters()`` shows the top 5)."""
@@ -291,13 +362,31 @@ class ReviewSession:
         require_known_ids(ids, self.state.image_ids, f"in run {self.run_id}")
         return ids
 
+    def _sign_off_target(self, cluster, action: str) -> int:
+        """``cluster`` if it may be approved (``action`` "approve") or its approval withdrawn now, else refused."""
+        goal = self._cluster(cluster)
+        if action == "approve":
+            check_approve(self.state, goal, self.user, two_person_rule(self.workspace), self.last_edit(goal))
+        else:
+            check_withdraw(self.state, goal)
+        return goal
+
+    def _add_paths(self, image_ids) -> None:
+        missing = np.setdiff1d(np.asarray(image_ids, np.int64), self._paths.index.to_numpy())
+        if missing.size:
+            rows = self.workspace.images().set_index("id").loc[missing, ["path", "rel_path", "sha256"]]
+            self._paths = pd.concat([self._paths, rows.rename_axis("image_id")])
+
     @staticmethod
     def _name(name) -> str:
         return validate_name(name, "cluster name", MAX_CLUSTER_NAME_LENGTH)
 
     def _own(self, event_id: int, action: str) -> int:
-        """The edit ``event_id`` if this session's user made it or may undo others' edits, else refused."""
-        author = self._authors.get(event_id, "")
+        """The edit ``event_id`` if this session's user made it or may undo others' edits, else refused; undoing
+        or redoing a sign-off needs the ``sign_off`` role too."""
+        if self._edits[event_id][0] in SIGN_OFF_KINDS:
+            self.workspace.require("sign_off", self.user)
+        author = self.author_of(event_id)
         if (self.user is not None and author and user_key(author) == self.user.key) or \
                 self.workspace.allows("undo_others", self.user):
             return event_id

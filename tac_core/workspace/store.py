@@ -128,6 +128,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE events ADD COLUMN user_name TEXT NOT NULL DEFAULT ''",  # '' (old events) reads "unknown"
         "ALTER TABLE events ADD COLUMN user_email TEXT NOT NULL DEFAULT ''",
     ),
+    (  # 3: image metadata (tac_core.workspace.metadata): one text value per image and field, and what was applied
+        """CREATE TABLE image_metadata (
+            image_id INTEGER NOT NULL REFERENCES images(id),
+            field TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (image_id, field)) WITHOUT ROWID""",
+        "CREATE INDEX image_metadata_field ON image_metadata(field, value)",
+        """CREATE TABLE metadata_sources (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('pattern', 'csv')),
+            description TEXT NOT NULL,
+            fields TEXT NOT NULL,
+            images INTEGER NOT NULL,
+            added TEXT NOT NULL)""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -37,6 +37,7 @@ from .access import (AccessDeniedError, AccessMixin, User, add_creator, auth_mod
                      resolve_role)
 from .activity import ActivityMixin, record_activity
 from .images import AddedImages, ImagesMixin
+from .sign_off import TWO_PERSON_RULE
 from .store import (ConnectionPool, WorkspaceUnreadableError, connect, damaged_database, migrate, to_json,
                     transaction, utc_now, validate_name)
 from .runs import RunsMixin
@@ -47,7 +48,10 @@ __all__ = ["DB_NAME", "AddedImages", "NameTakenError", "Workspace", "WorkspaceIn
 
 DB_NAME = "workspace.db"
 SUBFOLDERS = ("cache", "thumbs", "files", "runs", "exports")
-SETTINGS = {"ray_address": "the Ray cluster runs embed images and vocabulary on (empty: this machine)"}  # in the meta table
+SETTINGS = {  # in the meta table
+    "ray_address": "the Ray cluster runs embed images and vocabulary on (empty: this machine)",
+    TWO_PERSON_RULE: "on: a cluster's approver must not be who made its last edit (empty or off: anyone may)"}
+SETTING_CHOICES = {TWO_PERSON_RULE: ("on", "off")}  # settings that take one of a few values
 
 
 class NameTakenError(InvalidInputError):
@@ -247,8 +251,11 @@ class Workspace(ImagesMixin, RunsMixin, AccessMixin, ActivityMixin, AbstractCont
 
     def set_setting(self, key: str, value: str) -> None:
         """Store a setting at once (stripped; "" removes it); admins only: a setting decides where the
-        workspace's images are sent to be computed."""
+        workspace's images are sent to be computed, or who may approve a cluster."""
         self._check_setting(key)
+        choices = SETTING_CHOICES.get(key, ())
+        if choices and str(value).strip() not in ("", *choices):
+            raise InvalidInputError(f"the setting {key} is one of {', '.join(choices)}, not {str(value).strip()!r}.")
         with self.transaction() as conn:
             self.require("settings", conn=conn)
             conn.execute("DELETE FROM meta WHERE key = ?", (key,))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
+import time
 import types
 
 import pyarrow as pa
@@ -14,6 +16,7 @@ from streamlit.runtime import context as st_context
 
 from apptest_helpers import elements, open_app
 from review_workspace import split_class_workspace
+import ui.cluster_sizes
 from tac_core.run.run_sizes import SIZE_CHECK_FILE
 
 
@@ -41,6 +44,17 @@ def size_chart(at):
     return pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pandas()
 
 
+def settled(at):
+    """The page once the run's size verdict, computed in the background on a first view, is there."""
+    deadline = time.monotonic() + 120
+    while any(c.value.replace("\\", "").startswith("Checking whether") for c in at.caption):
+        assert time.monotonic() < deadline, "the size verdict never came"
+        time.sleep(0.5)
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def events(ws, run_id):
     rows = ws.connection().execute("SELECT kind, payload FROM events WHERE run_id = ? ORDER BY id", (run_id,))
     return [(kind, json.loads(payload)) for kind, payload in rows]
@@ -48,7 +62,7 @@ def events(ws, run_id):
 
 def test_review_shows_sizes_largest_first_and_warns_when_a_uniform_run_forced_them(uniform_run):
     ws, run_id, _ = uniform_run
-    at = open_app("pages/review.py", ws, run_id, timeout=120)
+    at = settled(open_app("pages/review.py", ws, run_id, timeout=120))
     rows = size_chart(at)
     assert rows["label"].tolist() == ["0", "1", "2", "3"] and rows["size"].tolist() == [7, 7, 6, 4]
     assert "4 clusters · largest 7 (29%) · smallest 4 (16.7%) · median 6" in [t.value for t in at.text]
@@ -67,11 +81,24 @@ def test_review_shows_sizes_largest_first_and_warns_when_a_uniform_run_forced_th
     assert warning.startswith("Cluster sizes look forced") and "the chart shows the clusters as reviewed now" in warning
 
 
+def test_a_slow_verdict_is_computed_in_the_background_and_shown_on_the_next_update(uniform_run, monkeypatch):
+    ws, run_id, _ = uniform_run
+    release, real = threading.Event(), ui.cluster_sizes.run_size_check
+    monkeypatch.setattr(ui.cluster_sizes, "WAIT_S", 0.0)
+    monkeypatch.setattr(ui.cluster_sizes, "run_size_check", lambda *a: release.wait(60) and real(*a))
+    at = open_app("pages/review.py", ws, run_id, timeout=120)
+    assert size_chart(at)["size"].tolist() == [7, 7, 6, 4] and not at.warning  # the page is not held up
+    assert any(c.value.replace("\\", "").startswith("Checking whether") for c in at.caption)
+    release.set()
+    at = settled(at)
+    assert at.warning and at.warning[0].value.replace("\\", "").startswith("Cluster sizes look forced")
+
+
 def test_an_estimated_run_gets_no_warning(data_dir, elpv_images):
     ws, run_id, _ = split_class_workspace(data_dir, elpv_images, {"mode": "free", "balance": "estimated"},
                                           forced=False)
     try:
-        at = open_app("pages/review.py", ws, run_id, timeout=120)
+        at = settled(open_app("pages/review.py", ws, run_id, timeout=120))
         assert size_chart(at)["size"].tolist() == [14, 6, 2, 2]
         assert not at.warning
         assert any(c.value.replace("\\", "").startswith("Cluster sizes look natural") for c in at.caption)

@@ -68,8 +68,8 @@ def cluster_sums(features: np.ndarray, labels: np.ndarray, n_clusters: int) -> n
     sums = torch.zeros((n_clusters, features.shape[1]), dtype=torch.float64)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     for start in range(0, len(labels), CHUNK_ROWS):
-        chunk = torch.as_tensor(features[start:start + CHUNK_ROWS])
-        sums.index_add_(0, labels[start:start + CHUNK_ROWS], chunk.double())
+        chunk = torch.tensor(features[start:start + CHUNK_ROWS], dtype=torch.float64)  # a copy: reads read-only arrays
+        sums.index_add_(0, labels[start:start + CHUNK_ROWS], chunk)
     return sums.numpy()
 
 

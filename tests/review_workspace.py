@@ -87,3 +87,45 @@ def synthetic_workspace(root: Path, n: int, k: int, dim: int = 32, seed: int = 0
     for record in records[1:]:
         os.link(first, thumbnail_path(workspace.thumbs_dir, record.sha256))
     return workspace, run_id
+
+
+SPLIT_ANCHORS = [[("crack", 0.31), ("fracture", 0.29), ("cell", 0.2)], [("crack", 0.30), ("fracture", 0.28)],
+                 [("finger interruption", 0.27), ("busbar", 0.2)], [("dark area", 0.25), ("stain", 0.22)]]
+
+
+def split_class_arrays(n: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """A set shaped like a plant set: one class of 7/12 of the images, one of 1/4, two rare ones of 1/12 each.
+
+    Returns the true classes, the labels of a run that forced equal sizes (the big class cut in two halves,
+    clusters 0 and 1; the two rare classes together in cluster 3) and the run arrays.
+    """
+    rng = np.random.default_rng(seed)
+    truth = np.repeat([0, 1, 2, 3], [7 * n // 12, n // 4, n // 12, n // 12])
+    forced = np.where(truth == 0, (np.arange(n) >= 7 * n // 24).astype(np.int64), np.minimum(truth + 1, 3))
+    x = np.eye(DIM)[truth] + 0.1 * rng.standard_normal((n, DIM))
+    t = np.eye(DIM)[truth + 4] + 0.1 * rng.standard_normal((n, DIM))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    t = (t / np.linalg.norm(t, axis=1, keepdims=True)).astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi, n)
+    projection = np.stack([truth * 4 + np.cos(angle), np.sin(angle)], axis=1).astype(np.float32)
+    return truth, forced, {"image_embeddings": x, "counterparts": t, "projection": projection}
+
+
+def split_class_workspace(root: Path, images: Path, params: dict, forced: bool = True
+                          ) -> tuple[Workspace, int, np.ndarray]:
+    """A workspace with the 24 elpv images (thumbnails made) and one done run of :func:`split_class_arrays`:
+    the forced labels when ``forced``, else the true classes. ``params`` are the run's stored parameters."""
+    workspace = create_workspace("sizes test", root)
+    added = workspace.add_image_set(scan_folder(images), "folder", str(images))
+    frame = workspace.images("ok").set_index("id")
+    for image_id in added.image_ids:
+        with Image.open(frame.loc[image_id, "path"]) as im:
+            im.convert("RGB").resize((64, 64)).save(thumbnail_path(workspace.thumbs_dir, frame.loc[image_id, "sha256"]),
+                                                    "JPEG")
+    ids = np.array(added.image_ids, np.int64)
+    truth, forced_labels, arrays = split_class_arrays(len(ids))
+    labels = forced_labels if forced else truth
+    anchors = SPLIT_ANCHORS if forced else [SPLIT_ANCHORS[0], SPLIT_ANCHORS[2], SPLIT_ANCHORS[3], [("scratch", 0.2)]]
+    run_id = workspace.create_run({"n_clusters": 4, **params}, ids)
+    workspace.save_run_result(run_id, ids, labels, np.full(len(ids), 0.9), anchors, arrays=arrays)
+    return workspace, run_id, ids

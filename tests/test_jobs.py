@@ -96,6 +96,7 @@ def test_a_job_subprocess_computes_and_stores_everything(workspace, tiny_model_c
 
 def test_trained_mode_keeps_probabilities_and_heads(workspace, tiny_model_config, tiny_checkpoint, monkeypatch):
     from tac_core.cluster.heads import head_probabilities
+    from tac_core.run.run_sizes import load_size_check
 
     monkeypatch.setenv(jobs.INLINE_ENV, "1")  # same process: the subprocess path is covered above
     run_id = jobs.start_run(workspace, params_for(tiny_model_config, tiny_checkpoint, mode="trained", epochs=2,
@@ -112,6 +113,8 @@ def test_trained_mode_keeps_probabilities_and_heads(workspace, tiny_model_config
     assert stages == ["embedding images", "embedding vocabulary", "selecting nouns", "estimating sizes",
                       "finding neighbours", "training", "projection"]  # sizes: the free partition the heads aim at
     assert stages == [s for s in run_params.STAGES["trained"] if s != "suggesting K"]
+    check = load_size_check(workspace, run_id)  # the Review page's size verdict, made once by the job
+    assert check is not None and np.isclose(check.run_shares.sum(), 1) and len(check.reference_shares) == 3
 
 
 def test_sigterm_cancels_and_a_rerun_resumes_from_the_cache(workspace, tiny_model_config, tiny_checkpoint):

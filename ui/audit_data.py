@@ -105,6 +105,16 @@ def _features(workspace_path: str, run_id: int, batches: tuple, _x: np.ndarray, 
     return features
 
 
+def session_features(workspace: Workspace, session: ReviewSession) -> Optional[np.ndarray]:
+    """TAC's rows [x, t] of the session's images (the run's and any sorted-in batch's; shared, read-only), or
+    None when some image has no saved embedding."""
+    x, t = state_array(workspace, session, "image_embeddings"), state_array(workspace, session, "counterparts")
+    n = len(session.state.labels)
+    if x is None or t is None or len(x) != n or len(t) != n:
+        return None
+    return _features(str(workspace.path), session.run_id, batches_of(session), x, t)
+
+
 def _centers(workspace: Workspace, run_id: int, features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, int]:
     """Cluster centres for contact sheets and their version, recomputed only when the clusters changed noticeably.
 
@@ -133,10 +143,9 @@ def sheet_positions(workspace: Workspace, session: ReviewSession, cluster: int, 
     that joined it appear when the centres are next recomputed.
     """
     run_id, state = session.run_id, session.state
-    x, t = state_array(workspace, session, "image_embeddings"), state_array(workspace, session, "counterparts")
-    if x is None or t is None or len(x) != len(state.labels):
+    features = session_features(workspace, session)
+    if features is None:
         return None
-    features = _features(str(workspace.path), run_id, batches_of(session), x, t)
     labels = state.included_labels()
     centers, version = _centers(workspace, run_id, features, labels)
     empty = np.zeros(0, np.int64)

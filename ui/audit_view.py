@@ -17,7 +17,7 @@ from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.review_audit import AuditQueue
 from tac_core.workspace.workspace import Workspace
 from ui import review_actions as actions
-from ui import widgets
+from ui import possible_merges, widgets
 from ui.audit_data import name_reasons, snapshot
 from ui.audit_extras import contact_sheet_section, coverage_section, recluster_section
 from ui.gallery import strip
@@ -58,6 +58,7 @@ def render() -> None:
             st.warning(note)
     else:
         queue_section(workspace, session, snap, decided, note)
+    possible_merges.render(workspace, session)
     recluster_section(workspace, session)
     coverage_section(session, snap, decided)
     contact_sheet_section(workspace, session)

@@ -16,7 +16,7 @@ from tac_core.errors import TacError
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace
 from ui import review_actions as actions
-from ui import access, map_view, review_intake, review_metadata, sign_off_view, widgets
+from ui import access, cluster_sizes, map_view, review_intake, review_metadata, sign_off_view, widgets
 from ui.review_batches import state_layout
 from ui.gallery import grid, page_of
 from ui.review_data import pick_run, review_session
@@ -58,6 +58,7 @@ def render() -> None:
         cluster_table(clusters, current)
         review_metadata.findings(workspace, session)
         selection_actions(workspace, session, clusters, current)
+    cluster_sizes.render(workspace, session, clusters)
     st.divider()
     cluster_panel(workspace, session, clusters, current, view.visible)
     selection_gallery(workspace, session)

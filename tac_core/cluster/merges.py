@@ -76,7 +76,8 @@ def possible_merges(features: np.ndarray, labels: np.ndarray, n_clusters: int,
     live = np.flatnonzero(sizes > 0)
     if len(live) < 3:
         return []
-    centers = cluster_unit_means(features[kept], labels[kept], n_clusters)
+    # excluded rows summed into one extra cluster rather than copied out (N × D float64 is 400 MB at 50k)
+    centers = cluster_unit_means(features, np.where(kept, labels, n_clusters), n_clusters + 1)[:n_clusters]
     sim = centers[live] @ centers[live].T
     rows, cols = np.triu_indices(len(live), k=1)
     distances = 1.0 - sim[rows, cols]

@@ -156,6 +156,7 @@ def _compute(workspace: Workspace, run_id: int, stored: dict, progress: _Reporte
     """:func:`~tac_core.run.pipeline.compute_run` on the run's images, then its result into the workspace."""
     from ..embedding.ray_cluster import ray_options  # the workspace embeds on a Ray cluster when it names one
     from .pipeline import ImageFiles, compute_run
+    from .run_sizes import run_size_check
 
     params = RunParams.from_dict(stored)
     vocab = params.vocabulary()
@@ -175,6 +176,10 @@ def _compute(workspace: Workspace, run_id: int, stored: dict, progress: _Reporte
         "seconds": run.seconds()})
     progress.flush()
     workspace.save_run_result(run_id, image_ids[run.kept], run.labels, run.confidence, run.anchors, run.arrays())
+    try:  # the Review page's size verdict, once, while the job still has the machine (the run is done already)
+        run_size_check(workspace, run_id, device=run.facts["device"])
+    except Exception:  # noqa: BLE001 - the page computes it on first view instead; say why in the job's log
+        traceback.print_exc()
 
 
 def main(workspace: str, run_id: int) -> int:

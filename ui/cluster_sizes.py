@@ -1,0 +1,103 @@
+"""The Review page's cluster sizes: one bar per cluster, largest first, with its size written on it, and the
+run's size verdict (:mod:`tac_core.run.run_sizes`) — a warning with what to do when the sizes look forced.
+
+The verdict is the engine's, computed once per run and saved beside the run: by the run's job, or — for a run
+made before, or re-clustered — in a background thread on its first view here, so the page is never held up.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Optional
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from tac_core.cluster.balance import SizeCheck
+from tac_core.errors import TacError
+from tac_core.run.run_sizes import load_size_check, run_size_check
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import Workspace
+from ui.cluster_view import BALANCE_LABELS
+from ui.safe_text import esc
+
+LOG = logging.getLogger("tac_studio")
+CHART_HEIGHT = 240
+WAIT_S = 1.0  # a small run's verdict is waited for, so it shows on the first view
+CHECKING = ("Checking whether this run's sizes look forced (once per run, in the background); the answer shows "
+            "on the page's next update.")
+ROTATE_ABOVE = 20  # more clusters than this: the sizes are written upwards, so that neighbours do not overlap
+ADVICE = (f"In the app: on the Cluster page choose Cluster sizes '{BALANCE_LABELS['estimated']}' and run again, "
+          "or merge the pieces of one group listed under Possible merges on the Audit page.")
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _check_in_background(workspace_path: str, run_id: int, _workspace: Workspace) -> dict:
+    """Compute the run's verdict once per server process, in a thread (a trained run of 50k images takes about
+    a minute on two cores); the returned dict gets ``error`` when it failed, ``thread`` is the worker."""
+    job: dict = {"error": ""}
+
+    def work() -> None:
+        try:
+            run_size_check(_workspace, run_id)
+        except TacError as exc:
+            job["error"] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the chart stays; say why in the server log
+            LOG.exception("could not check the cluster sizes of run %s in %s", run_id, workspace_path)
+            job["error"] = f"an unexpected problem ({type(exc).__name__}); the details are in the server log"
+
+    job["thread"] = threading.Thread(target=work, name=f"size-check-run-{run_id}", daemon=True)
+    job["thread"].start()
+    return job
+
+
+def size_check(workspace: Workspace, run_id: int) -> tuple[Optional[SizeCheck], str]:
+    """The run's saved verdict, or (None, a note) while it is computed in the background or when it failed;
+    a small run's is waited for (up to :data:`WAIT_S`)."""
+    check = load_size_check(workspace, run_id)
+    if check is None:
+        job = _check_in_background(str(workspace.path), run_id, workspace)
+        job["thread"].join(WAIT_S)
+        check = load_size_check(workspace, run_id)
+        if check is None and job["error"]:
+            return None, f"Could not check whether the sizes look forced: {job['error']}"
+        if check is None and job["thread"].is_alive():
+            return None, CHECKING
+    return check, ""
+
+
+def render(workspace: Workspace, session: ReviewSession, clusters: pd.DataFrame) -> None:
+    """The size chart of the clusters as they are now, and the run's verdict."""
+    st.subheader("Cluster sizes")
+    check, note = size_check(workspace, session.run_id)
+    if check is not None and check.forced:
+        since = " (The verdict is about the run as clustered; the chart shows the clusters as reviewed now.)"
+        st.warning(esc(f"{check.reason} {ADVICE}" + (since if session.state.labels_edited() else "")),
+                   icon=":material/balance:")
+    st.altair_chart(size_chart(clusters), key=f"review_sizes_{session.run_id}")
+    sizes = clusters["size"].sort_values(ascending=False)
+    total = max(1, int(sizes.sum()))
+    st.text(f"{len(sizes)} clusters · largest {int(sizes.iloc[0])} ({sizes.iloc[0] / total:.0%}) · smallest "
+            f"{int(sizes.iloc[-1])} ({sizes.iloc[-1] / total:.1%}) · median {int(sizes.median())}")
+    if check is not None and not check.forced:
+        st.caption(esc(check.reason))
+    elif note:
+        st.caption(esc(note))
+
+
+def size_chart(clusters: pd.DataFrame) -> alt.LayerChart:
+    """Bars largest first, each labelled with its size; cluster ids below, names and shares on hover."""
+    frame = clusters[["cluster", "name", "size"]].sort_values(["size", "cluster"], ascending=[False, True])
+    frame = frame.assign(label=frame["cluster"].astype(str),
+                         share=frame["size"] / max(1, int(frame["size"].sum())))
+    many = len(frame) > ROTATE_ABOVE
+    base = alt.Chart(frame).encode(
+        x=alt.X("label:N", sort=None, title="Cluster (largest first)", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("size:Q", title="Images", scale=alt.Scale(domainMax=float(frame["size"].max()) * (1.3 if many else 1.15))),
+        tooltip=[alt.Tooltip("label:N", title="Cluster"), alt.Tooltip("name:N", title="Name"),
+                 alt.Tooltip("size:Q", title="Images"), alt.Tooltip("share:Q", title="Share", format=".1%")])
+    bars = base.mark_bar()
+    text = base.mark_text(fontSize=10, **({"angle": 270, "align": "left", "baseline": "middle", "dx": 3} if many else
+                                           {"baseline": "bottom", "dy": -2})).encode(text="size:Q")
+    return (bars + text).properties(height=CHART_HEIGHT)

@@ -66,10 +66,11 @@ def free_port() -> int:
 
 
 class Server:
-    """``streamlit run app.py`` as a subprocess on ``port`` with its own data folder; log in ``log_path``."""
+    """``streamlit run app.py`` as a subprocess on ``port`` with its own data folder; log in ``log_path``. ``root``
+    is the checkout whose app runs (``bench.browser`` also runs an older one)."""
 
-    def __init__(self, data: Path, port: int, log_path: Path) -> None:
-        self.data, self.port, self.log_path = data, port, log_path
+    def __init__(self, data: Path, port: int, log_path: Path, root: Path = ROOT) -> None:
+        self.data, self.port, self.log_path, self.root = data, port, log_path, root
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
 
@@ -83,7 +84,7 @@ class Server:
                 [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                  "--server.port", str(self.port), "--server.address", "127.0.0.1",
                  "--browser.gatherUsageStats", "false"],
-                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                cwd=self.root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

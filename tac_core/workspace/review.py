@@ -26,7 +26,7 @@ import pandas as pd
 from ..errors import InvalidInputError
 from .decisions import Decision, decided_mask, decision_of, moved_mask
 from .review_log import touched
-from .review_state import Edit, ReviewState, Revert
+from .review_state import ASPECTS, Edit, ReviewState, Revert, effects
 from .store import WorkspaceUnreadableError, to_json, utc_now, validate_name
 from .workspace import Workspace
 from .runs import MAX_CLUSTER_NAME_LENGTH, id_array, require_known_ids
@@ -53,6 +53,7 @@ class ReviewSession:
         self._decisions: dict[int, Decision] = {}  # event id -> what a deciding edit decided
         self._reverts: dict[int, Revert] = {}
         self._touched: dict[int, tuple[list[int], int]] = {}  # event id -> clusters and image count it touched
+        self._changed_at = dict.fromkeys(ASPECTS, 0)  # aspect -> id of the last event that changed it
         self._history: list[dict] = []
         self.refresh()
 
@@ -81,6 +82,7 @@ class ReviewSession:
             other.append(stack.pop())
             text = f"{'undid' if kind == 'undo' else 'redid'} #{target}: {self._edits[target][2]}"
             self._touched[event_id] = self._touched[target]
+            changed = effects(*self._edits[target][:2])  # an undo or redo changes what its target changed
         else:
             self._touched[event_id] = touched(kind, payload, state)
             self._reverts[event_id], text = state.apply(kind, payload)
@@ -90,6 +92,9 @@ class ReviewSession:
                 self._decisions[event_id] = decision
             state.effective.append(event_id)
             state.undone.clear()
+            changed = effects(kind, payload)
+        for aspect in changed:
+            self._changed_at[aspect] = event_id
         clusters, images = self._touched[event_id]
         self._history.append({"event_id": event_id, "ts": ts, "session": session, "kind": kind, "text": text,
                               "clusters": clusters, "images": images})
@@ -107,7 +112,8 @@ class ReviewSession:
                                     (self.run_id, ts, kind, payload_text, self.session_id)).lastrowid
         payload = json.loads(payload_text)  # exactly what a replay will see
         text = self._apply_event(event_id, ts, kind, payload, self.session_id)
-        return Edit(event_id, kind, text, cluster_of(payload))
+        changed = frozenset(a for a in ASPECTS if self._changed_at[a] == event_id)
+        return Edit(event_id, kind, text, cluster_of(payload), changed)
 
     def rename(self, cluster: int, name: str) -> Edit:
         return self._record("rename", lambda: {"cluster": self._cluster(cluster), "name": self._name(name)},
@@ -174,6 +180,12 @@ class ReviewSession:
     @property
     def can_redo(self) -> bool:
         return bool(self.state.undone)
+
+    def changed_at(self, *aspects: str) -> int:
+        """The id of the last event (of any session, applied, undone or redone) that changed one of ``aspects``
+        (:data:`~tac_core.workspace.review_state.ASPECTS`; all when none are named), 0 when none did. Sessions
+        on one run agree on it, so it keys caches of what depends on those aspects."""
+        return max(self._changed_at[a] for a in (aspects or ASPECTS))
 
     @property
     def edit_count(self) -> int:

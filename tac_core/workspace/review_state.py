@@ -24,17 +24,30 @@ import pandas as pd
 from .store import WorkspaceUnreadableError
 
 EDIT_KINDS = ("rename", "merge", "split", "move", "verify_images", "verify_cluster", "exclude")
+ASPECTS = ("labels", "names", "verified", "excluded")  # what an edit can change: see :func:`effects`
 Revert = Callable[[], None]
+
+
+def effects(kind: str, payload: dict) -> frozenset[str]:
+    """The :data:`ASPECTS` of a state an edit changes (so a page redraws only what depends on them): labels
+    (who is in which cluster), names (the clusters, their names and anchors), verified, excluded flags."""
+    if kind == "move":
+        return frozenset({"labels", "verified"} if payload.get("verify") else {"labels"})
+    return frozenset({"rename": {"names"}, "merge": {"labels", "names", "verified"}, "split": {"labels", "names"},
+                      "verify_images": {"verified"}, "verify_cluster": {"verified"},
+                      "exclude": {"excluded"}}.get(kind, ASPECTS))
 
 
 @dataclass(frozen=True)
 class Edit:
-    """What an action did: its event id, a sentence for the UI, and the cluster it produced or touched."""
+    """What an action did: its event id, a sentence for the UI, the cluster it produced or touched, and what it
+    changed (:func:`effects`; an undo or redo changes what its target did)."""
 
     event_id: int
     kind: str
     text: str
     cluster: Optional[int] = None
+    changes: frozenset[str] = frozenset(ASPECTS)
 
 
 @dataclass(eq=False)

@@ -390,18 +390,18 @@ def test_each_edit_says_what_it_changed_and_when_each_aspect_last_changed(ws, ru
     assert rename.changes == {"names"} and session.changed_at("names") == rename.event_id
     assert session.changed_at("labels", "excluded") == 0
     verify = session.verify_cluster(1)
-    assert verify.changes == {"verified"} and session.changed_at("labels", "names", "excluded") == rename.event_id
+    assert verify.changes == {"marks"} and session.changed_at("labels", "names", "excluded") == rename.event_id
     move = session.move(ids[:2], 1)
     assert move.changes == {"labels"} and session.move(ids[2:3], 2, verify=True).changes == {"labels", "verified"}
     assert session.exclude(ids[5:6]).changes == {"excluded"}
-    assert session.merge(2, 1).changes == {"labels", "names", "verified"}
+    assert session.merge(2, 1).changes == {"labels", "names", "marks"}
     assert session.split(0, ids[3:4]).changes == {"labels", "names"}
     undo = session.undo()  # undoing the split changes what the split changed
     assert undo.changes == {"labels", "names"} and session.changed_at("labels") == undo.event_id
     assert session.redo().changes == {"labels", "names"}
     # another session on the run agrees on every aspect's last change
     other = ReviewSession(ws, run_id, session_id="B")
-    for aspect in ("labels", "names", "verified", "excluded"):
+    for aspect in ("labels", "names", "marks", "verified", "excluded"):
         assert other.changed_at(aspect) == session.changed_at(aspect)
     assert other.changed_at() == session.changed_at() == max(h["event_id"] for h in session.history())
 

@@ -188,6 +188,11 @@ class ReviewSession:
         return max(self._changed_at[a] for a in (aspects or ASPECTS))
 
     @property
+    def event_count(self) -> int:
+        """Events of the run's log this session has applied (its own and other sessions')."""
+        return len(self._history)
+
+    @property
     def edit_count(self) -> int:
         """Edits in effect now (made and not undone)."""
         return len(self.state.effective)

@@ -24,17 +24,18 @@ import pandas as pd
 from .store import WorkspaceUnreadableError
 
 EDIT_KINDS = ("rename", "merge", "split", "move", "verify_images", "verify_cluster", "exclude")
-ASPECTS = ("labels", "names", "verified", "excluded")  # what an edit can change: see :func:`effects`
+ASPECTS = ("labels", "names", "marks", "verified", "excluded")  # what an edit can change: see :func:`effects`
 Revert = Callable[[], None]
 
 
 def effects(kind: str, payload: dict) -> frozenset[str]:
     """The :data:`ASPECTS` of a state an edit changes (so a page redraws only what depends on them): labels
-    (who is in which cluster), names (the clusters, their names and anchors), verified, excluded flags."""
+    (who is in which cluster), names (which clusters exist, their names and anchors), marks (which clusters
+    are verified), and the images' verified and excluded flags."""
     if kind == "move":
         return frozenset({"labels", "verified"} if payload.get("verify") else {"labels"})
-    return frozenset({"rename": {"names"}, "merge": {"labels", "names", "verified"}, "split": {"labels", "names"},
-                      "verify_images": {"verified"}, "verify_cluster": {"verified"},
+    return frozenset({"rename": {"names"}, "merge": {"labels", "names", "marks"}, "split": {"labels", "names"},
+                      "verify_images": {"verified"}, "verify_cluster": {"marks"},
                       "exclude": {"excluded"}}.get(kind, ASPECTS))
 
 

@@ -1,0 +1,162 @@
+"""The Review page's cluster parts: the cluster list with the open cluster's actions, and its gallery.
+
+The list shows every cluster in one narrow table (no horizontal scrolling beside the map at 1,400 px); a row
+click, the "Cluster" select box or the N / P keys open a cluster. The open cluster's actions sit right under
+the list: rename (with suggestions from its anchors), merge others into it, verify (V), split automatically.
+Its gallery is a part of its own, so paging through it redraws nothing else.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.workspace import Workspace
+from ui import review_actions as actions
+from ui import review_parts as parts
+from ui.gallery import grid, page_of
+from ui.review_data import cluster_frame, part_session
+from ui.safe_text import esc, short
+from ui.widgets import coverage_column
+
+TABLE = "review_cluster_table"
+LEAST_FIRST = "review_least_first"
+CLUSTER_PAGE = "review_page"
+TABLE_ORDER = "review_table_order"
+
+
+def option(clusters: pd.DataFrame):
+    """How a cluster reads in a select box: "id · name (size)"."""
+    names = dict(zip(clusters["cluster"], clusters["name"]))
+    sizes = dict(zip(clusters["cluster"], clusters["size"]))
+    return lambda c: short(f"{c} · {names.get(c, '?')} ({sizes.get(c, 0)})", 80)
+
+
+def current_cluster(session: ReviewSession, clusters: pd.DataFrame) -> int:
+    """The open cluster (view state); falls back to the largest when it was merged away."""
+    ids = clusters["cluster"].tolist()
+    if st.session_state.get(parts.CLUSTER) not in ids:
+        st.session_state[parts.CLUSTER] = int(clusters.sort_values("size", ascending=False)["cluster"].iloc[0])
+    current = int(st.session_state[parts.CLUSTER])
+    # set again on every run: the select box shows "id · name (size)", and a browser keeps the label it was last
+    # sent, so after a rename or a merge it would send back a label that no longer matches any option
+    st.session_state[parts.CLUSTER] = current
+    if st.session_state.get("review_inputs_for") != (session.run_id, current):
+        st.session_state["review_inputs_for"] = (session.run_id, current)  # another cluster: clear its inputs
+        st.session_state[actions.NEW_NAME] = ""
+        st.session_state[actions.MERGE_SOURCES] = []
+    else:  # a cluster merged away by another session must not linger in the merge choice
+        st.session_state[actions.MERGE_SOURCES] = [c for c in st.session_state.get(actions.MERGE_SOURCES, [])
+                                                   if c in ids and c != current]
+    return current
+
+
+def open_cluster_id(clusters: pd.DataFrame) -> int:
+    """The open cluster as :func:`current_cluster` set it, read only (for parts drawn after the select box)."""
+    chosen = st.session_state.get(parts.CLUSTER)
+    if chosen in set(clusters["cluster"].tolist()):
+        return int(chosen)
+    return int(clusters.sort_values("size", ascending=False)["cluster"].iloc[0])
+
+
+def _on_table_select(workspace: Workspace, run_id: int) -> None:
+    state = st.session_state.get(TABLE)
+    rows = state["selection"]["rows"] if state else []
+    order = st.session_state.get(TABLE_ORDER, [])
+    if rows and rows[0] < len(order):
+        st.session_state[parts.CLUSTER] = order[rows[0]]
+    actions.opened(workspace, run_id)
+
+
+@st.fragment(key=parts.CLUSTERS)
+def clusters_part(workspace: Workspace, run_id: int) -> None:
+    session = part_session(workspace, run_id)
+    clusters = cluster_frame(session)
+    current = current_cluster(session, clusters)
+    cluster_table(workspace, run_id, clusters)
+    cluster_panel(workspace, session, clusters, current)
+
+
+def cluster_table(workspace: Workspace, run_id: int, clusters: pd.DataFrame) -> None:
+    """Every cluster: size, name, excluded, coverage, verified, confidence. Click a row to open it."""
+    table = pd.DataFrame({
+        "ID": clusters["cluster"], "Name": clusters["name"], "Size": clusters["size"],
+        "Excl.": clusters["excluded"], "Coverage": (clusters["verified_share"] * 100).round(),
+        "Verified": clusters["verified"], "Conf.": clusters["mean_confidence"]})
+    st.session_state[TABLE_ORDER] = table["ID"].tolist()
+    st.dataframe(table, key=TABLE, on_select=lambda: _on_table_select(workspace, run_id),
+                 selection_mode="single-row", hide_index=True, height=min(282, 38 + 35 * len(table)),
+                 column_config={
+                     "ID": st.column_config.NumberColumn("ID", width=44),
+                     "Name": st.column_config.TextColumn("Name", width=150),
+                     "Size": st.column_config.NumberColumn("Size", width=64),
+                     "Excl.": st.column_config.NumberColumn("Excl.", width=52, help="Excluded images"),
+                     "Coverage": coverage_column(),
+                     "Verified": st.column_config.CheckboxColumn("Verified", width=62),
+                     "Conf.": st.column_config.NumberColumn("Conf.", format="%.2f", width=56,
+                                                            help="Mean confidence")})
+
+
+def cluster_panel(workspace: Workspace, session: ReviewSession, clusters: pd.DataFrame, current: int) -> None:
+    """The open cluster: what it is, and the actions on it."""
+    run_id = session.run_id
+    ids = clusters["cluster"].tolist()
+    row = clusters.set_index("cluster").loc[current]
+    pick, back, forward = st.columns([6, 2, 2], vertical_alignment="bottom")
+    pick.selectbox("Cluster", ids, key=parts.CLUSTER, format_func=option(clusters),
+                   on_change=actions.opened, args=(workspace, run_id))
+    back.button("Previous", key="review_previous_cluster", shortcut="P", width="stretch",
+                on_click=actions.step_cluster, args=(workspace, run_id, ids, -1))
+    forward.button("Next", key="review_next_cluster", shortcut="N", width="stretch",
+                   on_click=actions.step_cluster, args=(workspace, run_id, ids, 1))
+    anchors = ", ".join(f"{term} {score:.2f}" for term, score in session.anchors(current)[:6])
+    st.text(f"Name: {row['name']}")
+    st.text(f"{int(row['size'])} images · {int(row['excluded'])} excluded · coverage {row['verified_share']:.0%} · "
+            f"mean confidence {row['mean_confidence']:.2f} · "
+            + ("Verified cluster" if row["verified"] else "Not verified")
+            + f"\nAnchors: {anchors or 'none (a split-off cluster gets them at the next clustering)'}")
+    suggestions = session.suggest_names(current)
+    name_col, suggest_col, button_col = st.columns([3, 3, 2], vertical_alignment="bottom")
+    name_col.text_input("New name", key=actions.NEW_NAME, max_chars=200)
+    suggest_col.selectbox("Suggested names", suggestions, index=None, key=actions.SUGGESTION,
+                          placeholder="From the anchors" if suggestions else "No suggestions",
+                          on_change=actions.use_suggestion, disabled=not suggestions)
+    button_col.button("Rename cluster", key="review_rename", on_click=actions.rename,
+                      args=(workspace, run_id, current), width="stretch")
+    others = [c for c in ids if c != current]
+    merge_col, merge_button = st.columns([6, 2], vertical_alignment="bottom")
+    merge_col.multiselect("Clusters to merge into this one", others, key=actions.MERGE_SOURCES,
+                          format_func=option(clusters))
+    merge_button.button("Merge", key="review_merge", on_click=actions.merge, args=(workspace, run_id, current),
+                        disabled=not others, width="stretch")
+    a, b = st.columns(2)
+    if row["verified"]:
+        a.button("Mark cluster not verified", key="review_unverify_cluster", on_click=actions.verify_cluster,
+                 args=(workspace, run_id, current, False), width="stretch", shortcut="V")
+    else:
+        a.button("Verify cluster", key="review_verify_cluster", on_click=actions.verify_cluster,
+                 args=(workspace, run_id, current, True), width="stretch", type="primary", shortcut="V")
+    b.button("Split automatically", key="review_auto_split", on_click=actions.auto_split,
+             args=(workspace, run_id, current), width="stretch",
+             help="Two sub-groups by k-means on the members' image and text features; the smaller one "
+                  "becomes a new cluster.")
+
+
+@st.fragment(key=parts.MEMBERS)
+def members_part(workspace: Workspace, run_id: int) -> None:
+    """The open cluster's images, most (or least) confident first, a page at a time, each selectable."""
+    session = part_session(workspace, run_id)
+    current = open_cluster_id(cluster_frame(session))
+    if st.session_state.get("review_page_cluster") != current:
+        st.session_state["review_page_cluster"] = current
+        st.session_state.pop(CLUSTER_PAGE, None)  # page 1
+    st.subheader(esc(short(f"Cluster {current} · {session.state.names[current]}", 60)), anchor=False)
+    top = st.columns([3, 2, 2], vertical_alignment="center")
+    least = top[0].toggle("Least confident first", key=LEAST_FIRST)
+    frame = session.members(current, "least_confident" if least else "confidence")
+    shown = page_of(frame, CLUSTER_PAGE)
+    top[1].button("Select this page", key="review_select_page", on_click=actions.select_positions,
+                  args=(workspace, run_id, shown["position"].to_numpy()), width="stretch", disabled=shown.empty)
+    top[2].button("Select whole cluster", key="review_select_cluster", on_click=actions.select_positions,
+                  args=(workspace, run_id, frame["position"].to_numpy()), width="stretch", disabled=frame.empty)
+    grid(workspace, run_id, shown, key="review_members")

@@ -4,7 +4,8 @@ Builds synthetic runs (``tests/review_workspace.py``: 12 clusters, one of exactl
 thumbnail per cluster), starts ``streamlit run app.py`` on each and drives headless Chromium (Playwright, Debian's
 ``/usr/bin/chromium``, like ``tests/test_browser.py``) through the Review and Audit pages. Every action is timed
 from the click (or key press) to *idle*: the script run it started is over, no element is stale, every image has
-loaded and two animation frames have passed (the map is drawn). Bytes are the WebSocket frames the browser
+loaded and no new script run started for a quarter second (an action that reruns several parts of the page
+runs them one after the other); the time is when that idle began. Bytes are the WebSocket frames the browser
 received for it. The same steps run against two checkouts, side by side on the same machine: ``before`` (the
 code when issue #17 was taken up, ``--baseline``, extracted with ``git archive``) and ``after`` (this tree).
 
@@ -47,13 +48,21 @@ CLUSTERS = 12
 SMALL = 100  # images in the last cluster: "move 100 selected" moves all of them
 VIEWPORT = {"width": 1400, "height": 1000}
 STEP_S = 600  # the longest one timed step may take before it is reported as a timeout
-MARK_CLICKS = """
+QUIET_MS = 250  # idle this long with no new script run: the action is over (st.rerun of parts chains runs)
+MARK_INPUTS = """
 window.__tacClickAt = null;  // when the last timed input happened (performance.now())
 for (const type of ['pointerdown', 'keydown'])
     document.addEventListener(type, () => { window.__tacClickAt = performance.now(); }, true);
+window.__tacRunStartedAt = 0;  // when a script run last started
+new MutationObserver(records => {
+    for (const record of records)
+        if (record.oldValue !== 'running' && record.target.getAttribute('data-test-script-state') === 'running')
+            window.__tacRunStartedAt = performance.now();
+}).observe(document, {subtree: true, attributeOldValue: true, attributeFilter: ['data-test-script-state']});
 """
-IDLE = """([before, limit, fromNavigation]) => new Promise((resolve, reject) => {
+IDLE = """([before, limit, fromNavigation, quiet]) => new Promise((resolve, reject) => {
     const start = performance.now();
+    let idleSince = null;
     const idle = () => {
         const app = document.querySelector('[data-testid="stApp"]');
         return window.__tacRuns > before && app && app.getAttribute('data-test-script-state') === 'notRunning'
@@ -62,14 +71,20 @@ IDLE = """([before, limit, fromNavigation]) => new Promise((resolve, reject) => 
             && Array.from(document.images).every(i => i.complete && i.naturalWidth > 0);
     };
     const check = () => {
-        if (idle()) {  // two more frames: what the run changed is painted
-            requestAnimationFrame(() => requestAnimationFrame(() =>
-                resolve(performance.now() - (fromNavigation ? 0 : window.__tacClickAt))));
-        } else if (performance.now() - start > limit) {
-            reject(new Error('not idle after ' + limit + ' ms'));
-        } else {
-            requestAnimationFrame(check);
+        const now = performance.now();
+        if (!idle()) {
+            idleSince = null;
+        } else if (idleSince === null || window.__tacRunStartedAt > idleSince) {
+            idleSince = now;  // idle from this frame on, unless another run starts within the quiet time
+        } else if (now - idleSince >= quiet) {
+            resolve(idleSince - (fromNavigation ? 0 : window.__tacClickAt));
+            return;
         }
+        if (now - start > limit) {
+            reject(new Error('not idle after ' + limit + ' ms'));
+            return;
+        }
+        requestAnimationFrame(check);
     };
     check();
 })"""
@@ -100,7 +115,7 @@ class Tab:
     def __init__(self, browser) -> None:
         self.context = browser.new_context(viewport=VIEWPORT)
         self.context.add_init_script(COUNT_RUNS)
-        self.context.add_init_script(MARK_CLICKS)
+        self.context.add_init_script(MARK_INPUTS)
         self.page = self.context.new_page()
         self.page.set_default_timeout(STEP_S * 1000)
         self.received = 0
@@ -120,14 +135,14 @@ class Tab:
         self.received = 0
         self.page.goto(url)
         self.page.get_by_text(ready).first.wait_for(timeout=STEP_S * 1000)
-        return self.page.evaluate(IDLE, [0, STEP_S * 1000, True]), self.received
+        return self.page.evaluate(IDLE, [0, STEP_S * 1000, True, QUIET_MS]), self.received
 
     def timed(self, act: Callable[[], None]) -> tuple[float, int]:
         """Milliseconds from the input ``act`` makes to idle, and the bytes received meanwhile."""
         settle(self.page, STEP_S * 1000)
         before, self.received = self.runs(), 0
         act()
-        return self.page.evaluate(IDLE, [before, STEP_S * 1000, False]), self.received
+        return self.page.evaluate(IDLE, [before, STEP_S * 1000, False, QUIET_MS]), self.received
 
     def untimed(self, act: Callable[[], None]) -> None:
         self.timed(act)
@@ -140,8 +155,9 @@ class Tab:
         return lambda: self.key(key).locator("button").first.click()
 
     def enabled(self, key: str) -> bool:
-        button = self.key(key).locator("button")
-        return button.count() > 0 and button.first.is_enabled()
+        """Whether the button with this key is on the page and enabled (one look: the page may be redrawing)."""
+        return self.page.evaluate("""key => { const b = document.querySelector('.st-key-' + key + ' button');
+                                             return !!b && !b.disabled; }""", key)
 
     def type_text(self, key: str, value: str) -> None:
         box = self.key(key).locator("input")
@@ -258,10 +274,13 @@ def review_actions(tab: Tab, url: str, reps: int) -> dict:
 
 
 def map_reruns(tab: Tab, url: str, reps: int) -> dict:
-    """The Review page at many points: first render, a plain rerun, verify, rename, a box selection."""
+    """The Review page at many points: first render, opening a cluster, verify, rename, a box selection."""
     out: dict = {}
     attempt(out, "first render", lambda: tab.open(url, "edit(s) in effect"))
-    attempt(out, "rerun (R key)", lambda: [tab.timed(lambda: tab.page.keyboard.press("r")) for _ in range(reps)])
+
+    def open_cluster() -> list:
+        return [tab.timed(lambda i=i: tab.choose("review_cluster", f"{i % 2} · ")) for i in range(reps)]
+    attempt(out, "open a cluster (select box)", open_cluster)
 
     def verify() -> list:
         samples = []
@@ -302,7 +321,8 @@ def map_reruns(tab: Tab, url: str, reps: int) -> dict:
 
 
 # -- running and printing -------------------------------------------------------------------------------------
-def measure(checkouts: dict[str, Path], sizes: list[int], map_sizes: list[int], reps: int, work: Path) -> dict:
+def measure(checkouts: dict[str, Path], sizes: list[int], map_sizes: list[int], reps: int, work: Path,
+            keep: Optional[Path] = None) -> dict:
     from playwright.sync_api import sync_playwright
 
     results: dict = {"actions": {}, "map": {}}
@@ -328,6 +348,9 @@ def measure(checkouts: dict[str, Path], sizes: list[int], map_sizes: list[int], 
                         finally:
                             tab.close()
                     shutil.rmtree(folder / "data", ignore_errors=True)
+                    if keep is not None:  # what is measured so far survives a bench stopped half-way
+                        keep.parent.mkdir(parents=True, exist_ok=True)
+                        keep.write_text(json.dumps(results, indent=1), encoding="utf-8")
         browser.close()
     return results
 
@@ -372,10 +395,9 @@ def main() -> None:
         if args.only != "before":
             checkouts["after"] = REPO
         print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} at the start", flush=True)
-        results = measure(checkouts, args.sizes, args.map_sizes, args.reps, work)
+        results = measure(checkouts, args.sizes, args.map_sizes, args.reps, work, args.json)
     results["load_average_end"] = os.getloadavg()
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
     print_tables(results, list(checkouts))
 

@@ -82,6 +82,9 @@ def test_thumbnails_are_confident_spread_and_levelled():
     assert spread > 1.0
     few, _ = thumbnail_picks(xy, labels, confidence, budget=2)  # fewer than clusters: the largest get one each
     assert len(few) == 2
+    small = np.repeat([0, 1], [9, 300])
+    picks, levels = thumbnail_picks(xy[:309], small, confidence[:309], budget=42)
+    assert np.bincount(levels[small[picks] == 0]).tolist() == [2, 2, 5]  # a small cluster: few large ones too
 
 
 def test_box_and_polygon_select_every_point_inside():

@@ -84,7 +84,8 @@ def _tile(workspace: Workspace, run_id: int, row, key: str, selectable: bool, is
     if selectable:
         box = f"{key}_pick_{image_id}"
         st.session_state[box] = is_chosen
-        st.checkbox(f"Select image {image_id}", key=box, on_change=_toggle, args=(run_id, image_id, box))
+        st.checkbox(f"Select image {image_id}", key=box, on_change=_toggle, args=(run_id, image_id, box),
+                    label_visibility="collapsed")
 
 
 def strip(workspace: Workspace, frame: pd.DataFrame, columns: int = 4, caption_rows: bool = False) -> None:

@@ -44,7 +44,7 @@ WEBGL_FROM = 2000  # below this many points SVG draws crisper and is just as fas
 HEIGHT = 540
 THUMBNAILS = "review_map_thumbnails"
 THUMBNAIL_PIXELS = 48  # the map's thumbnails are sent inside the figure: small JPEGs
-THUMBNAIL_SIZES = (0.075, 0.035, 0.016)  # per level, as a share of the map's extent: readable as one zooms in
+THUMBNAIL_SIZES = (0.06, 0.03, 0.014)  # per level, as a share of the map's extent: readable as one zooms in
 
 
 def chart_key(run_id: int) -> str:
@@ -90,10 +90,11 @@ def build_figure(xy: np.ndarray, session: ReviewSession, drawn: np.ndarray, hove
                "sizex": THUMBNAIL_SIZES[level] * scale, "sizey": THUMBNAIL_SIZES[level] * scale,
                "xanchor": "center", "yanchor": "middle", "layer": "above", "sizing": "contain"}
               for pos, level, uri in thumbnails]
-    fig_layout = {"height": height, "margin": {"l": 0, "r": 0, "t": 10, "b": 0}, "dragmode": "lasso",
+    fig_layout = {"height": height, "margin": {"l": 0, "r": 0, "t": 4, "b": 0}, "dragmode": "lasso",
                   "uirevision": f"run-{session.run_id}", "images": images,
-                  "legend": {"itemsizing": "constant", "title": {"text": "Clusters"}},
-                  "xaxis": {"visible": False}, "yaxis": {"visible": False, "scaleanchor": "x"},
+                  "legend": {"itemsizing": "constant", "orientation": "h", "yanchor": "top", "y": -0.01,
+                             "xanchor": "left", "x": 0},
+                  "xaxis": {"visible": False}, "yaxis": {"visible": False},  # the whole area: UMAP has no aspect
                   "hoverlabel": {"namelength": -1}}
     return go.Figure({"data": [*traces, *overlays], "layout": fig_layout}, _validate=False)
 

@@ -86,14 +86,14 @@ def cluster_table(workspace: Workspace, run_id: int, clusters: pd.DataFrame) -> 
     st.session_state[TABLE_ORDER] = table["ID"].tolist()
     st.dataframe(table, key=TABLE, on_select=lambda: _on_table_select(workspace, run_id),
                  selection_mode="single-row", hide_index=True, height=min(282, 38 + 35 * len(table)),
-                 column_config={
-                     "ID": st.column_config.NumberColumn("ID", width=44),
-                     "Name": st.column_config.TextColumn("Name", width=150),
-                     "Size": st.column_config.NumberColumn("Size", width=64),
-                     "Excl.": st.column_config.NumberColumn("Excl.", width=52, help="Excluded images"),
-                     "Coverage": coverage_column(),
-                     "Verified": st.column_config.CheckboxColumn("Verified", width=62),
-                     "Conf.": st.column_config.NumberColumn("Conf.", format="%.2f", width=56,
+                 column_config={  # narrow enough to read whole beside the map at 1,400 px
+                     "ID": st.column_config.NumberColumn("ID", width=36),
+                     "Name": st.column_config.TextColumn("Name", width=118),
+                     "Size": st.column_config.NumberColumn("Size", width=54),
+                     "Excl.": st.column_config.NumberColumn("Excl.", width=44, help="Excluded images"),
+                     "Coverage": coverage_column(width=74),
+                     "Verified": st.column_config.CheckboxColumn("✓", width=32, help="Verified cluster"),
+                     "Conf.": st.column_config.NumberColumn("Conf.", format="%.2f", width=50,
                                                             help="Mean confidence")})
 
 
@@ -102,29 +102,28 @@ def cluster_panel(workspace: Workspace, session: ReviewSession, clusters: pd.Dat
     run_id = session.run_id
     ids = clusters["cluster"].tolist()
     row = clusters.set_index("cluster").loc[current]
-    pick, back, forward = st.columns([6, 2, 2], vertical_alignment="bottom")
+    pick, back, forward = st.columns([5, 2, 2], vertical_alignment="bottom")
     pick.selectbox("Cluster", ids, key=parts.CLUSTER, format_func=option(clusters),
                    on_change=actions.opened, args=(workspace, run_id))
-    back.button("Previous", key="review_previous_cluster", shortcut="P", width="stretch",
+    back.button("Prev", key="review_previous_cluster", shortcut="P", width="stretch", help="Previous cluster",
                 on_click=actions.step_cluster, args=(workspace, run_id, ids, -1))
-    forward.button("Next", key="review_next_cluster", shortcut="N", width="stretch",
+    forward.button("Next", key="review_next_cluster", shortcut="N", width="stretch", help="Next cluster",
                    on_click=actions.step_cluster, args=(workspace, run_id, ids, 1))
     anchors = ", ".join(f"{term} {score:.2f}" for term, score in session.anchors(current)[:6])
-    st.text(f"Name: {row['name']}")
-    st.text(f"{int(row['size'])} images · {int(row['excluded'])} excluded · coverage {row['verified_share']:.0%} · "
-            f"mean confidence {row['mean_confidence']:.2f} · "
-            + ("Verified cluster" if row["verified"] else "Not verified")
+    st.text(f"Name: {row['name']}\n"
+            f"{int(row['size'])} images · {int(row['excluded'])} excluded · coverage {row['verified_share']:.0%} · "
+            f"confidence {row['mean_confidence']:.2f} · " + ("Verified cluster" if row["verified"] else "Not verified")
             + f"\nAnchors: {anchors or 'none (a split-off cluster gets them at the next clustering)'}")
-    suggestions = session.suggest_names(current)
-    name_col, suggest_col, button_col = st.columns([3, 3, 2], vertical_alignment="bottom")
+    name_col, button_col = st.columns([5, 3], vertical_alignment="bottom")
     name_col.text_input("New name", key=actions.NEW_NAME, max_chars=200)
-    suggest_col.selectbox("Suggested names", suggestions, index=None, key=actions.SUGGESTION,
-                          placeholder="From the anchors" if suggestions else "No suggestions",
-                          on_change=actions.use_suggestion, disabled=not suggestions)
     button_col.button("Rename cluster", key="review_rename", on_click=actions.rename,
                       args=(workspace, run_id, current), width="stretch")
+    suggestions = session.suggest_names(current)
+    if suggestions:
+        st.pills("Suggested names", suggestions, key=actions.SUGGESTION, on_change=actions.use_suggestion,
+                 label_visibility="collapsed", help="Names from the cluster's anchors: click one to use it")
     others = [c for c in ids if c != current]
-    merge_col, merge_button = st.columns([6, 2], vertical_alignment="bottom")
+    merge_col, merge_button = st.columns([5, 3], vertical_alignment="bottom")
     merge_col.multiselect("Clusters to merge into this one", others, key=actions.MERGE_SOURCES,
                           format_func=option(clusters))
     merge_button.button("Merge", key="review_merge", on_click=actions.merge, args=(workspace, run_id, current),
@@ -151,12 +150,12 @@ def members_part(workspace: Workspace, run_id: int) -> None:
         st.session_state["review_page_cluster"] = current
         st.session_state.pop(CLUSTER_PAGE, None)  # page 1
     st.subheader(esc(short(f"Cluster {current} · {session.state.names[current]}", 60)), anchor=False)
-    top = st.columns([3, 2, 2], vertical_alignment="center")
+    top = st.columns([4, 3, 3], vertical_alignment="center")
     least = top[0].toggle("Least confident first", key=LEAST_FIRST)
     frame = session.members(current, "least_confident" if least else "confidence")
     shown = page_of(frame, CLUSTER_PAGE)
-    top[1].button("Select this page", key="review_select_page", on_click=actions.select_positions,
+    top[1].button("Select page", key="review_select_page", on_click=actions.select_positions,
                   args=(workspace, run_id, shown["position"].to_numpy()), width="stretch", disabled=shown.empty)
-    top[2].button("Select whole cluster", key="review_select_cluster", on_click=actions.select_positions,
+    top[2].button("Select cluster", key="review_select_cluster", on_click=actions.select_positions,
                   args=(workspace, run_id, frame["position"].to_numpy()), width="stretch", disabled=frame.empty)
     grid(workspace, run_id, shown, key="review_members")

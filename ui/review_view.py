@@ -43,7 +43,7 @@ def render() -> None:
         show_error(exc, f"open run {run_id} for review")
         return
     toolbar(workspace, run_id)
-    left, right = st.columns([11, 9], gap="medium")
+    left, right = st.columns(2, gap="medium")
     with left:
         map_part(workspace, run_id)
     with right:

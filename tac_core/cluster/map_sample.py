@@ -81,13 +81,13 @@ def thumbnail_picks(xy: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
     if clusters.size == 0 or budget <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     per_cluster = max(1, budget // len(clusters))
-    ratio = np.asarray(THUMBNAIL_LEVELS, float)
-    level_ends = np.ceil(per_cluster * np.cumsum(ratio) / ratio.sum()).astype(int)
+    shares = np.cumsum(THUMBNAIL_LEVELS) / np.sum(THUMBNAIL_LEVELS)
     picked, levels = [], []
     for cluster in clusters[np.argsort(-sizes, kind="stable")][:budget]:
         members = np.flatnonzero(labels == cluster)
         pool = members[np.argsort(-confidence[members], kind="stable")[:CANDIDATES]]
         chosen = _spread(xy[pool], min(per_cluster, len(pool)))
+        level_ends = np.ceil(len(chosen) * shares).astype(int)  # a small cluster gets few large thumbnails too
         picked.append(pool[chosen])
         levels.append(np.searchsorted(level_ends, np.arange(len(chosen)), side="right"))
     return np.concatenate(picked), np.concatenate(levels).astype(np.int64)

@@ -183,24 +183,27 @@ def median_ms(samples: list[tuple[float, int]]) -> Optional[tuple[float, float]]
     return (statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)) if samples else None
 
 
-def attempt(results: dict, name: str, step: Callable[[], list[tuple[float, int]] | tuple[float, int]]) -> None:
-    """Run one measured step; a failure or timeout is reported in the table instead of ending the bench."""
+def attempt(results: dict, name: str, step: Callable[[], list[tuple[float, int]] | tuple[float, int]]) -> bool:
+    """Run one measured step; a failure or timeout is reported in the table instead of ending the bench.
+    Whether it worked."""
     try:
         samples = step()
         results[name] = median_ms(samples if isinstance(samples, list) else [samples])
     except Exception as exc:  # noqa: BLE001 - one broken step must not lose the others
         results[name] = None
         print(f"    {name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})", flush=True)
-    else:
-        value = results[name]
-        print(f"    {name}: {value[0]:.0f} ms, {value[1] / 1e3:.0f} kB", flush=True)
+        return False
+    value = results[name]
+    print(f"    {name}: {value[0]:.0f} ms, {value[1] / 1e3:.0f} kB", flush=True)
+    return True
 
 
 # -- the scenarios --------------------------------------------------------------------------------------------
 def review_actions(tab: Tab, url: str, reps: int) -> dict:
     """Review and Audit actions on a run with ``CLUSTERS`` clusters (the last one ``SMALL`` images)."""
     out: dict = {}
-    attempt(out, "first render", lambda: tab.open(url, "edit(s) in effect"))
+    if not attempt(out, "first render", lambda: tab.open(url, "edit(s) in effect")):
+        return out  # a page that never drew has no buttons to time
     attempt(out, "reload (warm server)", lambda: tab.open(url, "edit(s) in effect"))
     small = CLUSTERS - 1
     attempt(out, "open a cluster (select box)", lambda: tab.timed(lambda: tab.choose("review_cluster", "1 · ")))
@@ -276,7 +279,8 @@ def review_actions(tab: Tab, url: str, reps: int) -> dict:
 def map_reruns(tab: Tab, url: str, reps: int) -> dict:
     """The Review page at many points: first render, opening a cluster, verify, rename, a box selection."""
     out: dict = {}
-    attempt(out, "first render", lambda: tab.open(url, "edit(s) in effect"))
+    if not attempt(out, "first render", lambda: tab.open(url, "edit(s) in effect")):
+        return out
 
     def open_cluster() -> list:
         return [tab.timed(lambda i=i: tab.choose("review_cluster", f"{i % 2} · ")) for i in range(reps)]
@@ -384,7 +388,9 @@ def main() -> None:
     parser.add_argument("--baseline", default=BASELINE, help="the 'before' revision (git); 'none' to skip it")
     parser.add_argument("--only", choices=["before", "after"], help="measure one checkout only")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--step-s", type=int, default=STEP_S, help="seconds before one step counts as timed out")
     args = parser.parse_args()
+    globals()["STEP_S"] = args.step_s
     if not CHROMIUM.exists():
         sys.exit(f"{CHROMIUM} is missing: apt-get install chromium")
     with tempfile.TemporaryDirectory(prefix="tac-browser-bench-") as tmp:

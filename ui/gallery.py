@@ -21,9 +21,9 @@ from ui import review_parts as parts
 from ui.review_data import image_source
 from ui.safe_text import middle
 
-PAGE_SIZE = 16
-COLUMNS = 4
-CAPTION_CHARS = 17  # a file name per line in a quarter of a half-width column at 1,400 px
+PAGE_SIZE = 12
+COLUMNS = 3
+CAPTION_CHARS = 17  # a file name on one line under a thumbnail a third of a half-width column wide at 1,400 px
 
 
 def page_of(frame: pd.DataFrame, key: str, page_size: int = PAGE_SIZE) -> pd.DataFrame:

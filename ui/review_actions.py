@@ -15,7 +15,6 @@ import streamlit as st
 
 from tac_core.cluster.map_sample import DRAW_BUDGET
 from tac_core.errors import TacError
-from tac_core.workspace.auto_split import split_cluster, split_off
 from tac_core.workspace.review import Edit, ReviewSession
 from tac_core.workspace.review_selection import bulk_selectable
 from tac_core.workspace.workspace import Workspace
@@ -110,6 +109,8 @@ def _show_new(edit: Edit) -> Edit:
 
 
 def auto_split(workspace: Workspace, run_id: int, cluster: int) -> None:
+    from tac_core.workspace.auto_split import split_cluster  # k-means: torch loads on the first split, not with the page
+
     def run(session: ReviewSession) -> Edit:
         return _show_new(split_cluster(session, cluster, run_array(workspace, run_id, "image_embeddings"),
                                        run_array(workspace, run_id, "counterparts")))
@@ -117,6 +118,8 @@ def auto_split(workspace: Workspace, run_id: int, cluster: int) -> None:
 
 
 def split_selection(workspace: Workspace, run_id: int, cluster: int) -> None:
+    from tac_core.workspace.auto_split import split_off
+
     edit_and_redraw(workspace, run_id, "split the selection off",
                     lambda session: _show_new(split_off(session, cluster, parts.selected_ids(run_id))))
 

@@ -110,10 +110,12 @@ def cluster_panel(workspace: Workspace, session: ReviewSession, clusters: pd.Dat
     forward.button("Next", key="review_next_cluster", shortcut="N", width="stretch", help="Next cluster",
                    on_click=actions.step_cluster, args=(workspace, run_id, ids, 1))
     anchors = ", ".join(f"{term} {score:.2f}" for term, score in session.anchors(current)[:6])
-    st.text(f"Name: {row['name']}\n"
-            f"{int(row['size'])} images · {int(row['excluded'])} excluded · coverage {row['verified_share']:.0%} · "
-            f"confidence {row['mean_confidence']:.2f} · " + ("Verified cluster" if row["verified"] else "Not verified")
-            + f"\nAnchors: {anchors or 'none (a split-off cluster gets them at the next clustering)'}")
+    name, mark = st.columns([5, 3])
+    name.text(f"Name: {row['name']}")
+    mark.text("Verified cluster" if row["verified"] else "Not verified")
+    st.text(f"{int(row['size'])} images · {int(row['excluded'])} excluded · coverage {row['verified_share']:.0%} · "
+            f"mean confidence {row['mean_confidence']:.2f}\n"
+            f"Anchors: {anchors or 'none (a split-off cluster gets them at the next clustering)'}")
     name_col, button_col = st.columns([5, 3], vertical_alignment="bottom")
     name_col.text_input("New name", key=actions.NEW_NAME, max_chars=200)
     button_col.button("Rename cluster", key="review_rename", on_click=actions.rename,

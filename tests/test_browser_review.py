@@ -23,11 +23,14 @@ from playwright.sync_api import expect
 
 from review_workspace import real_workspace
 from tac_core.workspace.review import ReviewSession
-from test_browser import (CHROMIUM, CHROMIUM_ARGS, COUNT_RUNS, VIEWPORT, audit_progress, button,  # noqa: F401
-                          choose, click, output_dir, page, playwright_driver, see, server, settle, shot, start_server)
+import test_browser as tb
+from test_browser import CHROMIUM, CHROMIUM_ARGS, COUNT_RUNS, VIEWPORT, button, choose, click, see, settle, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
+# the browser test's fixtures, used here as they are
+output_dir, start_server, server, playwright_driver, page = (tb.output_dir, tb.start_server, tb.server,
+                                                             tb.playwright_driver, tb.page)
 LONG_NAME = "station-a/camera-left/solar_cell_inspection_{:04d}.png"
 
 

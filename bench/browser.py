@@ -7,7 +7,7 @@ from the click (or key press) to *idle*: the script run it started is over, no e
 loaded and no new script run started for a quarter second (an action that reruns several parts of the page
 runs them one after the other); the time is when that idle began. Bytes are the WebSocket frames the browser
 received for it. The same steps run against two checkouts, side by side on the same machine: ``before`` (the
-code when issue #17 was taken up, ``--baseline``, extracted with ``git archive``) and ``after`` (this tree).
+code when issue #17 was taken up, ``--baseline``, extracted with ``git archive``) and ``after`` (this tree, or ``--after``).
 
 Two tables:
 - actions at ``--sizes`` images (default 2,000 / 20,000 / 200,000): first render on a fresh server, rename,
@@ -388,6 +388,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--baseline", default=BASELINE, help="the 'before' revision (git); 'none' to skip it")
     parser.add_argument("--only", choices=["before", "after"], help="measure one checkout only")
+    parser.add_argument("--after", help="the 'after' revision (git); this working tree when not given")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--step-s", type=int, default=STEP_S, help="seconds before one step counts as timed out")
     args = parser.parse_args()
@@ -400,7 +401,7 @@ def main() -> None:
         if args.baseline != "none" and args.only != "after":
             checkouts["before"] = checkout(args.baseline, work / "before")
         if args.only != "before":
-            checkouts["after"] = REPO
+            checkouts["after"] = checkout(args.after, work / "after") if args.after else REPO
         print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} at the start", flush=True)
         results = measure(checkouts, args.sizes, args.map_sizes, args.reps, work, args.json)
     results["load_average_end"] = os.getloadavg()

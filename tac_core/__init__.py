@@ -44,6 +44,10 @@ _EXPORTS = {
     "open_workspace": "tac_core.workspace.workspace",
     "ReviewSession": "tac_core.workspace.review",
     "export_labels": "tac_core.workspace.export",
+    # who uses a workspace and what they may do
+    "User": "tac_core.workspace.access",
+    "Role": "tac_core.workspace.access",
+    "AccessDeniedError": "tac_core.workspace.access",
     # a whole run: its description and the pipeline the CLI and the app's jobs share
     "RunParams": "tac_core.run.params",
     "ImageFiles": "tac_core.run.pipeline",
@@ -54,7 +58,7 @@ _EXPORTS = {
 __all__ = ["__version__", "TacError", "InvalidInputError", "EmptyInputError", "WeightsUnavailableError", "TAC",
            "suggest_k", "audit", "clustering_accuracy", "evaluate", "ImageSet", "scan_folder", "Vocabulary",
            "ModelSpec", "embed_images", "embed_vocabulary", "Workspace", "create_workspace", "open_workspace",
-           "ReviewSession", "export_labels", "RunParams", "ImageFiles", "TextEmbeddings", "compute_run",
+           "ReviewSession", "export_labels", "User", "Role", "AccessDeniedError", "RunParams", "ImageFiles", "TextEmbeddings", "compute_run",
            "cluster_image_folder"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
@@ -69,6 +73,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from .inputs.vocabulary import Vocabulary
     from .run.params import RunParams
     from .run.pipeline import ImageFiles, TextEmbeddings, cluster_image_folder, compute_run
+    from .workspace.access import AccessDeniedError, Role, User
     from .workspace.export import export_labels
     from .workspace.review import ReviewSession
     from .workspace.workspace import Workspace, create_workspace, open_workspace

@@ -60,8 +60,8 @@ def flush_denormals() -> Iterator[None]:
             torch.set_flush_denormal(False)  # torch's default; torch offers no getter to restore another
 
 
-def cluster_unit_means(features: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
-    """(K, d) normalised mean of each cluster's rows; an empty cluster gets a zero row.
+def cluster_sums(features: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """(K, d) float64 sum of each cluster's rows; an empty cluster gets a zero row.
 
     Summed in float64, in row chunks: converting all of 200,000 × 1024 at once would take 1.6 GB.
     """
@@ -70,6 +70,12 @@ def cluster_unit_means(features: np.ndarray, labels: np.ndarray, n_clusters: int
     for start in range(0, len(labels), CHUNK_ROWS):
         chunk = torch.as_tensor(features[start:start + CHUNK_ROWS])
         sums.index_add_(0, labels[start:start + CHUNK_ROWS], chunk.double())
+    return sums.numpy()
+
+
+def cluster_unit_means(features: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """(K, d) normalised mean of each cluster's rows; an empty cluster gets a zero row."""
+    sums = torch.as_tensor(cluster_sums(features, labels, n_clusters))
     norms = sums.norm(dim=1, keepdim=True)
     return (sums / torch.where(norms > 0, norms, torch.ones_like(norms))).float().numpy()
 

@@ -81,7 +81,7 @@ def tiny_choice(tiny_model_config, tiny_checkpoint) -> dict:
 
 
 # -- navigation --------------------------------------------------------------------------------------------
-STEPS = ["Images", "Vocabulary", "Cluster", "Review", "Audit", "Export"]
+STEPS = ["Images", "Vocabulary", "Cluster", "Review", "Audit", "Export", "History"]
 
 
 def test_the_sidebar_lists_every_page_by_title_with_an_icon_and_a_readable_url(data):

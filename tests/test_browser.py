@@ -2,8 +2,9 @@
 
 ``test_whole_workflow``: 60 real solar-cell images uploaded as a folder, a domain term, WordNet narrowed to
 one category, a run of the tiny test model as a real ``python -m tac_core run-job`` subprocess, the Review
-page (merge, rename, undo, redo, verify), the Audit page (keep, move to suggested, exclude) and the Export
-page (the CSV downloaded through the browser and checked row by row).
+page (merge, rename, undo, redo, verify), the Audit page (keep, move to suggested, exclude), a cluster approved on
+the Review page and seen on the History page (its CSV downloaded), and the Export page (the CSV downloaded through
+the browser and checked row by row; the bundle downloaded, listing the approval in its manifest).
 ``test_review_edits_survive_a_server_kill``: edits made in the browser, the server killed with SIGKILL, a new
 server on the same data folder: every edit is back after a reload, and undo/redo still work.
 
@@ -17,6 +18,7 @@ import csv
 import hashlib
 import importlib.resources
 import io
+import json
 import os
 import re
 import shutil
@@ -35,6 +37,7 @@ from playwright.sync_api import expect
 
 from tac_core.run import jobs
 from tac_core.inputs import vocab_spec
+from tac_core.workspace.access import local_user
 from tac_core.workspace.workspace import open_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +50,7 @@ RUN_TIMEOUT_S = 300  # the job: model loading, 60 images, a few hundred terms, K
 N_IMAGES = 60
 VIEWPORT = {"width": 1400, "height": 3600}
 SIDEBAR = [("Workspaces", ""), ("Images", "images"), ("Vocabulary", "vocabulary"), ("Cluster", "cluster"),
-           ("Review", "review"), ("Audit", "audit"), ("Export", "export")]  # title, URL path
+           ("Review", "review"), ("Audit", "audit"), ("Export", "export"), ("History", "history")]  # title, URL path
 
 pytestmark = [
     pytest.mark.browser,
@@ -66,11 +69,14 @@ def free_port() -> int:
 
 
 class Server:
-    """``streamlit run app.py`` as a subprocess on ``port`` with its own data folder; log in ``log_path``. ``root``
-    is the checkout whose app runs (``bench.browser`` also runs an older one)."""
+    """``streamlit run app.py`` as a subprocess on ``port`` with its own data folder; log in ``log_path``. ``env``
+    adds settings (e.g. ``TAC_STUDIO_AUTH``); ``address`` None starts it without ``--server.address``; ``root`` is
+    the checkout whose app runs (``bench.browser`` also runs an older one)."""
 
-    def __init__(self, data: Path, port: int, log_path: Path, root: Path = ROOT) -> None:
-        self.data, self.port, self.log_path, self.root = data, port, log_path, root
+    def __init__(self, data: Path, port: int, log_path: Path, env: dict | None = None,
+                 address: str | None = "127.0.0.1", root: Path = ROOT) -> None:
+        self.data, self.port, self.log_path, self.env, self.address = data, port, log_path, env or {}, address
+        self.root = root
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
 
@@ -78,12 +84,12 @@ class Server:
         env = {key: value for key, value in os.environ.items() if not key.startswith(("TAC_STUDIO_", "STREAMLIT_"))}
         # jobs inherit this environment: no TAC_STUDIO_JOBS_INLINE (a real job subprocess), offline models
         env.update(TAC_STUDIO_DATA=str(self.data), HF_HUB_OFFLINE="1", STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", **self.env)
+        address = ["--server.address", self.address] if self.address is not None else []
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                 "--server.port", str(self.port), "--server.address", "127.0.0.1",
-                 "--browser.gatherUsageStats", "false"],
+                 "--server.port", str(self.port), *address, "--browser.gatherUsageStats", "false"],
                 cwd=self.root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -130,11 +136,12 @@ def output_dir(request) -> Path:
 
 @pytest.fixture
 def start_server(tmp_path, output_dir):
-    """Start app servers on the test's data folder (``start_server(port=None)``); all are stopped at the end."""
+    """Start app servers on the test's data folder (``start_server(port=None, env=None, address="127.0.0.1")``); all
+    are stopped at the end."""
     started: list[Server] = []
 
-    def start(port: int | None = None) -> Server:
-        app = Server(tmp_path / "data", port or free_port(), output_dir / f"server-{len(started) + 1}.log")
+    def start(port: int | None = None, **options) -> Server:
+        app = Server(tmp_path / "data", port or free_port(), output_dir / f"server-{len(started) + 1}.log", **options)
         started.append(app)
         return app.start()
 
@@ -367,6 +374,7 @@ def sha256_of(path: Path) -> str:
 
 
 # -- the whole workflow ------------------------------------------------------------------------------------
+@pytest.mark.timeout(900)  # every page and a real run: ~2 min on a quiet 2-core machine, 5+ under load
 def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, tiny_checkpoint):
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -502,6 +510,29 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     see(page, "7 edit(s) in effect on run 1.")
     shot(page, output_dir, "8-audit")
 
+    # sign-off: approve the renamed cluster on the Review page; the History page shows who approved it and when
+    sidebar_link(page, "Review").click()
+    heading(page, "Review").wait_for()
+    see(page, "7 edit(s) in effect on run 1.")
+    if not page.get_by_text("Name: hairline cracks", exact=True).is_visible():  # the page reopens the last cluster
+        choose(page, "Cluster", f"{target} · hairline cracks (")
+    see(page, "Not approved")
+    button(page, "Approve cluster").click()
+    see(page, f"Approved cluster {target} 'hairline cracks'.")
+    approver = local_user().name  # local mode: the operating-system user (no other name was typed)
+    see(page, re.compile(rf"^Approved by {re.escape(approver)} on \d{{4}}-\d\d-\d\d \d\d:\d\d UTC \(#10\)$"))
+    expect(button(page, "Withdraw approval")).to_be_visible()
+    sidebar_link(page, "History").click()
+    heading(page, "History").wait_for()
+    see(page, "1 of 3 clusters approved.")
+    see(page, "10 of 10 events.")
+    with page.expect_download() as download_info:
+        button(page, "Download history CSV").click()
+    history = list(csv.DictReader(io.StringIO(Path(download_info.value.path()).read_text("utf-8-sig"), newline="")))
+    assert [(r["event_id"], r["user"], r["action"], r["clusters"]) for r in history][-1] == (
+        "10", approver, "approve", str(target))
+    shot(page, output_dir, "8b-history")
+
     # export: all rows, downloaded through the browser
     sidebar_link(page, "Export").click()
     heading(page, "Export").wait_for()
@@ -539,7 +570,7 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
         workspace.close()
     check_export(csv_bytes, folder, merged=source, renamed=target, formula=closed, moved=(moved, suggested),
                  kept=kept, excluded=excluded)
-    check_bundle(bundle_path, csv_bytes, workspace_dir)
+    check_bundle(bundle_path, csv_bytes, workspace_dir, approved=(target, "hairline cracks", approver))
     print("browser workflow timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
 
@@ -577,12 +608,17 @@ def check_export(csv_bytes: bytes, folder: Path, merged: int, renamed: int, form
     assert verified == in_closed | {kept, moved_path}  # the verified cluster, the kept and the moved image
 
 
-def check_bundle(bundle: Path, csv_bytes: bytes, workspace_dir: Path) -> None:
-    """The downloaded bundle holds the plain export's rows (plus source and duplicate_of) and verifies."""
+def check_bundle(bundle: Path, csv_bytes: bytes, workspace_dir: Path, approved: tuple[int, str, str]) -> None:
+    """The downloaded bundle holds the plain export's rows (plus source and duplicate_of), lists the approval made
+    in the browser (``approved``: cluster, label, approver) and verifies."""
     from tac_core.workspace.manifest import verify_bundle
 
     with zipfile.ZipFile(bundle) as archive:
         labels = archive.read("labels.csv").decode("utf-8-sig")
+        manifest = json.loads(archive.read("manifest.json"))
+    [approval] = manifest["approvals"]
+    assert (approval["cluster"], approval["label"], approval["approved_by"], approval["event_id"]) == (*approved, 10)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", approval["approved_at"])
     plain = list(csv.reader(io.StringIO(csv_bytes.decode("utf-8-sig"), newline="")))
     rows = list(csv.reader(io.StringIO(labels, newline="")))
     assert [row[:8] for row in rows] == plain and rows[0][8:] == ["source", "duplicate_of"]
@@ -677,3 +713,69 @@ def test_review_edits_survive_a_server_kill(start_server, page, output_dir, tmp_
                          "undo"]
     finally:
         reopened.close()
+
+
+# -- a second batch after the first review ---------------------------------------------------------------------
+def test_a_second_batch_is_sorted_into_the_reviewed_run(server, page, output_dir, tmp_path, monkeypatch,
+                                                        elpv_images, textile_images, tiny_model_config,
+                                                        tiny_checkpoint):
+    """A reviewed run of line 1's photos; line 2's batch added by folder path, described by the saved path
+    pattern, sorted into the run from the Review page: the new images are ringed on the map, and the map is
+    coloured by line."""
+    from tac_core.run import params as run_params
+    from tac_core.workspace import ingest
+    from tac_core.workspace.review import ReviewSession
+    from tac_core.workspace.workspace import create_workspace
+
+    cells = sorted(elpv_images.glob("*.png"))
+    first, second = tmp_path / "photos" / "batch1", tmp_path / "photos" / "batch2"
+    for index, path in enumerate(cells[:16]):
+        (first / "line1" / f"cam{index % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, first / "line1" / f"cam{index % 2}" / path.name)
+    (second / "line2" / "cam0").mkdir(parents=True)
+    for path in [*cells[16:], *sorted(textile_images.rglob("*.jpg"))[:6]]:
+        shutil.copy(path, second / "line2" / "cam0" / f"{path.parent.name}_{path.stem}.png")
+    monkeypatch.setenv(jobs.INLINE_ENV, "1")  # the run is computed here, before the browser opens the workspace
+    workspace = create_workspace("Two shifts", server.data)
+    try:
+        ingest.add_folder(workspace, first)
+        spec = {**vocab_spec.default_spec(), "categories": ["noun.shape"], "templates": "photo1"}
+        model = {"name": str(tiny_model_config), "pretrained": "openai", "checkpoint": str(tiny_checkpoint)}
+        run_id = jobs.start_run(workspace, run_params.RunParams(model=model, vocab_set="small", vocab_spec=spec,
+                                                                n_clusters=3, projection="pca", suggest_k=False))
+        assert workspace.run(run_id)["status"] == "done", workspace.run(run_id)["error"]
+        ReviewSession(workspace, run_id).rename(0, "dark cells")  # the first review
+        folder = workspace.path.name
+    finally:
+        workspace.close()
+
+    # images: where each photo comes from, read from its path; then the next shift's folder
+    page.goto(f"{server.url}/images?ws={folder}")
+    heading(page, "Images").wait_for()
+    type_into(page, "Path pattern", "{line}/{camera}/*.png")
+    click(page, button(page, "Preview"))
+    see(page, "The pattern fits 16 of 16 images.")
+    click(page, button(page, "Apply to all images"))
+    see(page, "Stored line, camera for 16 image(s).")
+    page.get_by_role("tab", name="Folder on this machine").click()  # tabs switch in the browser: no script run
+    page.get_by_label("Folder path", exact=True).fill(str(second))  # sent with the click (a rerun resets tabs)
+    click(page, button(page, "Add folder"))
+    see(page, "14 new image(s)")
+    shot(page, output_dir, "1-images-metadata")
+
+    # review: the batch waits behind one button; sorted in, the new images are ringed on the map
+    page.goto(f"{server.url}/review?ws={folder}&run={run_id}")
+    see(page, "14 image(s) were added to the workspace after this run.")
+    click(page, button(page, "Sort 14 new image(s) into this run"))
+    see(page, re.compile(r"^Added 14 new image\(s\) to the reviewed clusters"), timeout=RUN_TIMEOUT_S * 1000)
+    see(page, f"2 edit(s) in effect on run {run_id}.")  # the rename and the intake
+    page.locator(".js-plotly-plot .legendtext").first.wait_for()
+    entries = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+    assert "new (14)" in entries, entries
+    assert sum(int(m[1]) for m in (re.match(r"^\d+ · .* \((\d+)\)$", e) for e in entries) if m) == 30
+    shot(page, output_dir, "2-review-new")
+
+    # colour the map by line: line 1's 16 photos and line 2's 14
+    choose(page, "Colour by", "line")
+    expect(page.locator(".js-plotly-plot .legendtext")).to_contain_text(["line1 (16)", "line2 (14)"])
+    shot(page, output_dir, "3-review-by-line")

@@ -240,7 +240,7 @@ def test_rows_can_be_limited_to_clusters_and_to_verified_images(reviewed):
     session.verify_images(ids[[0, 1]])  # position 0 is cluster 0 and has two duplicates
     only = write_bundle(session, BundleOptions(clusters=(1,)))
     assert {r["cluster_id"] for r in rows_of(bundle_file(only, "labels.csv"))} == {"1"}
-    assert only.manifest["selection"] == {"verified_only": False, "clusters": [1]}
+    assert only.manifest["selection"] == {"verified_only": False, "approved_only": False, "clusters": [1]}
     verified = write_bundle(session, BundleOptions(verified_only=True))
     rows = rows_of(bundle_file(verified, "labels.csv"))
     assert len(rows) == 2 + 2 and {r["verified"] for r in rows} == {"true"}

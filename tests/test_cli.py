@@ -72,8 +72,10 @@ def test_images_form_with_the_tiny_model(elpv_images, tiny_model_config, tiny_ch
     out = tmp_path / "out"
     result = run_cli("cluster", "--images", elpv_images, "--model", tiny_model_config, "--checkpoint",
                      tiny_checkpoint, "--vocab-categories", "noun.shape,noun.motive", "--vocab-extra", terms,
-                     "--k", 3, "--mode", "trained", "--epochs", 2, "--cache", tmp_path / "cache", "--out", out,
-                     # fp32 on every CPU: the anchor check below depends on which few nouns get selected
+                     "--k", 3, "--mode", "trained", "--epochs", 2, "--balance", "uniform", "--cache",
+                     tmp_path / "cache", "--out", out,
+                     # fp32 on every CPU and equal sizes: the anchor check below depends on which few nouns the
+                     # random model selects and how its 24 images split (with estimated sizes: 12 / 1 / 11)
                      env={"TAC_STUDIO_IMAGE_PRECISION": "fp32"})
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "WARNING" not in result.stderr
@@ -86,6 +88,7 @@ def test_images_form_with_the_tiny_model(elpv_images, tiny_model_config, tiny_ch
     assert {"crack", "solder bridge", "dark area"} <= set(anchors["term"])
     run = json.loads((out / "run.json").read_text())
     assert run["params"]["mode"] == "trained" and run["params"]["model"]["checkpoint"] == str(tiny_checkpoint)
+    assert run["params"]["balance"] == "uniform"
     assert {"scan_images", "embed_images", "embed_vocabulary", "tac_train"} <= set(run["seconds"])
     assert pd.read_csv(out / "skipped.csv").empty
 
@@ -206,3 +209,13 @@ def test_cluster_writes_audit_csv_ranked_like_the_apps_audit_queue(elpv_images, 
     assert [Path(p).name for p in audit["path"][:10]] == app_top
     np.testing.assert_allclose(audit["score"][:10], queue.score[queue.queue[:10]], atol=1e-5)
     workspace.close()
+
+
+@pytest.mark.slow
+def test_bad_numbers_are_told_before_torch_or_open_clip_load(tmp_path):
+    code = ("import sys\nfrom tac_core.run.cli import main\n"
+            f"code = main(['cluster', '--images', {str(tmp_path)!r}, '--k', '0', '--out', {str(tmp_path / 'o')!r}])\n"
+            "print(code, 'torch' in sys.modules, 'open_clip' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["2", "False", "False"], result.stderr
+    assert "--k (the clusters) must be at least 2; got 0" in result.stderr

@@ -109,8 +109,9 @@ def test_trained_mode_keeps_probabilities_and_heads(workspace, tiny_model_config
     x = workspace.load_run_array(run_id, "image_embeddings")
     np.testing.assert_allclose(head_probabilities(heads, x, "image"), p, atol=1e-5)
     stages = [s["stage"] for s in jobs.read_stages(workspace, run_id)]
-    assert stages == ["embedding images", "embedding vocabulary", "selecting nouns", "finding neighbours", "training",
-                      "projection"]
+    assert stages == ["embedding images", "embedding vocabulary", "selecting nouns", "estimating sizes",
+                      "finding neighbours", "training", "projection"]  # sizes: the free partition the heads aim at
+    assert stages == [s for s in run_params.STAGES["trained"] if s != "suggesting K"]
 
 
 def test_sigterm_cancels_and_a_rerun_resumes_from_the_cache(workspace, tiny_model_config, tiny_checkpoint):

@@ -23,7 +23,7 @@ from tac_core.workspace.workspace import open_workspace
 
 DATA = Path(__file__).with_name("data")
 EXPECTED = json.loads((DATA / "legacy_workspace_expected.json").read_text(encoding="utf-8"))
-WRITER = ("created", "csv_file", "tac_core_version")  # manifest fields of the export itself: when, by which version
+WRITER = ("created", "csv_file", "tac_core_version", "exported_by")  # the export itself: when, which version, who
 
 
 @pytest.fixture
@@ -76,4 +76,5 @@ def test_run_2_is_run_1_reclustered_with_its_decisions_carried(legacy):
     history = ReviewSession(legacy, 2).history()
     assert [h["kind"] for h in history] == ["verify_images", "verify_cluster", "exclude"]
     assert {h["session"] for h in history} == {"carried from run 1"}
+    assert {h["user"] for h in history} == {"unknown"}  # written before users existed
     assert np.array_equal(legacy.load_run_array(2, "projection"), legacy.load_run_array(1, "projection"))

@@ -62,6 +62,18 @@ def test_focus_points_are_all_drawn_up_to_their_budget():
         sample_positions(labels, ranks[:5])
 
 
+def test_a_filter_limits_the_sample_and_its_focus():
+    labels = np.repeat(np.arange(10), 10_000)
+    ranks = draw_ranks(len(labels))
+    shown = np.flatnonzero(np.arange(len(labels)) % 2 == 0)  # a metadata filter keeps every other image
+    drawn = sample_positions(labels, ranks, budget=5_000, focus=labels == 4, shown=shown)
+    assert np.isin(drawn, shown).all() and np.all(np.diff(drawn) > 0)
+    assert np.isin(shown[labels[shown] == 4], drawn).all()  # the open cluster whole, as far as it is shown
+    assert np.sum(labels[drawn] == 3) == 500  # the rest at the rate budget / shown points
+    small = shown[:3_000]  # a filter that leaves fewer points than the budget: all of them
+    assert np.array_equal(sample_positions(labels, ranks, budget=5_000, shown=small), small)
+
+
 def test_thumbnails_are_confident_spread_and_levelled():
     rng = np.random.default_rng(1)
     labels = np.repeat([0, 1, 2], 300)

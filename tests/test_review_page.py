@@ -94,7 +94,7 @@ def test_renders_map_cluster_list_and_gallery(workspace):
     assert len(images) == 24 and all(i["source"].startswith("data:image/jpeg;base64,") for i in images)
     assert {(i["xref"], i["yref"]) for i in images} == {("x", "y")}
     table = cluster_table(at)
-    assert table.columns.tolist() == ["ID", "Name", "Size", "Excl.", "Coverage", "Verified", "Conf."]
+    assert table.columns.tolist() == ["ID", "Name", "Size", "Excl.", "Coverage", "Verified", "Conf.", "Approved"]
     assert table["Size"].tolist() == [9, 8, 7] and table["Coverage"].tolist() == [0, 0, 0]
     assert "Name: cluster 0" in texts(at) and "Not verified" in texts(at)
     assert any(t.startswith("9 images · 0 excluded") and "Anchors: crack 0.31, fracture 0.28" in t for t in texts(at))

@@ -10,7 +10,7 @@ from tac_core.cluster.projection import Projection
 from tac_core.inputs import vocab_spec
 from tac_core.run import jobs
 from tac_core.run import params as run_params
-from tac_core.run.params import MAP_FOLDER
+from tac_core.workspace.run_layout import MAP_FOLDER
 from tac_core.run.run_map import place_new
 from tac_core.workspace import ingest
 from tac_core.workspace.workspace import create_workspace

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tac_core.cluster.tac import MODES
+from tac_core.cluster import MODES
 from tac_core.devices import DEVICES
 from tac_core.embedding.cache import default_cache_root
 from tac_core.embedding.models import ModelSpec
@@ -45,7 +45,7 @@ def test_to_dict_is_plain_json_and_from_dict_gives_the_same_params():
     assert stored["templates"] == "tac3" and stored["vocab_spec"]["templates"] == "tac3"  # the set's, one value
     assert [t["term"] for t in stored["vocab_spec"]["domain_terms"]] == TERMS  # normalised by validate_spec
     assert set(stored) == {"n_clusters", "model", "vocab_set", "vocab_spec", "mode", "seed", "device", "epochs",
-                           "batch_size", "projection", "suggest_k", "include_domain_terms", "templates"}
+                           "batch_size", "projection", "suggest_k", "include_domain_terms", "templates", "balance"}
 
 
 def test_params_are_frozen_and_keep_their_own_copy_of_the_vocabulary_set():
@@ -137,6 +137,7 @@ def test_rows_stored_by_version_0_1_open(tmp_path):
                                          "/tmp/tac-studio-legacy-fixture/tiny_clip.pt")
         assert params.templates == "photo1"  # from the set the run copied
         assert params.include_domain_terms is True  # the only behaviour 0.1 had
+        assert params.balance == "uniform"  # 0.1 computed equal-size clusters: read as what it computed
         stored = params.to_dict()
         assert {key: stored[key] for key in row if key != "recluster"} == \
             {key: value for key, value in row.items() if key != "recluster"}  # nothing it had is changed
@@ -145,9 +146,17 @@ def test_rows_stored_by_version_0_1_open(tmp_path):
 def test_a_row_missing_later_fields_takes_their_defaults():
     params = RunParams.from_dict({"n_clusters": 5, "model": {"name": "ViT-B-32"}, "mode": "trained",
                                   "source": "/images", "cache_root": "/cache"})  # facts are not parameters
-    assert params == RunParams(5, ModelSpec("ViT-B-32"), mode="trained")
+    assert params == RunParams(5, ModelSpec("ViT-B-32"), mode="trained", balance="uniform")
     assert (params.vocab_spec, params.templates, params.projection, params.batch_size, params.device) == \
         (None, "tac7", "umap", 64, "auto")
+
+
+def test_cluster_sizes_are_estimated_unless_asked_and_reach_the_estimator():
+    assert RunParams(3).balance == "estimated"
+    assert RunParams(3, balance="uniform").estimator().balance == "uniform"
+    assert RunParams.from_dict(RunParams(3).to_dict()).balance == "estimated"
+    with pytest.raises(ParameterError, match="balance must be one of estimated, uniform; got 'equal'"):
+        RunParams(3, balance="equal")
 
 
 # -- run status ---------------------------------------------------------------------------------------------

@@ -120,3 +120,20 @@ def test_mismatched_or_broken_arrays_are_explained():
         suggest_k(broken, bed.vocab_embeddings)
     with pytest.raises(TacError, match="domain_mask"):
         suggest_k(bed.image_embeddings, bed.vocab_embeddings, domain_mask=np.ones(3, bool))
+
+
+def test_an_imbalanced_set_gets_its_k_without_splitting_the_dominant_class():
+    """Half the images in one class, the rest from 16 % down to 2 %: the equal-size sweep proposes a K that
+    cuts the big class in pieces; the default (balance-aware) sweep finds the eight classes."""
+    from tac_core.cluster.tac import TAC
+
+    bed = make_clip_like_bed(n_samples=1000, n_classes=8, n_styles=N_STYLES, dim=512, n_distractor_nouns=3000,
+                             size_profile="dominant", random_state=0)
+    dominant = bed.labels == 0
+    shares = {}
+    for balance in ("estimated", "uniform"):
+        k = suggest_k(bed.image_embeddings, bed.vocab_embeddings, k_max=12, balance=balance, random_state=0).best_k
+        labels = TAC(k, balance=balance, random_state=0).fit(bed.image_embeddings, bed.vocab_embeddings).labels_
+        shares[balance] = (k, np.bincount(labels[dominant]).max() / dominant.sum())
+    assert shares["estimated"][0] == 8 and shares["estimated"][1] > 0.95, shares
+    assert shares["uniform"][1] < 0.5, shares

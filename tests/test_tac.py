@@ -7,7 +7,7 @@ from sklearn.metrics import adjusted_rand_score
 from tac_core.errors import EmptyInputError, InvalidInputError
 from tac_core.cluster.heads import batch_entropy, cluster_contrastive_loss, consistency_loss
 from tac_core.cluster.kmeans import spherical_kmeans
-from tac_core.cluster.metrics import clustering_accuracy, evaluate
+from tac_core.cluster.metrics import class_recalls, clustering_accuracy, evaluate, macro_recall
 from tac_core.progress import CancelToken, Cancelled
 from tac_core.cluster.synthetic import make_clip_like_bed
 from tac_core.cluster.tac import TAC, select_nouns, semantic_center_count, text_counterparts
@@ -218,6 +218,16 @@ def test_metrics():
     assert clustering_accuracy(truth, np.array([0, 0, 0, 1, 1, 1])) == pytest.approx(4 / 6)
     with pytest.raises(InvalidInputError):
         evaluate(truth, truth[:3])
+
+
+def test_macro_recall_counts_a_rare_class_as_much_as_the_big_one():
+    truth = np.array([0] * 8 + [1, 2])
+    one_cluster = np.zeros(10, dtype=int)  # ACC 80 %, yet two of three classes are never found
+    assert clustering_accuracy(truth, one_cluster) == pytest.approx(0.8)
+    assert class_recalls(truth, one_cluster).tolist() == [1.0, 0.0, 0.0]
+    assert macro_recall(truth, one_cluster) == pytest.approx(1 / 3)
+    found = np.array([5] * 6 + [6, 6, 7, 8])  # the big class cut in two, both rare ones found
+    assert class_recalls(truth, found).tolist() == [0.75, 1.0, 1.0]
 
 
 def test_anchors_prefer_terms_closer_to_this_cluster_than_to_others():

@@ -112,7 +112,7 @@ def test_history_lists_every_event_with_clusters_images_and_undone(tmp_path, elp
     assert [(r["action"], r["clusters"], r["images"], r["undone"]) for r in rows] == [
         ("rename", "0", "0", "false"), ("move", "0; 1; 2", "2", "false"), ("merge", "1; 2", "7", "true"),
         ("undo", "1; 2", "7", "false")]
-    assert {r["session"] for r in rows} == {"night shift"} and {r["user"] for r in rows} == {""}
+    assert {r["session"] for r in rows} == {"night shift"} and {r["user"] for r in rows} == {workspace.user.name}
     assert rows[0]["time"].endswith("+00:00") and "'=cmd'" in rows[0]["description"]
 
 

@@ -23,6 +23,7 @@ from tac_core.numerics import tac_features
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.review_audit import AuditQueue, RunArrays, audit_session, can_audit, current_centers
 from tac_core.workspace.workspace import Workspace
+from ui.review_batches import batches_of, state_array
 from ui.review_data import run_array, state_digest
 
 AUTO_RESCORE_MAX = 10_000
@@ -98,7 +99,7 @@ def name_reasons(text: str, session: ReviewSession, rel_paths) -> str:
 
 # -- contact sheets --------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _features(workspace_path: str, run_id: int, _x: np.ndarray, _t: np.ndarray) -> np.ndarray:
+def _features(workspace_path: str, run_id: int, batches: tuple, _x: np.ndarray, _t: np.ndarray) -> np.ndarray:
     features = tac_features(_x, _t)
     features.setflags(write=False)
     return features
@@ -113,7 +114,7 @@ def _centers(workspace: Workspace, run_id: int, features: np.ndarray, labels: np
     store: dict = st.session_state.setdefault("audit_centers", {})
     key = (str(workspace.path), int(run_id))
     old = store.get(key)
-    if old is not None:
+    if old is not None and len(old[0]) == len(labels):  # an intake (or its undo) changes the images: recompute
         old_labels, centers, version = old
         same_clusters = np.array_equal(np.unique(old_labels[old_labels >= 0]), np.unique(labels[labels >= 0]))
         if same_clusters and np.count_nonzero(old_labels != labels) <= 0.01 * len(labels):
@@ -132,10 +133,10 @@ def sheet_positions(workspace: Workspace, session: ReviewSession, cluster: int, 
     that joined it appear when the centres are next recomputed.
     """
     run_id, state = session.run_id, session.state
-    x, t = run_array(workspace, run_id, "image_embeddings"), run_array(workspace, run_id, "counterparts")
+    x, t = state_array(workspace, session, "image_embeddings"), state_array(workspace, session, "counterparts")
     if x is None or t is None or len(x) != len(state.labels):
         return None
-    features = _features(str(workspace.path), run_id, x, t)
+    features = _features(str(workspace.path), run_id, batches_of(session), x, t)
     labels = state.included_labels()
     centers, version = _centers(workspace, run_id, features, labels)
     empty = np.zeros(0, np.int64)

@@ -9,6 +9,7 @@ from tac_core.errors import TacError
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace
 from tac_core.workspace.recluster_run import recluster_into_new_run
+from ui import access
 from ui.audit_data import sheet_positions
 from ui.gallery import strip
 from ui.widgets import coverage_column
@@ -37,7 +38,9 @@ def recluster_section(workspace: Workspace, session: ReviewSession) -> None:
             "images, and saves the result as a new run. This run and its history stay as they are.")
     outcomes: dict = st.session_state.setdefault(OUTCOMES, {})
     key = (str(workspace.path), session.run_id)
-    if st.button("Re-cluster with my decisions", key="audit_recluster"):
+    refused = access.why_not(workspace, "run")
+    if st.button("Re-cluster with my decisions", key="audit_recluster", disabled=bool(refused),
+                 help=access.help_text(refused)):
         try:
             with st.spinner("Re-clustering…"):
                 outcomes[key] = recluster_into_new_run(session)

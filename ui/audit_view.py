@@ -26,7 +26,8 @@ from ui import widgets
 from ui.audit_data import name_reasons, snapshot
 from ui.audit_extras import contact_sheet_section, coverage_section, recluster_section
 from ui.gallery import show_image, strip
-from ui.review_data import part_session, pick_run, review_session, run_paths
+from ui.review_batches import state_paths
+from ui.review_data import part_session, pick_run, review_session
 from ui.review_view import toolbar
 from ui.safe_text import short
 from ui.state import require_workspace, show_error
@@ -131,7 +132,7 @@ def _rescore() -> None:
 
 def queue_section(workspace: Workspace, session: ReviewSession, snap, decided: np.ndarray, note: str) -> None:
     run_id = session.run_id
-    paths = run_paths(workspace, run_id)
+    paths = state_paths(workspace, session)
     queue = snap.audit.queue
     done, total = snap.audit.progress(decided)
     goal = queue[: max(1, int(round(GOAL * len(queue))))] if len(queue) else queue
@@ -165,6 +166,9 @@ def current_item(workspace: Workspace, session: ReviewSession, audit: AuditQueue
     can_suggest = suggested in state.names and suggested != own
     row = paths.iloc[pos]
     st.text(f"#{int(audit.rank[pos]) + 1} in the queue · image {image_id} · {row['rel_path']}")
+    if pos >= state.n_run:  # added by an intake: the queue puts these first when they need a person
+        st.caption(f"New image, added after the run (novelty {state.novelty[pos]:.1f})"
+                   + (": unlike every cluster, possibly a new defect." if own == state.bucket else "."))
     picture, why = st.columns([2, 3], gap="medium")
     with picture:
         show_image(workspace, row["sha256"], row["path"])
@@ -179,13 +183,14 @@ def current_item(workspace: Workspace, session: ReviewSession, audit: AuditQueue
         st.text(f"{suggested} · {state.names[suggested]}" if can_suggest else "No other cluster suggested.")
         if can_suggest:
             _examples(workspace, session, suggested, exclude=image_id)
+    locked = bool(session.refusal("edit"))  # the toolbar above says why
     cols = st.columns(4, vertical_alignment="bottom")
-    cols[0].button("Keep", key="audit_keep", shortcut="K", type="primary", width="stretch",
+    cols[0].button("Keep", key="audit_keep", shortcut="K", type="primary", width="stretch", disabled=locked,
                    on_click=_keep, args=(workspace, run_id, image_id),
                    help="It belongs where it is: mark it verified in its cluster.")
     cols[1].button("Move to suggested", key="audit_move_suggested", shortcut="S", width="stretch",
-                   disabled=not can_suggest, on_click=_move, args=(workspace, run_id, image_id, suggested))
-    cols[2].button("Exclude", key="audit_exclude", shortcut="X", width="stretch",
+                   disabled=not can_suggest or locked, on_click=_move, args=(workspace, run_id, image_id, suggested))
+    cols[2].button("Exclude", key="audit_exclude", shortcut="X", width="stretch", disabled=locked,
                    on_click=_exclude, args=(workspace, run_id, image_id),
                    help="Not a usable image (wrong part, blurred, ...): leave it out of every cluster and export.")
     cols[3].button("Skip", key="audit_skip", shortcut="N", width="stretch", on_click=_skip, args=(run_id, pos),
@@ -197,7 +202,7 @@ def current_item(workspace: Workspace, session: ReviewSession, audit: AuditQueue
     choose, move = st.columns([3, 1], vertical_alignment="bottom")
     choose.selectbox("Move to…", others, key=MOVE_TO,
                      format_func=lambda c: short(f"{c} · {state.names.get(c, '?')}", 60))
-    move.button("Move to chosen", key="audit_move", shortcut="M", width="stretch", disabled=not others,
+    move.button("Move to chosen", key="audit_move", shortcut="M", width="stretch", disabled=not others or locked,
                 on_click=_move, args=(workspace, run_id, image_id, None))
 
 

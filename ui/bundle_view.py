@@ -13,10 +13,11 @@ DOWNLOAD_MAX_BYTES = 512 * 1024 ** 2  # the browser download is held in the serv
 _LAST = "bundle_last"
 
 
-def render(session: ReviewSession, verified_only: bool) -> None:
+def render(session: ReviewSession, verified_only: bool, approved_only: bool = False) -> None:
     st.subheader("Bundle for a training pipeline")
     st.caption("labels.csv (every file, duplicates included, with its source) and manifest.json (code version, "
-               "model, vocabulary, run parameters, seed and a fingerprint of every review decision), plus:")
+               "model, vocabulary, run parameters, seed, a fingerprint of every review decision and who approved "
+               "which cluster), with the rows chosen above, plus:")
     cols = st.columns(4)
     tree = cols[0].checkbox("Folder tree", key="bundle_tree",
                             help="images/<label>/<file>: torchvision ImageFolder, FiftyOne and CVAT (ImageNet) read "
@@ -28,8 +29,8 @@ def render(session: ReviewSession, verified_only: bool) -> None:
                                                                  "one label per image.")
     as_zip = cols[3].checkbox("As one .zip", value=True, key="bundle_zip", help="One file to download or move.")
     if st.button("Create bundle"):
-        options = BundleOptions(verified_only=verified_only, folder_tree=tree, label_studio=label_studio, coco=coco,
-                                as_zip=as_zip)
+        options = BundleOptions(verified_only=verified_only, approved_only=approved_only, folder_tree=tree,
+                                label_studio=label_studio, coco=coco, as_zip=as_zip)
         ok, result = widgets.attempt(lambda: write_bundle(session, options), "write the bundle")
         if ok:
             st.session_state[_LAST] = {"run_id": session.run_id, "result": result}

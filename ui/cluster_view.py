@@ -8,9 +8,10 @@ from tac_core.run import jobs
 from tac_core.run.history import latest_k_suggestion
 from tac_core.run.params import RunParams
 from tac_core.inputs import vocab_spec
-from ui import model_picker, ray_setting, run_monitor, state, widgets
+from ui import access, model_picker, ray_setting, run_monitor, state, widgets
 from ui.safe_text import esc
 
+BALANCE_LABELS = {"estimated": "From the data (recommended)", "uniform": "Equal, as in the TAC paper"}
 MODE_LABELS = {"free": "Training-free (fast; TAC without training)",
                "trained": "Trained heads (slower; usually a little better)"}
 LAYOUT_LABELS = {"umap": "UMAP (default; a few seconds to minutes)", "pca": "PCA (instant, less faithful)"}
@@ -34,6 +35,8 @@ def render() -> None:
 
 def _new_run(workspace) -> None:
     st.subheader("New run")
+    if not access.notice(workspace, "run"):
+        return
     n_images = workspace.image_counts()["ok"]
     if n_images < 2:
         st.warning("Clustering needs at least 2 usable images; add images first.")
@@ -57,6 +60,11 @@ def _new_run(workspace) -> None:
                               help="Sweeps K from 2 to min(30, images/5) on TAC's features; adds a few seconds to "
                                    "a minute or two on the CPU.")
         layout = st.radio("Map layout", list(LAYOUT_LABELS), format_func=LAYOUT_LABELS.get, key="cluster_layout")
+        balance = st.radio("Cluster sizes", list(BALANCE_LABELS), format_func=BALANCE_LABELS.get,
+                           key="cluster_balance",
+                           help="Plant sets are rarely balanced: most photos show good parts or one common defect. "
+                                "'From the data' keeps such a class whole and rare defects apart; 'equal' is the "
+                                "published TAC setting, for reproducing the paper on balanced benchmarks.")
         ray_setting.ray_address_input(workspace)
     st.caption(f"The run uses all {n_images:,} usable images. Embeddings are cached in the workspace, so a second "
                "run with the same model only pays for the clustering.")
@@ -66,7 +74,8 @@ def _new_run(workspace) -> None:
             return
         ok, run_id = widgets.attempt(lambda: jobs.start_run(workspace, RunParams(
             model=model, vocab_set=set_name, vocab_spec=spec, n_clusters=int(k), mode=mode, seed=int(seed),
-            device=device, epochs=int(epochs), batch_size=int(batch), projection=layout, suggest_k=suggest)),
+            device=device, epochs=int(epochs), batch_size=int(batch), projection=layout, suggest_k=suggest,
+            balance=balance)),
             "start the run")
         if ok:
             run_monitor.select(run_id)

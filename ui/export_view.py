@@ -1,6 +1,6 @@
-"""Export page: the reviewed labels of a run as CSV (all images, or verified only), previewed, downloaded, and
-kept in the workspace's ``exports/`` folder with a manifest saying what the file holds; or as a bundle for a
-training pipeline (:mod:`ui.bundle_view`)."""
+"""Export page: the reviewed labels of a run as CSV (all images, or verified only; optionally only approved
+clusters), previewed, downloaded, and kept in the workspace's ``exports/`` folder with a manifest saying what the
+file holds and who approved which cluster; or as a bundle for a training pipeline (:mod:`ui.bundle_view`)."""
 from __future__ import annotations
 
 import io
@@ -43,18 +43,22 @@ def render() -> None:
     ok, session = widgets.attempt(lambda: _session(workspace, run_id), "open the run's review")
     if not ok:
         return
-    verified_only = rows == "verified"
-    _preview(workspace, session, run_id, verified_only)
+    approved = session.state.sign_offs.approved
+    approved_only = st.checkbox(f"Approved clusters only ({len(approved)} of {len(session.state.names)} approved)",
+                                key="export_approved_only", help="Only the images of clusters an approver signed off "
+                                                                 "(Review page); the manifest lists every approval.")
+    choice = (rows == "verified", approved_only)
+    _preview(workspace, session, run_id, *choice)
     if st.button("Create export", type="primary"):
-        ok, result = widgets.attempt(lambda: export_labels(session, workspace, run_id, verified_only=verified_only),
-                                     "export the labels")
+        ok, result = widgets.attempt(lambda: export_labels(session, workspace, run_id, verified_only=choice[0],
+                                                           approved_only=approved_only), "export the labels")
         if ok:
-            st.session_state[_LAST] = {"run_id": run_id, "verified_only": verified_only, "name": result.csv_path.name,
+            st.session_state[_LAST] = {"run_id": run_id, "choice": choice, "name": result.csv_path.name,
                                        "path": str(result.csv_path), "rows": result.n_rows,
                                        "manifest": result.manifest, "csv": result.csv_bytes}
-    _last_export(run_id, verified_only)
+    _last_export(run_id, choice)
     st.divider()
-    bundle_view.render(session, verified_only)
+    bundle_view.render(session, *choice)
     _earlier_exports(workspace)
     st.divider()
     widgets.page_link("pages/review.py")
@@ -76,13 +80,14 @@ def _session(workspace, run_id: int) -> ReviewSession:
     return sessions[key]
 
 
-def _preview(workspace, session: ReviewSession, run_id: int, verified_only: bool) -> None:
-    key = (str(workspace.path), run_id, verified_only, len(session.history()))  # the log changes → a new preview
+def _preview(workspace, session: ReviewSession, run_id: int, verified_only: bool, approved_only: bool) -> None:
+    key = (str(workspace.path), run_id, verified_only, approved_only, len(session.history()))  # the log changes
     cache = st.session_state.setdefault("export_previews", {})
     if key not in cache:
         with tempfile.TemporaryDirectory() as folder:
             ok, result = widgets.attempt(lambda: export_labels(session, workspace, run_id, verified_only=verified_only,
-                                                               dest_dir=folder), "preview the export")
+                                                               dest_dir=folder, record=False,
+                                                               approved_only=approved_only), "preview the export")
         if not ok:
             return
         cache.clear()
@@ -95,8 +100,9 @@ def _preview(workspace, session: ReviewSession, run_id: int, verified_only: bool
     cols[2].metric("Verified rows", f"{counts['verified']:,}")
     cols[3].metric("Excluded images", f"{counts['excluded']:,}")
     if counts["rows"] == 0:
-        st.warning("Nothing to export with this choice" + (": nothing is verified yet. Verify images or clusters on "
-                                                           "the Review page." if verified_only else "."))
+        why = ": nothing is verified yet. Verify images or clusters on the Review page." if verified_only else \
+            ": no cluster is approved yet. An approver approves clusters on the Review page." if approved_only else "."
+        st.warning("Nothing to export with this choice" + why)
         return
     frame = pd.read_csv(io.BytesIO(result.csv_bytes), encoding="utf-8-sig", dtype=str, keep_default_na=False,
                         nrows=PREVIEW_ROWS)
@@ -105,9 +111,9 @@ def _preview(workspace, session: ReviewSession, run_id: int, verified_only: bool
     st.dataframe(frame, hide_index=True, width="stretch")
 
 
-def _last_export(run_id: int, verified_only: bool) -> None:
+def _last_export(run_id: int, choice: tuple[bool, bool]) -> None:
     last = st.session_state.get(_LAST)
-    if not last or last["run_id"] != run_id or last["verified_only"] != verified_only:
+    if not last or last["run_id"] != run_id or last["choice"] != choice:
         return
     st.success(f"Exported {last['rows']:,} rows. A copy is kept in the workspace:")
     st.code(last["path"], language=None)

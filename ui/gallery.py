@@ -53,11 +53,12 @@ def show_image(workspace: Workspace, sha256: str, path: str) -> None:
         st.image(source, width="stretch", output_format="JPEG" if source.endswith(".jpg") else "auto")
 
 
-def caption(rel_path: str, confidence=None, verified: bool = False, excluded: bool = False,
+def caption(rel_path: str, confidence=None, verified: bool = False, excluded: bool = False, new: bool = False,
             chars: int = CAPTION_CHARS) -> str:
-    """Two lines under a thumbnail: the file name cut in the middle, then confidence and flags."""
+    """Two lines under a thumbnail: the file name cut in the middle, then confidence and flags ("new": added by
+    an intake after the run)."""
     flags = [f"{confidence:.2f}"] if confidence is not None and not pd.isna(confidence) else []
-    flags += ["verified"] * bool(verified) + ["excluded"] * bool(excluded)
+    flags += ["verified"] * bool(verified) + ["excluded"] * bool(excluded) + ["new"] * bool(new)
     return f"{middle(rel_path, chars)}\n{' · '.join(flags)}"
 
 
@@ -80,7 +81,7 @@ def _tile(workspace: Workspace, run_id: int, row, key: str, selectable: bool, is
     image_id = int(row.image_id)
     show_image(workspace, row.sha256, row.path)
     st.text(caption(row.rel_path, getattr(row, "confidence", None), getattr(row, "verified", False),
-                    getattr(row, "excluded", False)))
+                    getattr(row, "excluded", False), getattr(row, "new", False)))
     if selectable:
         box = f"{key}_pick_{image_id}"
         st.session_state[box] = is_chosen

@@ -1,11 +1,13 @@
-"""Home page: what TAC Studio does, and the workspaces (list, create, open, rename, delete with confirmation)."""
+"""Home page: what TAC Studio does, and the workspaces the user may see (list, create, open, claim, rename,
+delete with confirmation), and the open workspace's members."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from tac_core.workspace.access import served_to_network
 from tac_core.workspace.workspace import create_workspace, data_dir, delete_workspace, list_workspaces, rename_workspace
-from ui import navigation, state, widgets
+from ui import identity, members_view, navigation, state, widgets
 from ui.safe_text import esc
 
 _CONFIRM_KEY = "home_confirm_delete"
@@ -26,6 +28,10 @@ def render() -> None:
         st.success(f"Open workspace: {esc(current.name)}")
         _steps()
     _workspaces(current)
+    if current is not None:
+        members_view.render(current)
+    if served_to_network():
+        return  # the server's folders are not the users' business
     st.divider()
     st.caption("Workspaces are stored in this folder on the machine running TAC Studio:")
     st.code(str(data_dir()), language=None)
@@ -44,11 +50,11 @@ def _steps() -> None:
 
 def _workspaces(current) -> None:
     st.subheader("Workspaces")
-    infos = list_workspaces()
+    infos = list_workspaces(user=identity.user())  # only those this user may see
     if infos:
-        frame = pd.DataFrame([{"name": i.name, "images": i.image_count, "runs": i.run_count,
-                               "created": i.created[:19].replace("T", " "), "folder": i.path.name,
-                               "problem": i.error} for i in infos])
+        frame = pd.DataFrame([{"name": i.name, "your role": i.role or "— (no members yet)", "images": i.image_count,
+                               "runs": i.run_count, "created": i.created[:19].replace("T", " "),
+                               "folder": i.path.name, "problem": i.error} for i in infos])
         if not frame["problem"].any():
             frame = frame.drop(columns="problem")
         st.dataframe(frame, hide_index=True, width="stretch")
@@ -58,7 +64,8 @@ def _workspaces(current) -> None:
     with st.form("create_workspace", clear_on_submit=True):
         name = st.text_input("Workspace name", max_chars=100, placeholder="e.g. Line 3 solder joints, March")
         if st.form_submit_button("Create workspace", type="primary"):
-            ok, workspace = widgets.attempt(lambda: create_workspace(name), "create the workspace")
+            ok, workspace = widgets.attempt(lambda: create_workspace(name, creator=identity.user()),
+                                            "create the workspace")
             if ok:
                 state.set_workspace(workspace.path)
                 widgets.flash("success", f"Created and opened workspace {workspace.name}.")
@@ -74,18 +81,23 @@ def _workspaces(current) -> None:
     info = by_path[chosen]
     if info.error:
         st.error(f"This workspace cannot be opened: {esc(info.error)}. You can delete it.")
+    elif not info.role:
+        members_view.claim(info)
+    admin = info.role == "admin" or bool(info.error)  # a broken one is listed only to whoever may delete it
     cols = st.columns(3)
     with cols[0]:
-        if st.button("Open workspace", disabled=bool(info.error), width="stretch"):
+        if st.button("Open workspace", disabled=bool(info.error) or not info.role, width="stretch"):
             state.set_workspace(info.path)
             widgets.flash("success", f"Opened workspace {info.name}.")
             st.rerun()
     with cols[1]:
-        new_name = st.text_input("New name", key="home_new_name", disabled=bool(info.error))
-        if st.button("Rename workspace", disabled=bool(info.error), width="stretch"):
+        new_name = st.text_input("New name", key="home_new_name", disabled=bool(info.error) or not admin)
+        if st.button("Rename workspace", disabled=bool(info.error) or not admin, width="stretch",
+                     help=None if admin else "Renaming needs the admin role of this workspace."):
             _rename(info, new_name, current)
     with cols[2]:
-        if st.button("Delete workspace", width="stretch"):
+        if st.button("Delete workspace", width="stretch", disabled=not admin,
+                     help=None if admin else "Deleting needs the admin role of this workspace."):
             st.session_state[_CONFIRM_KEY] = str(info.path)
     if st.session_state.get(_CONFIRM_KEY) == str(info.path):
         _confirm_delete(info)
@@ -96,7 +108,8 @@ def _label(info) -> str:
 
 
 def _rename(info, new_name: str, current) -> None:
-    ok, _ = widgets.attempt(lambda: rename_workspace(info.path, new_name), "rename the workspace")
+    ok, _ = widgets.attempt(lambda: rename_workspace(info.path, new_name, user=identity.user()),
+                            "rename the workspace")
     if not ok:
         return
     was_open = current is not None and current.path == info.path
@@ -126,7 +139,7 @@ def _confirm_delete(info) -> None:
 
 def _delete(info) -> None:
     state.forget_workspace(info.path)
-    delete_workspace(info.path)
+    delete_workspace(info.path, user=identity.user())
     last = state.current_workspace()
     if last is not None and last.path == info.path:
         st.session_state.pop("workspace", None)

@@ -1,5 +1,6 @@
 """Images page: add images (uploaded folder, uploaded files or .zip, a folder on this machine) and see what is in
-the workspace: counts, a sample of thumbnails, where images came from, and every skipped file with its reason."""
+the workspace: counts, a sample of thumbnails, where images came from, every skipped file with its reason, and
+the images' metadata (``ui.metadata_view``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import streamlit as st
 
 from tac_core.workspace import ingest
 from tac_core.workspace.export import skipped_files, skipped_files_csv
-from ui import state, widgets
+from ui import access, metadata_view, state, widgets
 from ui.safe_text import esc
 
 SAMPLE_SIZE = 24
@@ -23,9 +24,13 @@ def render() -> None:
     st.title("Images")
     st.caption(f"Workspace: {esc(workspace.name)}")
     widgets.show_flashes()
-    _add_section(workspace)
+    if access.notice(workspace, "add_images"):
+        _add_section(workspace)
     _last_report()
     _overview(workspace)
+    if workspace.image_counts()["total"]:
+        st.divider()
+        metadata_view.section(workspace)
     st.divider()
     widgets.page_link("pages/vocabulary.py")
 
@@ -49,11 +54,13 @@ def _add_section(workspace) -> None:
             _add(workspace, lambda progress: ingest.add_uploads(workspace, files, progress=progress),
                  "add the uploaded files")
     with tabs[2]:
-        st.caption(f"A folder on the machine running TAC Studio; the images stay where they are. "
-                   f"{esc(ingest.describe_roots())}")
-        path = st.text_input("Folder path", key="images_folder_path", placeholder="/data/line3/photos")
-        recursive = st.checkbox("Include sub-folders", value=True, key="images_recursive")
-        if st.button("Add folder"):
+        refused = access.why_not(workspace, "add_server_folder")
+        st.caption(esc(refused) if refused else f"A folder on the machine running TAC Studio; the images stay where "
+                                                f"they are. {esc(ingest.describe_roots())}")
+        path = st.text_input("Folder path", key="images_folder_path", placeholder="/data/line3/photos",
+                             disabled=bool(refused))
+        recursive = st.checkbox("Include sub-folders", value=True, key="images_recursive", disabled=bool(refused))
+        if st.button("Add folder", disabled=bool(refused), help=access.help_text(refused)):
             _add(workspace, lambda progress: ingest.add_folder(workspace, path, recursive=recursive,
                                                                progress=progress), "add the folder")
 

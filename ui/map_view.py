@@ -1,18 +1,20 @@
-"""The Review page's map: a scatter of the run's fixed 2-D layout, one trace per cluster, thumbnails of each
-cluster's most typical images at their points, lasso and box selection over every point.
+"""The Review page's map: a scatter of the run's fixed 2-D layout, one trace per cluster (or per value of a metadata
+field), thumbnails of each cluster's most typical images at their points, the images an intake added ringed as
+"new", lasso and box selection over every point.
 
 The map is a part of its own (``st.fragment``): a selection, a gallery or a verified mark never redraws it.
 Its figure is built once per state of what it shows — labels, names, exclusions (keyed by the last event that
 changed them, :meth:`~tac_core.workspace.review.ReviewSession.changed_at`, the same in every browser session),
-the open cluster when it draws a sample, the thumbnail toggle — and kept per server process, so a rerun, a
-new browser session or an edit elsewhere sends the same figure again, which Streamlit answers with a
-reference to the copy the browser already has.
+the open cluster when it draws a sample, the thumbnail toggle, the colouring and filter (and the metadata they
+read) — and kept per server process, so a rerun, a new browser session or an edit elsewhere sends the same
+figure again, which Streamlit answers with a reference to the copy the browser already has.
 
 What it draws is the engine's (:mod:`tac_core.cluster.map_sample`): every point up to 20,000, beyond that a
-stable sample of each cluster at one rate plus every point of the open cluster. A lasso or box selects every
-image inside it, drawn or not (:func:`tac_core.workspace.review_selection.region_selection`), in the clusters
-whose drawn points it caught. Traces are built in one place, :func:`build_figure`, which takes extra layers
-(``overlays``) drawn above the clusters.
+stable sample of each cluster at one rate plus every point of the open cluster, among the points that pass the
+filter. A lasso or box selects every image inside it, drawn or not
+(:func:`tac_core.workspace.review_selection.region_selection`), in the clusters whose drawn points it caught and
+that pass the filter. Traces are built in one place, :func:`build_figure`: the groups (clusters or a field's
+values), then extra layers (``overlays``: the "new" rings) drawn above them.
 """
 from __future__ import annotations
 
@@ -27,11 +29,14 @@ from PIL import Image
 from tac_core.cluster.map_sample import DRAW_BUDGET, draw_ranks, sample_positions, thumbnail_picks
 from tac_core.errors import TacError
 from tac_core.inputs.thumbnails import thumbnail_jpeg, thumbnail_path
+from tac_core.workspace.metadata import metadata_version
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.review_selection import region_selection
 from tac_core.workspace.workspace import Workspace
+from ui import review_metadata
 from ui import review_parts as parts
-from ui.review_data import layout, part_session, run_paths
+from ui.review_batches import batches_of, state_layout, state_paths
+from ui.review_data import part_session
 from ui.safe_text import plotly_text
 from ui.state import show_error
 
@@ -40,6 +45,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#756bb1", "#636363", "#9c9ede", "#cedb9c", "#e7ba52", "#e7969c", "#de9ed6", "#6baed6", "#fd8d3c",
            "#74c476", "#9e9ac8", "#969696")
 EXCLUDED_COLOUR = "#c8c8c8"
+NEW_COLOUR = "#111111"
 WEBGL_FROM = 2000  # below this many points SVG draws crisper and is just as fast
 HEIGHT = 540
 THUMBNAILS = "review_map_thumbnails"
@@ -56,34 +62,47 @@ def colour(cluster: int) -> str:
 
 
 # -- the figure ------------------------------------------------------------------------------------------
+ColourBy = tuple[str, np.ndarray, list[str]]  # a metadata field, its group per position, the groups' names
+
+
 def build_figure(xy: np.ndarray, session: ReviewSession, drawn: np.ndarray, hover: np.ndarray,
                  thumbnails: Sequence[tuple[int, int, str]] = (), overlays: Sequence[dict] = (),
-                 height: int = HEIGHT) -> go.Figure:
+                 height: int = HEIGHT, colour_by: Optional[ColourBy] = None,
+                 shown: Optional[np.ndarray] = None) -> go.Figure:
     """One trace per existing cluster over the ``drawn`` positions (legend: id, name and the cluster's exact
-    size), excluded images in a hidden grey trace, then ``overlays`` (extra Plotly traces, e.g. a highlight);
-    ``hover`` holds each drawn point's text (by position); ``thumbnails`` are (position, level, image URI)."""
+    size) or, with ``colour_by``, per value of a metadata field (its exact count); excluded images in a hidden
+    grey trace; then ``overlays`` (extra Plotly traces above them, e.g. the "new" rings). Counts are over the
+    ``shown`` positions (those that pass the filter; all when None). ``hover`` holds each point's text (by
+    position); ``thumbnails`` are (position, level, image URI)."""
     state = session.state
     labels = state.included_labels()
-    sizes = np.bincount(labels + 1, minlength=max(state.names, default=0) + 2)
-    drawn_labels = labels[drawn]
-    order = np.argsort(drawn_labels, kind="stable")
-    sorted_labels = drawn_labels[order]
+    if colour_by is None:
+        groups, keys = labels, sorted(state.names)
+        names = {c: f"{c} · {plotly_text(state.names[c], 40)}" for c in keys}
+    else:
+        groups, keys = np.where(labels < 0, -1, colour_by[1]), list(range(len(colour_by[2])))
+        names = {g: plotly_text(colour_by[2][g], 40) for g in keys}
+    counted = groups if shown is None else groups[shown]
+    sizes = np.bincount(counted + 1, minlength=max(keys, default=0) + 2)
+    drawn_groups = groups[drawn]
+    order = np.argsort(drawn_groups, kind="stable")
+    sorted_groups = drawn_groups[order]
     kind = "scattergl" if len(drawn) >= WEBGL_FROM else "scatter"
     marker_size = 3 if len(drawn) > 20000 else 5 if len(drawn) > 2000 else 8
     traces = []
-    for cluster in [*sorted(state.names), -1]:
-        lo, hi = np.searchsorted(sorted_labels, [cluster, cluster + 1])
+    for group in [*keys, -1]:
+        lo, hi = np.searchsorted(sorted_groups, [group, group + 1])
         rows = drawn[order[lo:hi]]
-        if cluster == -1:
+        if group == -1:
             if hi == lo:
                 continue
             name, marker, visible = f"excluded ({sizes[0]})", {"size": marker_size, "color": EXCLUDED_COLOUR}, "legendonly"
         else:
-            name = f"{cluster} · {plotly_text(state.names[cluster], 40)} ({sizes[cluster + 1]})"
-            marker, visible = {"size": marker_size, "color": colour(cluster)}, True
-        traces.append({"type": kind, "mode": "markers", "x": xy[rows, 0], "y": xy[rows, 1],
-                       "customdata": rows.astype(np.int32), "text": hover[rows], "name": name, "marker": marker,
-                       "visible": visible, "hovertemplate": "%{text}<extra>%{fullData.name}</extra>"})
+            if colour_by is not None and hi == lo:
+                continue  # a value no shown image has
+            name = f"{names[group]} ({sizes[group + 1]})"
+            marker, visible = {"size": marker_size, "color": colour(group)}, True
+        traces.append(_points(kind, xy, rows, hover, name, marker, visible))
     extent = float(np.ptp(xy[:, 0]) if len(xy) else 1.0), float(np.ptp(xy[:, 1]) if len(xy) else 1.0)
     scale = max(extent) or 1.0
     images = [{"source": uri, "xref": "x", "yref": "y", "x": float(xy[pos, 0]), "y": float(xy[pos, 1]),
@@ -96,7 +115,29 @@ def build_figure(xy: np.ndarray, session: ReviewSession, drawn: np.ndarray, hove
                              "xanchor": "left", "x": 0},
                   "xaxis": {"visible": False}, "yaxis": {"visible": False},  # the whole area: UMAP has no aspect
                   "hoverlabel": {"namelength": -1}}
+    if colour_by is not None:
+        fig_layout["legend"]["title"] = {"text": plotly_text(colour_by[0], 30)}
     return go.Figure({"data": [*traces, *overlays], "layout": fig_layout}, _validate=False)
+
+
+def _points(kind: str, xy: np.ndarray, rows: np.ndarray, hover: np.ndarray, name: str, marker: dict,
+            visible=True) -> dict:
+    """A scatter trace of the points at ``rows`` (their positions as customdata, their hover text)."""
+    return {"type": kind, "mode": "markers", "x": xy[rows, 0], "y": xy[rows, 1], "customdata": rows.astype(np.int32),
+            "text": hover[rows], "name": name, "marker": marker, "visible": visible,
+            "hovertemplate": "%{text}<extra>%{fullData.name}</extra>"}
+
+
+def new_rings(session: ReviewSession, xy: np.ndarray, drawn: np.ndarray, hover: np.ndarray) -> list[dict]:
+    """The "new" layer: a ring around each drawn image an intake added after the run (none without intakes)."""
+    state = session.state
+    new = drawn[drawn >= state.n_run]
+    if not len(new):
+        return []
+    kind = "scattergl" if len(drawn) >= WEBGL_FROM else "scatter"
+    size = 3 if len(drawn) > 20000 else 5 if len(drawn) > 2000 else 8
+    marker = {"size": size + 6, "color": NEW_COLOUR, "symbol": "circle-open", "line": {"width": 1.5, "color": NEW_COLOUR}}
+    return [_points(kind, xy, new, hover, f"new ({int(np.sum(state.new_mask()))})", marker)]
 
 
 @st.cache_data(show_spinner=False, max_entries=20_000)
@@ -118,7 +159,7 @@ def _ranks(workspace_path: str, run_id: int, n: int) -> np.ndarray:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _hover(workspace_path: str, run_id: int, _rel_paths: np.ndarray) -> np.ndarray:
+def _hover(workspace_path: str, run_id: int, batches: tuple, _rel_paths: np.ndarray) -> np.ndarray:
     text = np.array([plotly_text(path, 80) for path in _rel_paths], dtype=object)
     text.setflags(write=False)
     return text
@@ -127,41 +168,55 @@ def _hover(workspace_path: str, run_id: int, _rel_paths: np.ndarray) -> np.ndarr
 class MapFigure(NamedTuple):
     figure: go.Figure
     drawn: int  # points drawn
+    shown: int  # points that pass the filter
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _figure(workspace_path: str, run_id: int, version: int, focus: Optional[int], with_thumbnails: bool,
-            _workspace: Workspace, _session: ReviewSession, _xy: np.ndarray) -> MapFigure:
+            view_key: tuple, metadata: Optional[tuple], _workspace: Workspace, _session: ReviewSession,
+            _xy: np.ndarray, _view: review_metadata.MapView) -> MapFigure:
     """The map's figure for one state of what it shows (the arguments before the underscored ones)."""
     state = _session.state
     labels = state.included_labels()
     ranks = _ranks(workspace_path, run_id, len(labels))
-    drawn = sample_positions(labels, ranks, focus=None if focus is None else labels == focus)
-    paths = run_paths(_workspace, run_id)
+    shown = _view.visible
+    drawn = sample_positions(labels, ranks, focus=None if focus is None else labels == focus, shown=shown)
+    paths = state_paths(_workspace, _session)
     thumbnails = []
     if with_thumbnails:
-        picks, levels = thumbnail_picks(_xy, labels, state.confidence)
+        candidates = labels if shown is None else np.where(np.isin(np.arange(len(labels)), shown), labels, -1)
+        picks, levels = thumbnail_picks(_xy, candidates, state.confidence)
         shas = paths["sha256"].to_numpy()[picks]
         for pos, level, sha in zip(picks.tolist(), levels.tolist(), shas):
             uri = thumbnail_uri(str(thumbnail_path(_workspace.thumbs_dir, sha)))
             if uri is not None:
                 thumbnails.append((pos, level, uri))
-    hover = _hover(workspace_path, run_id, paths["rel_path"].to_numpy())
-    return MapFigure(build_figure(_xy, _session, drawn, hover, thumbnails), len(drawn))
+    hover = _hover(workspace_path, run_id, batches_of(_session), paths["rel_path"].to_numpy())
+    colour_by = None
+    if _view.colour is not None:
+        codes, names = review_metadata.colour_groups(review_metadata.review_metadata(_workspace, _session),
+                                                     _view.colour)
+        colour_by = (_view.colour, codes, names)
+    figure = build_figure(_xy, _session, drawn, hover, thumbnails, new_rings(_session, _xy, drawn, hover),
+                          colour_by=colour_by, shown=shown)
+    return MapFigure(figure, len(drawn), len(labels) if shown is None else len(shown))
 
 
-def figure_for(workspace: Workspace, session: ReviewSession, xy: np.ndarray, with_thumbnails: bool) -> MapFigure:
-    """The cached figure for the session's state now."""
+def figure_for(workspace: Workspace, session: ReviewSession, xy: np.ndarray, with_thumbnails: bool,
+               view: review_metadata.MapView) -> MapFigure:
+    """The cached figure for the session's state and the map's view now."""
     n = len(session.state.labels)
     focus = st.session_state.get(parts.CLUSTER) if n > DRAW_BUDGET else None  # a sample holds the open cluster
+    metadata = metadata_version(workspace) if view.colour is not None or view.visible is not None else None
     return _figure(str(workspace.path), session.run_id, session.changed_at(*parts.MAP_DEPENDS_ON), focus,
-                   with_thumbnails, workspace, session, xy)
+                   with_thumbnails, view.key, metadata, workspace, session, xy, view)
 
 
 # -- selecting on the map ----------------------------------------------------------------------------------
 def select_from_event(workspace: Workspace, run_id: int, xy: np.ndarray) -> None:
     """The map's ``on_select``: every image inside the drawn boxes and lassos, in the clusters whose drawn
-    points the selection caught (a legend-hidden cluster is left out), replaces the selection."""
+    points the selection caught (a legend-hidden cluster is left out) and among those that pass the filter,
+    replaces the selection."""
     event = st.session_state.get(chart_key(run_id)) or {}
     selection = event.get("selection") or {}
     session = part_session(workspace, run_id)
@@ -169,29 +224,39 @@ def select_from_event(workspace: Workspace, run_id: int, xy: np.ndarray) -> None
     positions = np.asarray([p[0] if isinstance(p, (list, tuple)) else p for p in positions if p is not None], np.int64)
     clusters = np.unique(session.state.labels[positions]) if positions.size else np.zeros(0, np.int64)
     boxes, lassos = selection.get("box") or [], selection.get("lasso") or []
-    ids = (region_selection(session.state, xy, boxes, lassos, clusters.tolist()) if (boxes or lassos)
+    shown = review_metadata.map_view_of(workspace, session).visible
+    ids = (region_selection(session.state, xy, boxes, lassos, clusters.tolist(), shown) if (boxes or lassos)
            else session.state.image_ids[positions[~session.state.excluded[positions]]])
     parts.set_selection(run_id, ids)
     parts.redraw(*parts.SELECTION_PARTS)
 
 
+def _filtered() -> None:
+    """A new filter: the map and the open cluster's gallery (which shows only what passes it) redraw."""
+    parts.redraw(parts.MAP, parts.MEMBERS)
+
+
 @st.fragment(key=parts.MAP)
 def map_part(workspace: Workspace, run_id: int) -> None:
-    """The map with its thumbnail toggle and a caption saying what is drawn."""
+    """The map with its colouring, filter and thumbnail toggle, and a caption saying what is drawn."""
     session = part_session(workspace, run_id)
     try:
-        xy, source = layout(workspace, run_id)
+        xy, source = state_layout(workspace, session)
     except TacError as exc:
         show_error(exc, "load the map of this run")
         return
+    view = review_metadata.map_controls(workspace, session, on_filter=_filtered)
     with_thumbnails = st.toggle("Thumbnails on the map", value=True, key=THUMBNAILS,
                                 help="Each cluster's most typical images at their points; smaller ones become "
                                      "readable as you zoom in (scroll).")
-    fig, drawn = figure_for(workspace, session, xy, with_thumbnails)
+    fig, drawn, shown = figure_for(workspace, session, xy, with_thumbnails, view)
     st.plotly_chart(fig, key=chart_key(run_id), on_select=lambda: select_from_event(workspace, run_id, xy),
                     selection_mode=("lasso", "box"), config={"displaylogo": False, "scrollZoom": True},
                     width="stretch")
     n = len(xy)
-    shown = f"all {n:,} images" if drawn >= n else f"{drawn:,} of {n:,} images (every cluster at one rate, all of the open one)"
-    st.caption(f"Layout: {source}. Drawn: {shown}. Lasso or box-select to select every image inside; "
-               "double-click to clear. Click a legend entry to hide a cluster.")
+    what = f"all {n:,} images" if drawn >= n else (
+        f"{drawn:,} of {n:,} images" + (f" ({shown:,} pass the filter)" if shown < n else "")
+        + (" (every cluster at one rate, all of the open one)" if drawn < shown else ""))
+    st.caption(f"Layout: {source}. Drawn: {what}. Lasso or box-select to select every image inside; "
+               "double-click to clear. Click a legend entry to hide a group."
+               + (" New images are ringed." if session.state.batches else ""))

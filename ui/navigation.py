@@ -17,6 +17,8 @@ from typing import Callable
 
 import streamlit as st
 
+from ui import identity
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 HOME = "pages/workspaces.py"
 #: section → pages as (file, title, Material icon, tooltip), in the sidebar's order
@@ -31,6 +33,7 @@ SECTIONS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
         ("pages/review.py", "Review", ":material/fact_check:", "Step 4: check and fix the clusters"),
         ("pages/audit.py", "Audit", ":material/troubleshoot:", "Step 4: likely misclusters first"),
         ("pages/export.py", "Export", ":material/download:", "Step 5: verified labels as CSV"),
+        ("pages/history.py", "History", ":material/history:", "Who decided what, and who approved each cluster"),
     ),
 }
 #: the workflow's pages after the home page, in order, each with what it is for (the home page lists them)
@@ -40,14 +43,22 @@ _routing = threading.local()  # one script run per thread: set while the router 
 
 
 def run() -> None:
-    """Declare the pages, set up the tab and the logo, and run the page the URL asks for."""
+    """Declare the pages, set up the tab and the logo, and run the page the URL asks for, for a signed-in user on
+    a server that may serve at all (``ui/identity.py``); anyone else gets the refusal page and nothing more."""
     # the app's own favicon before the navigation: otherwise the browser fetches the page's Material icon from Google
     st.set_page_config(page_icon=str(ASSETS / "logo_icon.svg"), layout="wide")
+    refused = identity.problem()
+    user = None if refused else identity.signed_in()
     chosen = st.navigation({section: [st.Page(path, title=title, icon=icon, help=tip, default=path == HOME)
                                       for path, title, icon, tip in pages]
-                            for section, pages in SECTIONS.items()})
-    st.set_page_config(page_title=f"{chosen.title} · TAC Studio")
+                            for section, pages in SECTIONS.items()}, position="sidebar" if user else "hidden")
     st.logo(str(ASSETS / "logo.svg"), icon_image=str(ASSETS / "logo_icon.svg"), size="large")
+    if user is None:
+        st.set_page_config(page_title="TAC Studio")
+        identity.refusal_page(refused)
+        return
+    st.set_page_config(page_title=f"{chosen.title} · TAC Studio")
+    identity.sidebar()
     _routing.active = True
     try:
         chosen.run()

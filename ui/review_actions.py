@@ -19,7 +19,9 @@ from tac_core.workspace.review import Edit, ReviewSession
 from tac_core.workspace.review_selection import bulk_selectable
 from tac_core.workspace.workspace import Workspace
 from ui import review_parts as parts
-from ui.review_data import cached_session, run_array
+from ui.review_batches import state_array
+from ui.review_data import cached_session
+from ui.review_intake import new_cluster_from_unsorted
 
 LOG = logging.getLogger("tac_studio")
 FLASH = "review_flash"
@@ -112,9 +114,16 @@ def auto_split(workspace: Workspace, run_id: int, cluster: int) -> None:
     from tac_core.workspace.auto_split import split_cluster  # k-means: torch loads on the first split, not with the page
 
     def run(session: ReviewSession) -> Edit:
-        return _show_new(split_cluster(session, cluster, run_array(workspace, run_id, "image_embeddings"),
-                                       run_array(workspace, run_id, "counterparts")))
+        return _show_new(split_cluster(session, cluster, state_array(workspace, session, "image_embeddings"),
+                                       state_array(workspace, session, "counterparts")))
     edit_and_redraw(workspace, run_id, "split the cluster", run)
+
+
+def cluster_unsorted(workspace: Workspace, run_id: int) -> None:
+    """The selected unsorted images become a cluster named from their own anchors."""
+    edit_and_redraw(workspace, run_id, "make a cluster of the unsorted images",
+                    lambda session: _show_new(new_cluster_from_unsorted(
+                        session, parts.selected_ids(run_id), lambda name: state_array(workspace, session, name))))
 
 
 def split_selection(workspace: Workspace, run_id: int, cluster: int) -> None:

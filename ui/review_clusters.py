@@ -2,8 +2,10 @@
 
 The list shows every cluster in one narrow table (no horizontal scrolling beside the map at 1,400 px); a row
 click, the "Cluster" select box or the N / P keys open a cluster. The open cluster's actions sit right under
-the list: rename (with suggestions from its anchors), merge others into it, verify (V), split automatically.
-Its gallery is a part of its own, so paging through it redraws nothing else.
+the list: rename (with suggestions from its anchors), merge others into it, verify (V), split automatically,
+its sign-off (:mod:`ui.sign_off_view`) and where its images come from (:mod:`ui.review_metadata`). Its gallery is
+a part of its own, so paging through it redraws nothing else; it shows only the images that pass the map's
+filter.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import streamlit as st
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace
 from ui import review_actions as actions
+from ui import review_metadata
 from ui import review_parts as parts
+from ui import sign_off_view
 from ui.gallery import grid, page_of
 from ui.review_data import cluster_frame, part_session
 from ui.safe_text import esc, short
@@ -74,6 +78,7 @@ def clusters_part(workspace: Workspace, run_id: int) -> None:
     clusters = cluster_frame(session)
     current = current_cluster(session, clusters)
     cluster_table(workspace, run_id, clusters)
+    review_metadata.findings(workspace, session)
     cluster_panel(workspace, session, clusters, current)
 
 
@@ -82,19 +87,22 @@ def cluster_table(workspace: Workspace, run_id: int, clusters: pd.DataFrame) -> 
     table = pd.DataFrame({
         "ID": clusters["cluster"], "Name": clusters["name"], "Size": clusters["size"],
         "Excl.": clusters["excluded"], "Coverage": (clusters["verified_share"] * 100).round(),
-        "Verified": clusters["verified"], "Conf.": clusters["mean_confidence"]})
+        "Verified": clusters["verified"], "Conf.": clusters["mean_confidence"],
+        "Approved": sign_off_view.approved_column(clusters)})
     st.session_state[TABLE_ORDER] = table["ID"].tolist()
     st.dataframe(table, key=TABLE, on_select=lambda: _on_table_select(workspace, run_id),
                  selection_mode="single-row", hide_index=True, height=min(282, 38 + 35 * len(table)),
                  column_config={  # narrow enough to read whole beside the map at 1,400 px
-                     "ID": st.column_config.NumberColumn("ID", width=36),
-                     "Name": st.column_config.TextColumn("Name", width=118),
-                     "Size": st.column_config.NumberColumn("Size", width=54),
-                     "Excl.": st.column_config.NumberColumn("Excl.", width=44, help="Excluded images"),
-                     "Coverage": coverage_column(width=74),
-                     "Verified": st.column_config.CheckboxColumn("✓", width=32, help="Verified cluster"),
-                     "Conf.": st.column_config.NumberColumn("Conf.", format="%.2f", width=50,
-                                                            help="Mean confidence")})
+                     "ID": st.column_config.NumberColumn("ID", width=34),
+                     "Name": st.column_config.TextColumn("Name", width=100),
+                     "Size": st.column_config.NumberColumn("Size", width=50),
+                     "Excl.": st.column_config.NumberColumn("Excl.", width=40, help="Excluded images"),
+                     "Coverage": coverage_column(width=66),
+                     "Verified": st.column_config.CheckboxColumn("✓", width=30, help="Verified cluster"),
+                     "Conf.": st.column_config.NumberColumn("Conf.", format="%.2f", width=44,
+                                                            help="Mean confidence"),
+                     "Approved": st.column_config.TextColumn("Appr.", width=50,
+                                                             help="Approved by whom and when (sign-off)")})
 
 
 def cluster_panel(workspace: Workspace, session: ReviewSession, clusters: pd.DataFrame, current: int) -> None:
@@ -116,36 +124,42 @@ def cluster_panel(workspace: Workspace, session: ReviewSession, clusters: pd.Dat
     st.text(f"{int(row['size'])} images · {int(row['excluded'])} excluded · coverage {row['verified_share']:.0%} · "
             f"mean confidence {row['mean_confidence']:.2f}\n"
             f"Anchors: {anchors or 'none (a split-off cluster gets them at the next clustering)'}")
+    locked = bool(session.refusal("edit"))  # the toolbar says why
     name_col, button_col = st.columns([5, 3], vertical_alignment="bottom")
-    name_col.text_input("New name", key=actions.NEW_NAME, max_chars=200)
+    name_col.text_input("New name", key=actions.NEW_NAME, max_chars=200, disabled=locked)
     button_col.button("Rename cluster", key="review_rename", on_click=actions.rename,
-                      args=(workspace, run_id, current), width="stretch")
+                      args=(workspace, run_id, current), width="stretch", disabled=locked)
     suggestions = session.suggest_names(current)
     if suggestions:
         st.pills("Suggested names", suggestions, key=actions.SUGGESTION, on_change=actions.use_suggestion,
-                 label_visibility="collapsed", help="Names from the cluster's anchors: click one to use it")
+                 label_visibility="collapsed", help="Names from the cluster's anchors: click one to use it",
+                 disabled=locked)
     others = [c for c in ids if c != current]
     merge_col, merge_button = st.columns([5, 3], vertical_alignment="bottom")
     merge_col.multiselect("Clusters to merge into this one", others, key=actions.MERGE_SOURCES,
-                          format_func=option(clusters))
+                          format_func=option(clusters), disabled=locked)
     merge_button.button("Merge", key="review_merge", on_click=actions.merge, args=(workspace, run_id, current),
-                        disabled=not others, width="stretch")
+                        disabled=not others or locked, width="stretch")
     a, b = st.columns(2)
     if row["verified"]:
         a.button("Mark cluster not verified", key="review_unverify_cluster", on_click=actions.verify_cluster,
-                 args=(workspace, run_id, current, False), width="stretch", shortcut="V")
+                 args=(workspace, run_id, current, False), width="stretch", shortcut="V", disabled=locked)
     else:
         a.button("Verify cluster", key="review_verify_cluster", on_click=actions.verify_cluster,
-                 args=(workspace, run_id, current, True), width="stretch", type="primary", shortcut="V")
+                 args=(workspace, run_id, current, True), width="stretch", type="primary", shortcut="V",
+                 disabled=locked)
     b.button("Split automatically", key="review_auto_split", on_click=actions.auto_split,
-             args=(workspace, run_id, current), width="stretch",
+             args=(workspace, run_id, current), width="stretch", disabled=locked,
              help="Two sub-groups by k-means on the members' image and text features; the smaller one "
                   "becomes a new cluster.")
+    sign_off_view.controls(workspace, session, current)
+    review_metadata.cluster_sources(workspace, session, current)
 
 
 @st.fragment(key=parts.MEMBERS)
 def members_part(workspace: Workspace, run_id: int) -> None:
-    """The open cluster's images, most (or least) confident first, a page at a time, each selectable."""
+    """The open cluster's images, most (or least) confident first, a page at a time, each selectable; only
+    those that pass the map's filter when one is set."""
     session = part_session(workspace, run_id)
     current = open_cluster_id(cluster_frame(session))
     if st.session_state.get("review_page_cluster") != current:
@@ -155,6 +169,10 @@ def members_part(workspace: Workspace, run_id: int) -> None:
     top = st.columns([4, 3, 3], vertical_alignment="center")
     least = top[0].toggle("Least confident first", key=LEAST_FIRST)
     frame = session.members(current, "least_confident" if least else "confidence")
+    visible = review_metadata.map_view_of(workspace, session).visible
+    if visible is not None:
+        frame = frame[frame["position"].isin(visible)]
+        st.caption(f"{len(frame):,} of its images pass the map's filter.")
     shown = page_of(frame, CLUSTER_PAGE)
     top[1].button("Select page", key="review_select_page", on_click=actions.select_positions,
                   args=(workspace, run_id, shown["position"].to_numpy()), width="stretch", disabled=shown.empty)

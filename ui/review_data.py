@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import secrets
 import threading
 from typing import Optional
 
@@ -25,6 +24,7 @@ from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.run_layout import (LAYOUT_ARRAY, compute_layout, layout_features, placeholder_layout,
                                             preview_layout, saved_layout_name)
 from tac_core.workspace.workspace import Workspace
+from ui import identity
 from ui.safe_text import short
 from ui.state import current_run_id, set_run
 
@@ -36,9 +36,7 @@ MAX_ORIGINAL_BYTES = 5_000_000
 # -- the review session ----------------------------------------------------------------------------------
 def browser_session_id() -> str:
     """A random id for this browser session, stored with each event it writes."""
-    if "review_session_token" not in st.session_state:
-        st.session_state["review_session_token"] = secrets.token_hex(6)
-    return st.session_state["review_session_token"]
+    return identity.session_id()
 
 
 def review_session(workspace: Workspace, run_id: int) -> ReviewSession:

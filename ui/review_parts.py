@@ -27,7 +27,8 @@ SELECTION_PARTS = (MEMBERS, SELECTION, SELECTED)  # what a change of the selecti
 CLUSTER = "review_cluster"  # the open cluster (the "Cluster" select box's key)
 MAP_DEPENDS_ON = frozenset({"labels", "names", "excluded"})
 #: what each part shows besides the toolbar, which every action redraws (undo, redo, the outcome)
-SHOWS = {MAP: MAP_DEPENDS_ON, CLUSTERS: frozenset({"labels", "names", "marks", "verified", "excluded"}),
+SHOWS = {MAP: MAP_DEPENDS_ON,
+         CLUSTERS: frozenset({"labels", "names", "marks", "verified", "excluded", "approvals"}),
          MEMBERS: frozenset({"labels", "verified", "excluded"}),
          SELECTION: frozenset({"labels", "names", "verified", "excluded"}),
          SELECTED: frozenset({"verified", "excluded"})}

@@ -1,6 +1,7 @@
 """The Review page, laid out for a 1,400 px wide screen: the toolbar (undo, redo, the outcome, the history),
-then the map beside the cluster list with the open cluster's actions, then the open cluster's gallery beside
-the selection with its actions and gallery.
+then the map (with its colouring and filter by metadata) beside the cluster list with the open cluster's
+actions, sign-off and sources, then the open cluster's gallery beside the selection with its actions and
+gallery. Images added to the workspace after the run wait behind a button above them (:mod:`ui.review_intake`).
 
 Each of those is a part (``st.fragment``, :mod:`ui.review_parts`) that reruns alone: an action reruns only
 the parts its edit changed. Every edit goes through ``ui.review_actions`` (one event each). What is shown is
@@ -15,9 +16,9 @@ import streamlit as st
 
 from tac_core.errors import TacError
 from tac_core.workspace.workspace import Workspace
+from ui import access, review_intake, widgets
 from ui import review_actions as actions
 from ui import review_parts as parts
-from ui import widgets
 from ui.map_view import map_part
 from ui.review_clusters import clusters_part, members_part
 from ui.review_data import part_session, pick_run, review_session
@@ -38,11 +39,15 @@ def render() -> None:
         st.info("There is no finished run to review yet: cluster the images first.")
         return
     try:
-        review_session(workspace, run_id)
+        session = review_session(workspace, run_id)
     except TacError as exc:
         show_error(exc, f"open run {run_id} for review")
         return
     toolbar(workspace, run_id)
+    done = review_intake.intake_bar(workspace, session)
+    if done:
+        actions.flash("success", done)
+        st.rerun()  # the new images join every part of the page
     left, right = st.columns(2, gap="medium")
     with left:
         map_part(workspace, run_id)
@@ -74,11 +79,16 @@ def toolbar(workspace: Workspace, run_id: int, prefix: str = "review", parts_for
 
 def _toolbar(workspace: Workspace, run_id: int, prefix: str, parts_for) -> None:
     session = part_session(workspace, run_id)
+    locked, undo_why, redo_why = (session.refusal(action) for action in ("edit", "undo", "redo"))
+    if locked:
+        st.info(esc(f"Read only: {locked}"))
     cols = st.columns([1, 1, 1.4, 4.6], vertical_alignment="center")
-    cols[0].button("Undo", key=f"{prefix}_undo", disabled=not session.can_undo, shortcut="U",
-                   on_click=actions.undo, args=(workspace, run_id, parts_for), width="stretch")
-    cols[1].button("Redo", key=f"{prefix}_redo", disabled=not session.can_redo, shortcut="Y",
-                   on_click=actions.redo, args=(workspace, run_id, parts_for), width="stretch")
+    cols[0].button("Undo", key=f"{prefix}_undo", disabled=not session.can_undo or bool(undo_why), shortcut="U",
+                   on_click=actions.undo, args=(workspace, run_id, parts_for), width="stretch",
+                   help=access.help_text(undo_why))
+    cols[1].button("Redo", key=f"{prefix}_redo", disabled=not session.can_redo or bool(redo_why), shortcut="Y",
+                   on_click=actions.redo, args=(workspace, run_id, parts_for), width="stretch",
+                   help=access.help_text(redo_why))
     entries = session.history()
     with cols[2].popover(f"History ({len(entries)})", width="stretch"):
         history(entries)
@@ -89,13 +99,16 @@ def _toolbar(workspace: Workspace, run_id: int, prefix: str, parts_for) -> None:
 
 
 def history(entries: list[dict]) -> None:
-    """The last events of the run's log, newest first (text only)."""
+    """The last events of the run's log, newest first, each with who made it (text only)."""
     if not entries:
         st.text("No edits yet.")
         return
     recent = entries[-HISTORY_ROWS:][::-1]
+    latest = recent[0]
+    st.text(f"Latest: #{latest['event_id']} by {latest['user']}, {latest['ts'][11:19]} UTC: {latest['text']}")
     st.dataframe(pd.DataFrame({"#": [e["event_id"] for e in recent],
                                "When (UTC)": [e["ts"][:19].replace("T", " ") for e in recent],
+                               "User": [e["user"] for e in recent],
                                "Action": [e["text"] for e in recent],
                                "Undone": [e["undone"] for e in recent],
                                "Session": [e["session"] for e in recent]}), hide_index=True)

@@ -9,7 +9,7 @@ import streamlit as st
 
 from tac_core.run import jobs
 from tac_core.run import params as run_params
-from ui import state, widgets
+from ui import access, state, widgets
 from ui.safe_text import esc
 
 SELECTED_KEY = "cluster_selected_run"
@@ -56,8 +56,10 @@ def _live(workspace, watched: tuple[int, ...]) -> None:
 
 def _cancel_buttons(workspace, run_id: int, where: str) -> None:
     requested = st.session_state.get(_CANCELLED_AT, {}).get(run_id)
+    refused = access.why_not(workspace, "run")
     cols = st.columns(4)
-    if cols[0].button("Cancel run", key=f"cancel_{where}_{run_id}", disabled=requested is not None):
+    if cols[0].button("Cancel run", key=f"cancel_{where}_{run_id}", disabled=requested is not None or bool(refused),
+                      help=access.help_text(refused)):
         ok, outcome = widgets.attempt(lambda: jobs.cancel_run(workspace, run_id), "cancel the run")
         if ok:
             st.session_state.setdefault(_CANCELLED_AT, {})[run_id] = time.time()
@@ -140,7 +142,9 @@ def _details(workspace, run_id: int, run: dict) -> None:
             state.set_run(run_id)
             widgets.switch_page("pages/export.py")
     elif status in ("interrupted", "failed", "cancelled"):
-        if cols[0].button("Run again", type="primary", key=f"rerun_{run_id}"):
+        refused = access.why_not(workspace, "run")
+        if cols[0].button("Run again", type="primary", key=f"rerun_{run_id}", disabled=bool(refused),
+                          help=access.help_text(refused)):
             ok, _ = widgets.attempt(lambda: jobs.rerun(workspace, run_id), "run it again")
             if ok:
                 st.session_state.get(_CANCELLED_AT, {}).pop(run_id, None)

@@ -3,8 +3,13 @@
 Streamlit forgets ``st.session_state`` on a browser refresh, so the place is kept in three layers, first
 found wins: the URL (``?ws=<folder>&run=<id>`` on every page, bookmarkable, survives a refresh: links
 between pages carry it, and a page opened from the sidebar, whose links leave it out, puts it back), the
-session (survives moving between pages), and a small ``last_opened.json`` in the data directory (survives a
-server restart and a new tab). Workspaces are opened once per server process (``st.cache_resource``).
+session (survives moving between pages), and a small ``last_opened.json`` in the data directory, one entry
+per user (survives a server restart and a new tab). Workspaces are opened once per server process
+(``st.cache_resource``); a page gets a handle acting for the signed-in user (``Workspace.as_user``), so every
+engine call it makes is checked and recorded under their name.
+
+A workspace the user may not see is never opened: a ``?ws=`` naming it (or naming no workspace at all, or
+reaching outside the data folder) gets the same "no workspace here" answer, so the address tells nothing.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import streamlit as st
 from tac_core import atomic
 from tac_core.errors import TacError
 from tac_core.workspace.workspace import Workspace, data_dir, open_workspace
+from ui import identity
 from ui.safe_text import esc
 
 LOG = logging.getLogger("tac_studio")
@@ -47,19 +53,30 @@ def forget_workspace(path: Path | str) -> None:
         st.query_params.clear()
 
 
-def _last_opened() -> dict:
+def _last_opened_by_user() -> dict:
     try:
-        return json.loads((data_dir() / _LAST_OPENED).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        found = json.loads((data_dir() / _LAST_OPENED).read_text(encoding="utf-8")).get("by_user", {})
+    except (OSError, ValueError, AttributeError):
         return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _last_opened() -> dict:
+    user = identity.user()
+    entry = _last_opened_by_user().get(user.key) if user else None
+    return entry if isinstance(entry, dict) else {}
 
 
 def _remember(workspace: str, run_id: Optional[int]) -> None:
     st.session_state["workspace"] = workspace
     st.session_state["run_id"] = run_id
     _show_in_url(workspace, run_id)
+    user = identity.user()
+    if user is None:
+        return
     try:
-        atomic.write_json(data_dir() / _LAST_OPENED, {"workspace": workspace, "run_id": run_id})
+        place = {"workspace": workspace, "run_id": run_id}
+        atomic.write_json(data_dir() / _LAST_OPENED, {"by_user": {**_last_opened_by_user(), user.key: place}})
     except OSError:
         LOG.warning("could not remember the last opened workspace in %s", data_dir())
 
@@ -82,6 +99,7 @@ def url_params() -> dict[str, str]:
 
 
 def set_workspace(path: Path | str) -> None:
+    """Make ``path`` the open workspace (the caller listed it for this user; opening checks again)."""
     _remember(str(Path(path)), None)
 
 
@@ -91,25 +109,47 @@ def set_run(run_id: Optional[int]) -> None:
         _remember(workspace, None if run_id is None else int(run_id))
 
 
-def _candidate() -> tuple[Optional[str], Optional[int]]:
+def _candidate() -> tuple[Optional[str], Optional[int], bool]:
+    """The workspace folder to open, its run, and whether the address asked for it."""
     if "ws" in st.query_params:
-        run = st.query_params.get("run")
-        return str(data_dir() / Path(st.query_params["ws"]).name), int(run) if run and run.isdigit() else None
+        run, name = st.query_params.get("run"), st.query_params["ws"]
+        folder = name if name == Path(name).name and not name.startswith(".") else ""  # one plain folder name
+        return str(data_dir() / folder) if folder else "", int(run) if run and run.isdigit() else None, True
     if st.session_state.get("workspace"):
-        return st.session_state["workspace"], st.session_state.get("run_id")
+        return st.session_state["workspace"], st.session_state.get("run_id"), False
     last = _last_opened()
-    return last.get("workspace"), last.get("run_id")
+    return last.get("workspace"), last.get("run_id"), False
+
+
+def for_user(path: str | Path) -> Optional[Workspace]:
+    """The workspace at ``path`` acting for the signed-in user, or None when it is not one they may see."""
+    if not (Path(path) / "workspace.db").is_file() or Path(path).parent.resolve() != data_dir().resolve():
+        return None
+    workspace = _open(str(path)).as_user(identity.user(), identity.session_id())
+    return workspace if workspace.allows("view") else None
+
+
+def claim(path: str | Path) -> None:
+    """Claim the unclaimed workspace at ``path`` for the signed-in user (the engine says who may)."""
+    _open(str(path)).as_user(identity.user(), identity.session_id()).claim()
 
 
 def current_workspace() -> Optional[Workspace]:
-    """The open workspace, or None when there is none (or it was deleted or is unreadable)."""
-    path, run_id = _candidate()
-    if not path or not (Path(path) / "workspace.db").exists():
-        return None
+    """The open workspace (acting for the signed-in user), or None when there is none, it was deleted or is
+    unreadable, or the user may not see it."""
+    path, run_id, asked = _candidate()
     try:
-        workspace = _open(path)
+        workspace = for_user(path) if path else None
     except TacError as exc:
         st.warning(f"The last workspace could not be opened: {esc(exc)}")
+        return None
+    if workspace is None:
+        if asked:  # the same words whether it exists or not: the address tells nothing
+            st.warning("There is no workspace at this address that you may open. Choose one on the home page.")
+            st.query_params.clear()
+        if st.session_state.get("workspace") == path:
+            st.session_state.pop("workspace", None)
+            st.session_state.pop("run_id", None)
         return None
     if st.session_state.get("workspace") != path or st.session_state.get("run_id") != run_id:
         _remember(path, run_id)

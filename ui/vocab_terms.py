@@ -82,7 +82,7 @@ def browse_section(edit) -> None:
     shown = shown.rename(columns={"gloss": "definition"}).reset_index(drop=True)
     editor_key = edit.key(f"editor_{hashlib.sha1(f'{query.strip()}|{show}'.encode()).hexdigest()[:8]}")
     edited = st.data_editor(shown, key=editor_key, hide_index=True, width="stretch", num_rows="fixed",
-                            disabled=[c for c in shown.columns if c != "on"],
+                            disabled=True if edit.locked else [c for c in shown.columns if c != "on"],
                             column_config={"on": st.column_config.CheckboxColumn("on", help="Use this term")})
     changed = edited["on"] != shown["on"]
     if changed.any():
@@ -98,11 +98,11 @@ def browse_section(edit) -> None:
     if query.strip() and len(frame):
         cols = st.columns(2)
         names = frame["name"].tolist()
-        if cols[0].button(f"Switch off all {len(frame):,} matches", key="vocab_all_off"):
+        if cols[0].button(f"Switch off all {len(frame):,} matches", key="vocab_all_off", disabled=edit.locked):
             if edit.change(lambda s: vocab_spec.set_enabled(s, names, False), "switch the matches off"):
                 widgets.flash("success", f"Switched {len(names):,} term(s) off.")
             st.rerun()
-        if cols[1].button(f"Switch on all {len(frame):,} matches", key="vocab_all_on"):
+        if cols[1].button(f"Switch on all {len(frame):,} matches", key="vocab_all_on", disabled=edit.locked):
             if edit.change(lambda s: vocab_spec.set_enabled(s, names, True), "switch the matches on"):
                 widgets.flash("success", f"Switched {len(names):,} term(s) on.")
             st.rerun()
@@ -112,6 +112,9 @@ def cost_section(edit, active: list[str]) -> None:
     st.subheader("Encoding cost")
     st.caption("Every active term is embedded once per model and template set, then cached in the workspace: later "
                "runs and other sets reuse it.")
+    if edit.locked:  # the model inputs name files of the server: for those who may start runs only
+        st.caption("Reviewers see the cost for a chosen model here.")
+        return
     model = model_picker.model_inputs(edit.workspace, compact=True)
     if model is None or not active:
         return
@@ -135,7 +138,8 @@ def cost_section(edit, active: list[str]) -> None:
         st.warning("That is long. The full WordNet with the paper's 7 prompts takes about an hour on a 2-core CPU with "
                    "ViT-B-32 (about 150 prompts/s) and seconds to minutes on a GPU. To cut it: choose tac3 or photo1 "
                    "templates, keep only some WordNet categories (e.g. noun.artifact, noun.state), or run on a GPU.")
-    if st.button("Measure encoding speed", help="Loads the model here and encodes 32 terms to time it."):
+    if st.button("Measure encoding speed", help="Loads the model here and encodes 32 terms to time it.",
+                 disabled=edit.locked):
         with st.spinner("Measuring …"):
             ok, measured = widgets.attempt(lambda: measure_encoding_rate(
                 model_picker.spec_of(model), templates, device, active[:MEASURE_TERMS]), "measure the encoding speed")

@@ -36,7 +36,8 @@ def sidebar_status(workspace) -> None:
         st.caption("Workspace")
         st.text(workspace.name)
         counts = workspace.image_counts()
-        st.caption(f"{counts['ok']} usable images")
+        role = workspace.role_of()
+        st.caption(f"{counts['ok']} usable images · your role: {role.label if role else 'none'}")
 
 
 # -- messages that survive st.rerun() -----------------------------------------------------------------

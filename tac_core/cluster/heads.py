@@ -3,7 +3,9 @@
 One head reads image embeddings, the other the text counterparts. Each learns from the *other* modality's
 view of a neighbour (so the image head is taught by what the text side says about similar images and vice
 versa), both are pushed to agree on every sample, and an entropy bonus keeps clusters from collapsing into
-one. The losses follow TAC_METHOD.md step 3b exactly.
+one. The losses follow TAC_METHOD.md step 3b exactly, except where a ``size_prior`` is given: then the bonus
+becomes a penalty on the distance from an estimated size profile (:func:`size_profile_divergence`), so that a
+set with one big class and rare ones is not pushed into equal clusters.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from ..progress import CancelToken, ProgressFn, check_cancel, report
 
 EPS = 1e-8
 MIN_STEPS = 600  # small collections get extra passes per epoch: 20 epochs of 300 images is only 20 steps
+WARM_START_STEPS = 200  # 200 × 512 samples: the heads reproduce a given partition (3,000 images: ~99 %)
 
 
 class ClusterHead(nn.Module):
@@ -63,6 +66,19 @@ def batch_entropy(p: torch.Tensor) -> torch.Tensor:
     return -(mean * torch.log(mean.clamp_min(EPS))).sum()
 
 
+def size_profile_divergence(p: torch.Tensor, sorted_prior: torch.Tensor) -> torch.Tensor:
+    """KL(m ‖ π) from the batch-mean distribution m to the closest relabelling of the size profile π.
+
+    ``sorted_prior`` is π sorted in descending order. Pairing the largest column of m with the largest share
+    of π, and so on, gives the relabelling of π with the smallest KL (rearrangement inequality), so the loss
+    says how big the clusters are, never which column must be big. With π uniform it equals
+    −:func:`batch_entropy` + log K: the paper's balance term.
+    """
+    mean = p.mean(dim=0)
+    ordered = torch.sort(mean, descending=True).values
+    return (ordered * (torch.log(ordered.clamp_min(EPS)) - torch.log(sorted_prior))).sum()
+
+
 def _batch_stream(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
     """Endless batches of distinct indices: consecutive slices of fresh permutations (a short tail is dropped)."""
     while True:
@@ -91,6 +107,40 @@ def head_probabilities(state: dict, features: np.ndarray, which: str = "image",
         return torch.cat([head(x[s:s + 8192]) for s in range(0, len(x), 8192)]).cpu().numpy()
 
 
+def warm_start_heads(image_embeddings: np.ndarray, counterparts: np.ndarray, labels: np.ndarray,
+                     n_clusters: int, steps: int = WARM_START_STEPS, batch_size: int = 512, lr: float = 1e-3,
+                     random_state: Optional[int] = None, device: str | torch.device = "cpu",
+                     cancel: Optional[CancelToken] = None) -> dict:
+    """Heads initialised as :func:`fit_heads` would, then taught ``labels`` (cross-entropy, both heads).
+
+    Returns their state for ``fit_heads(initial_state=...)``: training then starts from this partition,
+    column k standing for cluster k, instead of from random heads. Needed with a ``size_prior``: random heads
+    aimed at a 90/5/5 profile collapse into one column, because KL(m ‖ π) charges only log(1/0.9) for it.
+    """
+    seed = 0 if random_state is None else int(random_state)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        dim = image_embeddings.shape[1]
+        heads = {"image": ClusterHead(dim, n_clusters).to(device), "text": ClusterHead(dim, n_clusters).to(device)}
+    x = torch.as_tensor(image_embeddings, dtype=torch.float32, device=device)
+    t = torch.as_tensor(counterparts, dtype=torch.float32, device=device)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
+    optimizer = torch.optim.Adam(list(heads["image"].parameters()) + list(heads["text"].parameters()), lr=lr)
+    batches = _batch_stream(len(x), max(2, min(batch_size, len(x))), gen)
+    with single_cpu_thread(device):
+        for _ in range(steps):
+            check_cancel(cancel)
+            idx = next(batches).to(device)
+            loss = sum(nn.functional.nll_loss(torch.log(head(inputs[idx]).clamp_min(EPS)), y[idx])
+                       for head, inputs in ((heads["image"], x), (heads["text"], t)))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return {side: {name: v.detach().cpu().clone() for name, v in head.state_dict().items()}
+            for side, head in heads.items()}
+
+
 def train_heads(*args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
     """Train both heads (see :func:`fit_heads`); return the image and text heads' probabilities."""
     result = fit_heads(*args, **kwargs)
@@ -117,6 +167,7 @@ def fit_heads(
     anchor_targets: Optional[np.ndarray] = None,
     anchor_weight: float = 1.0,
     min_steps: int = MIN_STEPS,
+    size_prior: Optional[np.ndarray] = None,
 ) -> TrainedHeads:
     """Train both heads and return their probabilities for every sample and their weights.
 
@@ -128,6 +179,9 @@ def fit_heads(
     columns. Every step adds ``anchor_weight`` × :func:`anchor_loss` for both heads on a batch of anchors
     (all of them, or ``max(32, batch_size // 4)`` drawn at random) next to TAC's own losses; the anchors
     ride in the same forward pass as the batch, so BatchNorm sees one batch.
+
+    ``size_prior`` (K shares summing to 1): replace the entropy bonus by ``entropy_weight`` ×
+    :func:`size_profile_divergence` to that profile, for both heads. ``None`` is the paper's uniform target.
     """
     seed = 0 if random_state is None else int(random_state)
     gen = torch.Generator().manual_seed(seed)
@@ -148,6 +202,9 @@ def fit_heads(
         anchors = torch.as_tensor(np.asarray(anchor_indices), dtype=torch.long)
         allowed = torch.as_tensor(np.asarray(anchor_targets), dtype=torch.float32, device=device)
         anchor_batch = min(n_anchors, max(32, batch_size // 4))
+    if size_prior is not None:
+        prior = np.sort(np.clip(np.asarray(size_prior, dtype=np.float64), EPS, None))[::-1]
+        sorted_prior = torch.as_tensor(prior / prior.sum(), dtype=torch.float32, device=device)
     optimizer = torch.optim.Adam(list(image_head.parameters()) + list(text_head.parameters()), lr=lr)
     n = x.shape[0]
     batch_size = max(2, min(batch_size, n))
@@ -173,8 +230,12 @@ def fit_heads(
                 p_nbr, q_nbr = image_head(x[j]), text_head(t[k])
                 loss = (cluster_contrastive_loss(p, q_nbr, temperature)
                         + cluster_contrastive_loss(q, p_nbr, temperature)
-                        + consistency_loss(p, q)
-                        - entropy_weight * (batch_entropy(p) + batch_entropy(q)))
+                        + consistency_loss(p, q))
+                if size_prior is None:
+                    loss = loss - entropy_weight * (batch_entropy(p) + batch_entropy(q))
+                else:
+                    loss = loss + entropy_weight * (size_profile_divergence(p, sorted_prior)
+                                                    + size_profile_divergence(q, sorted_prior))
                 if n_anchors:
                     target = allowed[pick.to(device)]
                     loss = loss + anchor_weight * (anchor_loss(p_all[b:], target) + anchor_loss(q_all[b:], target))

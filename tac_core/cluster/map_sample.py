@@ -41,15 +41,22 @@ def draw_ranks(n: int, seed: int = 0) -> np.ndarray:
 
 def sample_positions(labels: np.ndarray, ranks: np.ndarray, budget: int = DRAW_BUDGET,
                      focus: Optional[np.ndarray] = None, min_per_cluster: int = MIN_PER_CLUSTER,
-                     focus_budget: int = FOCUS_BUDGET) -> np.ndarray:
+                     focus_budget: int = FOCUS_BUDGET, shown: Optional[np.ndarray] = None) -> np.ndarray:
     """Sorted positions to draw: all when there are at most ``budget``, else each group of ``labels`` (a
     cluster; −1, the excluded images, is a group too) at the rate ``budget / n`` but at least
     ``min_per_cluster`` of it, taken by lowest rank, plus the ``focus`` positions (bool mask or positions),
-    the ``focus_budget`` lowest-ranked of them when there are more."""
+    the ``focus_budget`` lowest-ranked of them when there are more. ``shown`` (sorted positions, e.g. those
+    that pass a filter) limits all of it to those points."""
     labels, ranks = np.asarray(labels), np.asarray(ranks)
     n = len(labels)
     if ranks.shape != (n,):
         raise InvalidInputError(f"ranks must have one entry per point ({n}); got shape {ranks.shape}.")
+    if shown is not None:
+        shown = np.asarray(shown, np.int64)
+        if focus is not None:
+            focus = np.asarray(focus)
+            focus = focus[shown] if focus.dtype == bool else np.flatnonzero(np.isin(shown, focus))
+        return shown[sample_positions(labels[shown], ranks[shown], budget, focus, min_per_cluster, focus_budget)]
     if n <= budget:
         return np.arange(n)
     by_rank = np.argsort(ranks, kind="stable")

@@ -18,7 +18,11 @@ the model says. Excluded images get −1 and are never re-assigned. The rest (mo
   drifted and undid more than the anchors taught (on the synthetic bed, seeds 100–103, 150 decisions:
   lr 1e-3 lost 1.5 points against the edits alone, lr 1e-4 gained 0.7; anchor weight 0 / 1 / 3 / 10 gave
   98.6 / 99.4 / 99.4 / 99.4 after audit-order decisions and 95.1 / 96.1 / 96.7 / 96.9 after random ones).
-  Fresh heads (no ``heads`` given) train like TAC (:data:`FRESH`).
+  Fresh heads (no ``heads`` given) train like TAC (:data:`FRESH`). With ``balance="estimated"`` (the
+  default, as in :class:`~tac_core.cluster.tac.TAC`) and current cluster sizes that are uneven
+  (:func:`~tac_core.cluster.balance.uneven`), the heads aim at the current size profile (each cluster's share
+  split evenly over its columns) instead of equal sizes, and fresh heads start from the current clusters
+  (:func:`~tac_core.cluster.heads.warm_start_heads`); even sizes keep the paper's entropy bonus.
   Head columns are named after clusters by overlap: Hungarian matching of the head's argmax with the current
   labels (fixed samples count :data:`FIXED_OVERLAP_WEIGHT`×); extra columns join their majority cluster (a
   merge the head still splits); a cluster left without a column (a split the head never saw) gets a copy of
@@ -36,11 +40,12 @@ from scipy.optimize import linear_sum_assignment
 
 from ..devices import resolve_device
 from ..errors import InvalidInputError
-from .heads import fit_heads, head_probabilities
+from .balance import check_balance, uneven
+from .heads import fit_heads, head_probabilities, warm_start_heads
 from .neighbors import cosine_knn
 from ..numerics import flush_denormals
 from ..progress import CancelToken, ProgressFn, check_cancel, report
-from .tac import MODES
+from . import MODES
 
 ANCHOR_WEIGHT = 3.0
 FINE_TUNE = {"lr": 1e-4, "epochs": 3, "min_steps": 150}
@@ -116,7 +121,8 @@ def _prepare(image_embeddings, counterparts, labels, verified, verified_clusters
 def recluster(image_embeddings, counterparts, labels, *, verified=None, verified_clusters: Iterable[int] = (),
               excluded=None, mode: str = "free", heads: Optional[dict] = None, max_iter: int = 100,
               epochs: int | str = "auto", batch_size: int | str = "auto", lr: float | str = "auto",
-              temperature: float | str = "auto", entropy_weight: float = 5.0, n_neighbors: int = 50,
+              temperature: float | str = "auto", entropy_weight: float = 5.0, balance: str = "estimated",
+              n_neighbors: int = 50,
               anchor_weight: float = ANCHOR_WEIGHT, min_steps: int | str = "auto",
               random_state: Optional[int] = None, device: str = "cpu", progress: Optional[ProgressFn] = None,
               cancel: Optional[CancelToken] = None) -> ReclusterResult:
@@ -129,6 +135,7 @@ def recluster(image_embeddings, counterparts, labels, *, verified=None, verified
     """
     if mode not in MODES:
         raise InvalidInputError(f"mode must be one of {MODES}; got {mode!r}.")
+    check_balance(balance)
     x, t, features, labels, current, fixed, excluded, closed = _prepare(
         image_embeddings, counterparts, labels, verified, verified_clusters, excluded)
     active = np.unique(current[current >= 0])
@@ -148,7 +155,8 @@ def recluster(image_embeddings, counterparts, labels, *, verified=None, verified
                 x, t, current, fixed, movable, active, open_ids, heads, dict(
                     epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature,
                     entropy_weight=entropy_weight, random_state=random_state, device=device, progress=progress,
-                    cancel=cancel, anchor_weight=anchor_weight, min_steps=min_steps), n_neighbors, device)
+                    cancel=cancel, anchor_weight=anchor_weight, min_steps=min_steps), n_neighbors, device,
+                balance)
     new = np.where(movable, new, current)  # the guarantees, whatever happened above: decisions stay,
     new = np.where(movable & np.isin(new, closed), current, new)  # closed clusters take no one in,
     new[excluded] = -1  # excluded images stay out
@@ -163,6 +171,7 @@ def recluster_tac(model, image_embeddings, labels, **kwargs) -> ReclusterResult:
     """:func:`recluster` for a fitted :class:`~tac_core.cluster.tac.TAC`: its counterparts, mode, heads and options."""
     k = int(model.n_clusters)
     options = dict(mode=model.mode, heads=getattr(model, "heads_", None), entropy_weight=model.entropy_weight,
+                   balance=getattr(model, "balance", "uniform"),  # models fitted before balance existed
                    n_neighbors=model.n_neighbors, device=model.device, random_state=model.random_state,
                    batch_size=(8192 if k >= 100 else 512) if model.batch_size == "auto" else model.batch_size,
                    temperature=(5.0 if k >= 100 else 0.5) if model.temperature == "auto" else model.temperature)
@@ -235,7 +244,18 @@ def _group(p: np.ndarray, col_to_id: np.ndarray, n_ids: int) -> np.ndarray:
     return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
 
 
-def _trained(x, t, current, fixed, movable, active, open_ids, heads, options, n_neighbors, device):
+def _column_prior(current: np.ndarray, col_to_id: np.ndarray) -> Optional[np.ndarray]:
+    """Each head column's share of the current clusters' sizes (a cluster's share split evenly over its
+    columns, unnamed columns nothing), or None when the sizes are even enough for the entropy bonus."""
+    ids, sizes = np.unique(current[current >= 0], return_counts=True)
+    if len(ids) < 2 or not uneven(sizes / sizes.sum()):
+        return None
+    share = dict(zip(ids.tolist(), (sizes / sizes.sum()).tolist()))
+    columns = Counter(col_to_id.tolist())
+    return np.array([share.get(c, 0.0) / columns[c] if c >= 0 else 0.0 for c in col_to_id.tolist()])
+
+
+def _trained(x, t, current, fixed, movable, active, open_ids, heads, options, n_neighbors, device, balance):
     n = len(x)
     n_ids = int(active.max()) + 1
     k = min(n_neighbors, n - 1)
@@ -264,7 +284,14 @@ def _trained(x, t, current, fixed, movable, active, open_ids, heads, options, n_
     temperature = options.pop("temperature")
     batch = (8192 if n_cols >= 100 else 512) if batch == "auto" else int(batch)
     temperature = (5.0 if n_cols >= 100 else 0.5) if temperature == "auto" else float(temperature)
+    size_prior = _column_prior(current, col_to_id) if balance == "estimated" else None
+    if size_prior is not None and state is None:  # as TAC does: start fresh heads at the current clusters
+        members = current >= 0
+        state = warm_start_heads(x[members], t[members], np.searchsorted(active, current[members]), n_cols,
+                                 batch_size=batch, lr=options["lr"], random_state=options["random_state"],
+                                 device=device, cancel=options["cancel"])
     result = fit_heads(x, t, n_cols, image_nbrs, text_nbrs, batch_size=batch, temperature=temperature,
+                       size_prior=size_prior,
                        initial_state=state, anchor_indices=anchors if len(anchors) else None,
                        anchor_targets=targets, **options)
     if heads is None:  # fresh columns are arbitrary until named by what they hold

@@ -18,6 +18,13 @@ Scores per K (all on the swept points):
 - **objective** — that run's mean cosine similarity of points to their centre (for the table; it always
   grows with K, so it does not choose).
 
+With ``balance="estimated"`` (the default, as in :class:`~tac_core.cluster.tac.TAC`) every run's k-means
+partition is repaired by :func:`~tac_core.cluster.balance.merge_split_repair` before its centres label the
+swept points, so a dominant class is scored whole instead of cut in pieces: on synthetic beds with one class
+at 50 % and three under 3 % the equal-size sweep (``"uniform"``) proposed K values at which TAC cut the
+big class in three, the default proposed K values that kept 82–98 % of it in one cluster (README, *Unequal
+cluster sizes*).
+
 The rule: **the K with the highest silhouette among those whose stability ≥ ``stability_threshold``
 (0.9); K values whose silhouette is within 0.01 of that best count as ties and the smallest wins.** If no K
 is that stable, the K with the highest silhouette overall (same tie rule), and the explanation says so.
@@ -39,8 +46,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from ..devices import resolve_device
 from ..errors import InvalidInputError
+from .balance import check_balance, merge_split_repair
 from .kmeans import spherical_kmeans
-from ..numerics import flush_denormals, single_cpu_thread, validated_unit_rows
+from ..numerics import cluster_unit_means, flush_denormals, single_cpu_thread, validated_unit_rows
 from ..progress import CancelToken, ProgressFn, check_cancel, report
 from .tac import (select_nouns, semantic_center_count, semantic_center_restarts,
                   text_counterparts)
@@ -123,8 +131,8 @@ def tac_sweep_features(image_embeddings: np.ndarray, vocab_embeddings: np.ndarra
 
 def suggest_k(image_embeddings, vocab_embeddings, domain_mask=None, k_min: int = 2, k_max: Optional[int] = None,
               n_seeds: int = 3, n_init: int = 2, stability_threshold: float = 0.9, max_points: int = 2000,
-              random_state: Optional[int] = 0, device: str = "cpu", progress: Optional[ProgressFn] = None,
-              cancel: Optional[CancelToken] = None) -> KSuggestion:
+              balance: str = "estimated", random_state: Optional[int] = 0, device: str = "cpu",
+              progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> KSuggestion:
     """Suggest K for TAC on these images and this vocabulary (the rule is in the module docstring).
 
     ``k_max`` defaults to min(30, n/5) for the n images swept (at most ``max_points``, a random sample of
@@ -143,6 +151,7 @@ def suggest_k(image_embeddings, vocab_embeddings, domain_mask=None, k_min: int =
                                     f"got shape {domain_mask.shape}.")
     settings = dict(n_seeds=n_seeds, n_init=n_init, stability_threshold=stability_threshold, max_points=max_points)
     k_min, k_max = _check_settings(len(x), k_min, k_max, **settings)
+    check_balance(balance)
     torch_device = resolve_device(device)
     rng = np.random.default_rng(random_state)
     report(progress, STAGE, 0, k_max - k_min + 1)
@@ -150,16 +159,17 @@ def suggest_k(image_embeddings, vocab_embeddings, domain_mask=None, k_min: int =
         features = tac_sweep_features(x[_sample_rows(len(x), max_points, rng)], v, k_max, domain_mask,
                                       random_state=_child_seed(rng), device=torch_device, cancel=cancel)
     return suggest_k_on_features(features, k_min, k_max, random_state=_child_seed(rng), device=device,
-                                 progress=progress, cancel=cancel, **settings)
+                                 balance=balance, progress=progress, cancel=cancel, **settings)
 
 
 def suggest_k_on_features(features, k_min: int = 2, k_max: Optional[int] = None, n_seeds: int = 3,
                           n_init: int = 2, stability_threshold: float = 0.9, max_points: int = 2000,
-                          random_state: Optional[int] = 0, device: str = "cpu",
+                          balance: str = "estimated", random_state: Optional[int] = 0, device: str = "cpu",
                           progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> KSuggestion:
     """The sweep and the rule on any features (``suggest_k`` passes [x, t]; image embeddings alone work too)."""
     f = validated_unit_rows("features", features)
     k_min, k_max = _check_settings(len(f), k_min, k_max, n_seeds, n_init, stability_threshold, max_points)
+    check_balance(balance)
     torch_device = resolve_device(device)
     rng = np.random.default_rng(random_state)
     f = f[_sample_rows(len(f), max_points, rng)]
@@ -173,8 +183,14 @@ def suggest_k_on_features(features, k_min: int = 2, k_max: Optional[int] = None,
             for _ in range(n_seeds):
                 check_cancel(cancel)
                 rows = torch.as_tensor(np.sort(rng.choice(len(f), size=subsample_size, replace=False)))
+                run_seed = _child_seed(rng)
                 centers = spherical_kmeans(unit[rows.to(torch_device)], k, n_init=n_init, max_iter=SWEEP_MAX_ITER,
-                                           random_state=_child_seed(rng), device=torch_device, cancel=cancel).centers
+                                           random_state=run_seed, device=torch_device, cancel=cancel)
+                if balance == "estimated":
+                    centers = _repaired_centers(unit[rows.to(torch_device)].cpu().numpy(), centers.labels, k,
+                                                run_seed, torch_device, cancel)
+                else:
+                    centers = centers.centers
                 best = (unit @ torch.as_tensor(centers, device=torch_device).T).max(dim=1)
                 runs.append((float(best.values.double().mean()), best.indices.cpu().numpy()))
             stability = float(np.mean([adjusted_rand_score(a, b) for (_, a), (_, b) in combinations(runs, 2)]))
@@ -185,6 +201,13 @@ def suggest_k_on_features(features, k_min: int = 2, k_max: Optional[int] = None,
             report(progress, STAGE, k - k_min + 1, k_max - k_min + 1)
     best_k, explanation = _choose(scores, stability_threshold)
     return KSuggestion(best_k, scores, explanation, stability_threshold, len(f))
+
+
+def _repaired_centers(features, labels, k, seed, device, cancel) -> np.ndarray:
+    """Centres of the k-means partition after merge–split swaps (empty clusters keep no centre)."""
+    labels, _ = merge_split_repair(features, labels, k, random_state=seed, device=device, cancel=cancel)
+    centers = cluster_unit_means(features, labels, k)
+    return centers[np.bincount(labels, minlength=k) > 0]
 
 
 def _choose(scores: list[KScore], threshold: float) -> tuple[int, str]:

@@ -10,6 +10,10 @@ Number of semantic centres (the rule): ``M = min(N, max(round(N / 300), 3·K, 10
 reference's rule (167 centres for 50,000 images); the floor 3·K (the reference's choice for DTD and UCF101)
 and 10 keeps a few hundred images from collapsing into one or two centres.
 
+Cluster sizes (``balance``, see :mod:`tac_core.cluster.balance`): ``"estimated"`` (the default) lets clusters
+be as unequal as the data is: free mode repairs the k-means partition by merge–split swaps, trained mode
+aims the heads at that partition's size profile. ``"uniform"`` is the paper's equal-size setting.
+
 Restarts of the semantic-centre k-means: ``clip(10^7 // (N·M), 1, 10)``. Which nouns are selected depends
 on the centres, and small collections have many near-equal partitions, so they get up to 10 restarts
 (cheap at that size); large ones are stable with one and would pay most for more.
@@ -23,16 +27,17 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import MODES
 from .anchors import Anchor, cluster_anchors
+from .balance import check_balance, merge_split_repair, size_profile, uneven
 from ..devices import resolve_device
 from ..errors import EmptyInputError, InvalidInputError
-from .heads import fit_heads
+from .heads import fit_heads, warm_start_heads
 from .kmeans import spherical_kmeans
 from .neighbors import cosine_knn
 from ..numerics import cluster_unit_means, flush_denormals, normalize_rows, unit_rows_array, validated_unit_rows
 from ..progress import CancelToken, ProgressFn, report
 
-MODES = ("free", "trained")  # free: k-means on [image, counterpart]; trained: two cluster heads
 CHUNK_ROWS = 8192
 FREE_CONFIDENCE_TEMPERATURE = 0.05
 
@@ -97,7 +102,9 @@ class TAC:
 
     Fitted attributes: ``labels_``, ``confidence_`` (image-head probability in trained mode; in free mode the
     softmax over centre similarities at temperature 0.05, a smooth function of the nearest/second margin),
-    ``margin_`` (free mode), ``probabilities_`` / ``text_probabilities_`` / ``text_labels_`` / ``heads_`` (trained;
+    ``margin_`` (free mode), ``swaps_`` (the merge–split swaps of the free partition, ``[]`` with
+    ``balance="uniform"``), ``size_prior_`` (trained mode: the size profile the heads aimed at; ``None`` when
+    uniform), ``probabilities_`` / ``text_probabilities_`` / ``text_labels_`` / ``heads_`` (trained;
     ``heads_`` holds both heads' state dicts), ``n_centers_``,
     ``semantic_centers_``, ``selected_indices_`` (the filtered nouns), ``text_indices_`` (the rows of the text
     space: selected nouns plus domain terms), ``counterparts_``, ``cluster_centers_`` (K × 2d, unit rows,
@@ -109,7 +116,7 @@ class TAC:
                  top_per_center: int = 5, tau: float = 0.005, include_domain_terms: bool = True,
                  n_init: int = 10, max_iter: int = 100, epochs: int = 20, batch_size: int | str = "auto",
                  lr: float = 1e-3, temperature: float | str = "auto", entropy_weight: float = 5.0,
-                 n_neighbors: int = 50, n_anchors: int = 10, device: str = "cpu",
+                 n_neighbors: int = 50, n_anchors: int = 10, balance: str = "estimated", device: str = "cpu",
                  random_state: Optional[int] = None, progress: Optional[ProgressFn] = None,
                  cancel: Optional[CancelToken] = None):
         self.n_clusters = n_clusters
@@ -127,6 +134,7 @@ class TAC:
         self.entropy_weight = entropy_weight
         self.n_neighbors = n_neighbors
         self.n_anchors = n_anchors
+        self.balance = balance
         self.device = device
         self.random_state = random_state
         self.progress = progress
@@ -164,6 +172,7 @@ class TAC:
                                     f"{v.shape[1]}; both must come from the same model.")
         if self.mode not in MODES:
             raise InvalidInputError(f"mode must be one of {MODES}; got {self.mode!r}.")
+        check_balance(self.balance)
         n = x.shape[0]
         if n < 2:
             raise EmptyInputError(f"clustering needs at least 2 images; got {n}.")
@@ -221,7 +230,7 @@ class TAC:
             self._fit_free(features, k, device)
             timings["cluster"] = time.perf_counter() - start
         else:
-            self._fit_trained(x, k, device)
+            self._fit_trained(x, features, k, device)
             timings["train"] = time.perf_counter() - start
         self.cluster_centers_ = cluster_unit_means(features, self.labels_, k)
 
@@ -236,15 +245,29 @@ class TAC:
     def fit_predict(self, image_embeddings, vocab_embeddings, domain_mask=None) -> np.ndarray:
         return self.fit(image_embeddings, vocab_embeddings, domain_mask).labels_
 
-    def _fit_free(self, features: np.ndarray, k: int, device: torch.device) -> None:
+    def _free_partition(self, features: np.ndarray, k: int, device: torch.device, stage: str = "clustering"):
+        """k-means on [x, t], repaired by merge–split swaps unless ``balance="uniform"``: (result, centres).
+
+        Trained mode reports it as "estimating sizes": the partition only tells the heads which sizes to aim at.
+        """
         result = spherical_kmeans(features, k, n_init=self.n_init, max_iter=self.max_iter,
                                   random_state=self.random_state, device=device, progress=self.progress,
-                                  stage="clustering", cancel=self.cancel)
+                                  stage=stage, cancel=self.cancel)
+        self.swaps_ = []
+        if self.balance == "estimated":
+            result.labels, self.swaps_ = merge_split_repair(features, result.labels, k,
+                                                            random_state=self.random_state, device=device,
+                                                            cancel=self.cancel)
+        return result, cluster_unit_means(features, result.labels, k) if self.swaps_ else result.centers
+
+    def _fit_free(self, features: np.ndarray, k: int, device: torch.device) -> None:
+        result, centers = self._free_partition(features, k, device)
         self.labels_ = result.labels
-        self.objective_ = result.objective
         self.n_iter_ = result.n_iter
-        sims = np.concatenate([unit_rows_array(features[s:s + CHUNK_ROWS]) @ result.centers.T
+        sims = np.concatenate([unit_rows_array(features[s:s + CHUNK_ROWS]) @ centers.T
                                for s in range(0, len(features), CHUNK_ROWS)])  # no second N × 2d copy
+        self.objective_ = float(sims[np.arange(len(sims)), self.labels_].astype(np.float64).mean()
+                                if self.swaps_ else result.objective)
         top2 = np.sort(sims, axis=1)[:, -2:] if k > 1 else np.repeat(sims, 2, axis=1)
         self.margin_ = (top2[:, 1] - top2[:, 0]).astype(np.float32)
         logits = sims / FREE_CONFIDENCE_TEMPERATURE
@@ -252,19 +275,28 @@ class TAC:
         prob /= prob.sum(axis=1, keepdims=True)
         self.confidence_ = prob[np.arange(len(prob)), self.labels_].astype(np.float32)
 
-    def _fit_trained(self, x: np.ndarray, k: int, device: torch.device) -> None:
+    def _fit_trained(self, x: np.ndarray, features: np.ndarray, k: int, device: torch.device) -> None:
+        batch_size = (8192 if k >= 100 else 512) if self.batch_size == "auto" else int(self.batch_size)
+        temperature = (5.0 if k >= 100 else 0.5) if self.temperature == "auto" else float(self.temperature)
+        self.size_prior_, self.swaps_, start_state = None, [], None
+        if self.balance == "estimated":  # unequal sizes only where the free partition found them unequal
+            free_labels = self._free_partition(features, k, device, stage="estimating sizes")[0].labels
+            if uneven(size_profile(free_labels, k)):
+                self.size_prior_ = size_profile(free_labels, k)
+                start_state = warm_start_heads(x, self.counterparts_, free_labels, k, batch_size=batch_size,
+                                               lr=self.lr, random_state=self.random_state, device=device,
+                                               cancel=self.cancel)
         n_neighbors = min(self.n_neighbors, len(x) - 1)
         report(self.progress, "finding neighbours", 0, 2)
         image_nbrs, _ = cosine_knn(x, n_neighbors, device=device)
         report(self.progress, "finding neighbours", 1, 2)
         text_nbrs, _ = cosine_knn(self.counterparts_, n_neighbors, device=device)
         report(self.progress, "finding neighbours", 2, 2)
-        batch_size = (8192 if k >= 100 else 512) if self.batch_size == "auto" else int(self.batch_size)
-        temperature = (5.0 if k >= 100 else 0.5) if self.temperature == "auto" else float(self.temperature)
         heads = fit_heads(x, self.counterparts_, k, image_nbrs, text_nbrs, epochs=self.epochs,
                           batch_size=batch_size, lr=self.lr, temperature=temperature,
                           entropy_weight=self.entropy_weight, random_state=self.random_state, device=device,
-                          progress=self.progress, cancel=self.cancel)
+                          progress=self.progress, cancel=self.cancel, size_prior=self.size_prior_,
+                          initial_state=start_state)
         p, q = heads.probabilities, heads.text_probabilities
         self.heads_ = heads.state  # {"image", "text"} state dicts: re-clustering fine-tunes from them
         self.probabilities_ = p

@@ -192,10 +192,13 @@ def read_terms_file(name: str, data: bytes) -> list[tuple[str, str]]:
 
 
 # -- sets in a workspace --------------------------------------------------------------------------------
-def ensure_default_set(workspace) -> str:
-    """The most recently edited set's name; a workspace without sets gets :data:`DEFAULT_SET_NAME` first."""
+def ensure_default_set(workspace) -> Optional[str]:
+    """The most recently edited set's name; a workspace without sets gets :data:`DEFAULT_SET_NAME` first, when
+    its user may change vocabulary sets (None otherwise: a viewer finds no set to show)."""
     sets = workspace.vocab_sets()
     if sets.empty:
+        if not workspace.allows("vocabulary"):
+            return None
         workspace.save_vocab_set(DEFAULT_SET_NAME, default_spec())
         return DEFAULT_SET_NAME
     return str(sets.sort_values("updated").iloc[-1]["name"])

@@ -12,18 +12,15 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
-from ..cluster.tac import MODES
+from ..cluster import BALANCES, MODES
 from ..devices import DEVICES
 from ..embedding.cache import default_cache_root
 from ..errors import InvalidInputError, ParameterError, TacError
 from ..progress import Cancelled
-from . import embed_cli, workspace_cli
+from . import classify_cli, embed_cli, workspace_cli
 from .params import RunParams
-from .terminal import flag_error, progress_printer
+from .terminal import flag_error, load_npy, progress_printer
 from .results import ClusterRun, write_cluster_outputs
-from .run_audit import AUDIT_FILE, audit_csv, audit_run
 
 #: RunParams fields with a flag of their own: how the CLI names them in a message.
 _FLAGS = {"n_clusters": ("--k", "the clusters"), "seed": ("--seed", "the random seed"),
@@ -70,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     tac = cluster.add_argument_group("clustering")
     tac.add_argument("--k", type=int, required=True, help="number of clusters")
     tac.add_argument("--mode", choices=MODES, default="free")
+    tac.add_argument("--balance", choices=BALANCES, default=BALANCES[0],
+                     help="cluster sizes: estimated from the data (default; keeps a dominant class whole and rare "
+                          "defects apart) or uniform (equal sizes, as in the TAC paper)")
     tac.add_argument("--seed", type=int, default=0)
     tac.add_argument("--epochs", type=int, default=20, help="trained mode: epochs (default 20)")
     cluster.add_argument("--out", type=Path, required=True, help="output folder")
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--workspace", type=Path, required=True, help="workspace folder")
     job.add_argument("--run", type=int, required=True, help="run id")
     embed_cli.add_parser(commands, default_cache_root())
+    classify_cli.add_parser(commands, default_cache_root())
     workspace_cli.add_commands(commands)
     return parser
 
@@ -88,15 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _params(args: argparse.Namespace) -> RunParams:
     """The run's parameters; a bad value is reported under its flag. The CLI computes no map and no K
     suggestion; with embeddings there is no model."""
-    model = None
+    model = None  # as a dict: RunParams checks the numbers first, so a bad --k is told before open_clip loads
     if args.images is not None:
-        from ..embedding.models import ModelSpec
-
-        model = ModelSpec(args.model, args.pretrained, None if args.checkpoint is None else str(args.checkpoint))
+        model = {"name": args.model, "pretrained": args.pretrained,
+                 "checkpoint": None if args.checkpoint is None else str(args.checkpoint)}
     try:
         return RunParams(n_clusters=args.k, model=model, mode=args.mode, seed=args.seed, device=args.device,
                          epochs=args.epochs, projection=None, suggest_k=False,
-                         include_domain_terms=not args.no_domain_in_text_space, templates=args.templates)
+                         include_domain_terms=not args.no_domain_in_text_space, templates=args.templates,
+                         balance=args.balance)
     except ParameterError as exc:
         raise flag_error(exc, _FLAGS) from None
 
@@ -120,24 +121,6 @@ def _check_form(args: argparse.Namespace) -> None:
                                                                or args.vocab_subtree):
         raise InvalidInputError("--vocab replaces the WordNet nouns; combine terms in one file instead of "
                                 "adding --vocab-extra/--vocab-categories/--vocab-subtree")
-
-
-def _load_npy(path: Path, what: str) -> np.ndarray:
-    if not path.is_file():
-        raise InvalidInputError(f"{what} file {path} does not exist")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InvalidInputError(f"{what} file {path} is not a readable .npy array ({exc})") from exc
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise InvalidInputError(f"{what} file {path} must hold a 2-D array of real numbers; it holds {array.dtype} "
-                                f"of shape {array.shape}")
-    array = array.astype(np.float32)
-    bad = ~np.isfinite(array).all(axis=1)
-    if bad.any():
-        raise InvalidInputError(f"{what} file {path} has NaN or infinite values (or values too large for float32) "
-                                f"in {int(bad.sum())} row(s), first at row {int(np.argmax(bad))}; re-create it")
-    return array
 
 
 def _read_names(path: Path) -> list[str]:
@@ -174,8 +157,8 @@ def run_cluster(args: argparse.Namespace) -> ClusterRun:
     from . import pipeline  # open_clip loads only once the arguments are known to be usable
     progress = progress_printer()
     if args.image_embeddings is not None:
-        x = _load_npy(args.image_embeddings, "image embeddings")
-        v = _load_npy(args.vocab_embeddings, "vocabulary embeddings")
+        x = load_npy(args.image_embeddings, "image embeddings")
+        v = load_npy(args.vocab_embeddings, "vocabulary embeddings")
         names = _read_names(args.vocab)
         if len(names) != len(v):
             raise InvalidInputError(f"{args.vocab} has {len(names)} names but {args.vocab_embeddings} has "
@@ -192,13 +175,15 @@ def run_cluster(args: argparse.Namespace) -> ClusterRun:
     return pipeline.cluster_image_folder(args.images, vocab, params, cache_root=args.cache, progress=progress)
 
 
-def _audit(run: ClusterRun) -> str:
+def _audit(run: ClusterRun) -> dict[str, str]:
     """``audit.csv`` of the run (:mod:`tac_core.run.run_audit`), its seconds added to the run's timings."""
+    from .run_audit import AUDIT_FILE, audit_csv, audit_run  # torch: only once a run is there to audit
+
     print(f"auditing {len(run.labels)} images", file=sys.stderr)
     start = time.perf_counter()
     text = audit_csv(run, audit_run(run))
     run.timings["audit"] = time.perf_counter() - start
-    return text
+    return {AUDIT_FILE: text}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -213,8 +198,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if args.command == "workspace":
             return workspace_cli.main(args)
+        if args.command == "classify":
+            print(classify_cli.run(args), file=sys.stderr)
+            return 0
         result = run_cluster(args)
-        write_cluster_outputs(result, args.out, {} if args.no_audit else {AUDIT_FILE: _audit(result)})
+        write_cluster_outputs(result, args.out, {} if args.no_audit else _audit(result))
     except TacError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

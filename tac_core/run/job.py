@@ -18,7 +18,8 @@ from ..errors import RunStatusError, TacError
 from ..progress import CancelToken, Cancelled
 from ..workspace.runs import SUMMARY_FILE
 from ..workspace.workspace import Workspace, open_workspace
-from .params import MAP_FOLDER, RunParams
+from ..workspace.run_layout import MAP_FOLDER
+from .params import RunParams
 
 PROGRESS_INTERVAL_S = 0.5
 OOM_ADVICE = "try device cpu or a smaller image batch size"
@@ -152,6 +153,7 @@ def _compute(workspace: Workspace, run_id: int, stored: dict, progress: _Reporte
               for i, reason in run.failed.items()]
     atomic.write_json(run_dir / SUMMARY_FILE, {
         "n_images": len(run.labels), "failed_images": failed, **run.facts, "selected_terms": run.selected_terms,
+        "text_space_terms": run.text_terms,
         "seconds": run.seconds()})
     progress.flush()
     workspace.save_run_result(run_id, image_ids[run.kept], run.labels, run.confidence, run.anchors, run.arrays())

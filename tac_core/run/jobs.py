@@ -115,16 +115,21 @@ def launch(workspace: Workspace, run_id: int, inline: Optional[bool] = None) -> 
 
 
 def rerun(workspace: Workspace, run_id: int) -> None:
-    """Run an interrupted, failed or cancelled run again (same parameters, same images)."""
+    """Run an interrupted, failed or cancelled run again (same parameters, same images); reviewers and up."""
+    workspace.require("run")
     workspace.set_run_status(run_id, "pending")
+    workspace.record("run restarted", run_id=run_id)
     launch_or_fail(workspace, run_id)
 
 
 def cancel_run(workspace: Workspace, run_id: int, force: bool = False) -> str:
-    """Ask the run's job to stop (SIGTERM; ``force``: SIGKILL, then mark cancelled). Returns what was done."""
+    """Ask the run's job to stop (SIGTERM; ``force``: SIGKILL, then mark cancelled); reviewers and up. Returns
+    what was done."""
+    workspace.require("run")
     run = workspace.run(run_id)
     if run["status"] not in ("pending", "interrupted", "running"):
         return f"run {run_id} is {run['status']}; nothing to cancel"
+    workspace.record("run cancelled", {"force": bool(force)}, run_id=run_id)
     pid = int(run["pid"] or 0)
     if run["status"] != "running" or not _is_our_job(pid, workspace, run_id):
         workspace.set_run_status(run_id, "cancelled", error="cancelled by the user")

@@ -14,22 +14,21 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import numpy as np
 
-from ..cluster.tac import MODES, TAC
+from ..cluster import BALANCES, MODES
 from ..devices import DEVICES
 from ..errors import InvalidInputError, ParameterError
 from ..inputs.prompts import DEFAULT_TEMPLATE_SET, TEMPLATE_SETS
 
-if TYPE_CHECKING:  # open_clip loads only once a model is named (the CLI reports bad numbers without it)
+if TYPE_CHECKING:  # torch and open_clip load only once needed (the CLI reports bad numbers without them)
+    from ..cluster.tac import TAC
     from ..embedding.models import ModelSpec
     from ..inputs.vocabulary import Vocabulary
 
 PROJECTIONS = ("umap", "pca")
 STAGES = {"free": ("embedding images", "embedding vocabulary", "selecting nouns", "clustering", "projection",
                    "suggesting K"),
-          "trained": ("embedding images", "embedding vocabulary", "selecting nouns", "finding neighbours", "training",
-                      "projection", "suggesting K")}
-MAP_FOLDER = "map"  # inside a run's folder: its fitted map (tac_core.run.run_map places later images on it)
-TEXT_SPACE_ARRAY = "text_space"  # the run array holding the text rows counterparts are mixed from
+          "trained": ("embedding images", "embedding vocabulary", "selecting nouns", "estimating sizes",
+                      "finding neighbours", "training", "projection", "suggesting K")}  # sizes: balance "estimated"
 _LOWEST = {"n_clusters": 2, "seed": 0, "epochs": 1, "batch_size": 1}  # whole-number parameters and their minimum
 
 
@@ -79,6 +78,7 @@ class RunParams:
     suggest_k: bool = True
     include_domain_terms: bool = True
     templates: Optional[str] = None
+    balance: str = "estimated"
 
     def __post_init__(self) -> None:
         for name, lowest in _LOWEST.items():
@@ -87,7 +87,7 @@ class RunParams:
                 raise ParameterError(f"{name} must be a whole number of at least {lowest}; got {value!r}.", name,
                                      value, lowest)
             self._set(name, int(value))
-        for name, allowed in (("mode", MODES), ("device", DEVICES), ("projection", PROJECTIONS)):
+        for name, allowed in (("mode", MODES), ("device", DEVICES), ("projection", PROJECTIONS), ("balance", BALANCES)):
             value = getattr(self, name)
             if value not in allowed and not (name == "projection" and value is None):
                 raise ParameterError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.", name, value)
@@ -132,6 +132,7 @@ class RunParams:
         known = {f.name for f in fields(cls)}
         given = {key: value for key, value in data.items() if key in known}
         given.setdefault("n_clusters", None)  # refused with the message of a bad K, not a TypeError
+        given.setdefault("balance", "uniform")  # what runs stored before the option existed computed
         return cls(**given)
 
     # -- what follows from them -----------------------------------------------------------------------------
@@ -152,5 +153,8 @@ class RunParams:
 
     def estimator(self, device: Optional[str] = None, progress=None, cancel=None) -> TAC:
         """The unfitted :class:`~tac_core.cluster.tac.TAC` these parameters describe (``device``: resolved already)."""
+        from ..cluster.tac import TAC
+
         return TAC(self.n_clusters, mode=self.mode, epochs=self.epochs, include_domain_terms=self.include_domain_terms,
-                   device=device or self.device, random_state=self.seed, progress=progress, cancel=cancel)
+                   balance=self.balance, device=device or self.device, random_state=self.seed, progress=progress,
+                   cancel=cancel)

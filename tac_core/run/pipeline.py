@@ -92,7 +92,8 @@ def compute_run(params: RunParams, images: ImageFiles | np.ndarray, vocabulary: 
     run = ClusterRun(labels=model.labels_, confidence=model.confidence_, anchors=anchors,
                      selected_terms=[names[i] for i in model.selected_indices_], counterparts=model.counterparts_,
                      image_embeddings=np.asarray(x), params=params, timings=timings, n_clusters=int(model.n_clusters),
-                     model=model, text_space=np.asarray(v)[model.text_indices_], kept=kept, failed=failed,
+                     model=model, text_space=np.asarray(v)[model.text_indices_],
+                     text_terms=[names[i] for i in model.text_indices_], kept=kept, failed=failed,
                      projection=projection, facts=facts)
     if isinstance(images, ImageFiles):
         run.paths = [str(path) for path, keep in zip(images.paths, kept) if keep]
@@ -203,7 +204,8 @@ def _suggest_k(params, x, v, domain_mask, device, progress, cancel, timings) -> 
     from ..cluster.suggest_k import suggest_k
 
     start = time.perf_counter()
-    result = suggest_k(x, v, domain_mask, random_state=params.seed, device=device, progress=progress, cancel=cancel)
+    result = suggest_k(x, v, domain_mask, balance=params.balance, random_state=params.seed, device=device,
+                       progress=progress, cancel=cancel)
     timings["suggest_k"] = time.perf_counter() - start
     return {"best_k": result.best_k, "explanation": result.explanation, "rows": result.rows(),
             "stability_threshold": result.stability_threshold, "n_points_used": result.n_points_used}

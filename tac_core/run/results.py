@@ -14,14 +14,21 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import numpy as np
 
 from .. import __version__
 from .. import atomic
 from ..inputs.imageset import storable_text
-from .params import TEXT_SPACE_ARRAY, RunParams
+from ..workspace.run_layout import TEXT_SPACE_ARRAY
+from .params import RunParams
+
+if TYPE_CHECKING:  # torch: loaded once a run is there (the CLI checks its flags first)
+    from ..cluster.prototypes import ClusterPrototypes
+
+
+CLASSIFIER_FILE = "classifier.npz"
 
 
 @dataclass
@@ -37,6 +44,7 @@ class ClusterRun:
     n_clusters: int
     model: Any  # the fitted TAC estimator (heads, centres, probabilities; later steps such as the audit)
     text_space: np.ndarray  # the vocabulary rows counterparts are mixed from
+    text_terms: list[str]  # the names of those rows (selected nouns and domain terms)
     kept: np.ndarray  # one boolean per input image: embedded and clustered (row order of labels)
     failed: dict[int, str] = field(default_factory=dict)  # input image index -> why it could not be embedded
     projection: Any = None  # the fitted 2-D map (tac_core.cluster.projection.Projection), when asked for
@@ -64,6 +72,12 @@ class ClusterRun:
                     arrays[f"heads.{which}.{name}"] = tensor.detach().cpu().numpy()
         return arrays
 
+    def prototypes(self) -> ClusterPrototypes:
+        """The clustering as a classifier of new images (``classifier.npz``; ``python -m tac_core classify``)."""
+        from ..cluster.prototypes import fit_prototypes
+        return fit_prototypes(self.image_embeddings, self.counterparts, self.labels, self.text_space,
+                              float(self.facts.get("tau", self.model.tau)))
+
     def seconds(self) -> dict[str, float]:
         """Seconds per stage, to the millisecond."""
         return {stage: round(seconds, 3) for stage, seconds in self.timings.items()}
@@ -89,11 +103,13 @@ def csv_text(header: list[str], rows) -> str:
 
 def write_cluster_outputs(run: ClusterRun, out_dir: str | Path,
                           extra_files: Optional[Mapping[str, str]] = None) -> None:
-    """assignments.csv, anchors.csv, selected_vocab.txt, counterparts.npy, skipped.csv, ``extra_files`` (name →
-    text, computed already, e.g. audit.csv) and run.json (the parameters as :meth:`RunParams.to_dict`, then the
-    run's facts: source, versions, seconds, ...)."""
+    """assignments.csv, anchors.csv, selected_vocab.txt, counterparts.npy, classifier.npz (:meth:`ClusterRun.prototypes`:
+    what ``classify`` sorts new images by), skipped.csv, ``extra_files`` (name → text, computed already, e.g.
+    audit.csv) and run.json (the parameters as :meth:`RunParams.to_dict`, then the run's facts: source,
+    versions, seconds, ...)."""
     out = Path(out_dir)
     started = time.perf_counter()
+    classifier = run.prototypes().to_bytes()
     index = np.arange(len(run.labels))
     if run.paths is not None:
         rows = zip(index, map(storable_text, run.paths), run.labels, (f"{c:.6f}" for c in run.confidence))
@@ -109,6 +125,7 @@ def write_cluster_outputs(run: ClusterRun, out_dir: str | Path,
     atomic.write_text(out / "anchors.csv", csv_text(["cluster", "rank", "term", "score"], anchor_rows))
     atomic.write_text(out / "selected_vocab.txt", "".join(f"{term}\n" for term in run.selected_terms))
     atomic.write_npy(out / "counterparts.npy", run.counterparts.astype(np.float32))
+    atomic.write_bytes(out / CLASSIFIER_FILE, classifier)
     if run.paths is not None:
         atomic.write_text(out / "skipped.csv", csv_text(["path", "reason"],
                                                           ((storable_text(p), reason) for p, reason in run.skipped)))

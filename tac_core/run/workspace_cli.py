@@ -6,6 +6,8 @@
     python -m tac_core workspace run "Line 3" --k 8 --vocab-set defects --seed 0
     python -m tac_core workspace export "Line 3" --tree --coco --zip
     python -m tac_core workspace history "Line 3" --run 1 > history.csv
+    python -m tac_core workspace approve "Line 3" 0 2 --run 1      # sign clusters off (sign_off_cli)
+    python -m tac_core workspace intake "Line 3" --run 1          # a later batch, sorted as reviewed (batch_cli)
 
 A workspace is named by its folder or by its name among the workspaces of ``--data`` (default: where the app
 keeps them, ``$TAC_STUDIO_DATA``). Each verb calls what the app's page calls: ``ingest.add_folder`` and
@@ -29,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..cluster.tac import MODES
+from ..cluster import BALANCES, MODES
 from ..devices import DEVICES
 from ..errors import InvalidInputError, ParameterError
 from ..inputs import vocab_spec
@@ -40,6 +42,7 @@ from ..workspace.manifest import verify_bundle
 from ..workspace.review import ReviewSession
 from ..workspace.review_log import events_table
 from ..workspace.workspace import Workspace, create_workspace, data_dir, list_workspaces, open_workspace
+from . import batch_cli, sign_off_cli
 from .params import PROJECTIONS, RunParams
 from .terminal import flag_error, progress_printer
 
@@ -47,7 +50,8 @@ from .terminal import flag_error, progress_printer
 _RUN_FLAGS = {"n_clusters": ("--k", "k", "the clusters"), "mode": ("--mode", "mode", "the mode"),
               "seed": ("--seed", "seed", "the random seed"), "epochs": ("--epochs", "epochs", "the training epochs"),
               "batch_size": ("--batch-size", "batch_size", "the image batch size"),
-              "device": ("--device", "device", "the device"), "suggest_k": ("--suggest-k", "suggest_k", "K suggestion")}
+              "device": ("--device", "device", "the device"), "suggest_k": ("--suggest-k", "suggest_k", "K suggestion"),
+              "balance": ("--balance", "balance", "the cluster sizes")}
 RUN_FIELDS = ("id", "status", "created", "finished", "n_images", "n_clusters", "mode", "seed", "vocab_set", "model",
               "error")
 
@@ -85,16 +89,24 @@ def add_commands(commands) -> None:
     export.add_argument("--verified-only", action="store_true", help="only images verified themselves or "
                                                                      "through their cluster")
     export.add_argument("--clusters", help="only these cluster ids, comma-separated")
+    export.add_argument("--approved-only", action="store_true", help="only the images of approved clusters")
     export.add_argument("--tree", action="store_true", help="add the images/<label>/<file> folder tree")
     export.add_argument("--label-studio", action="store_true", help="add Label Studio tasks and config")
     export.add_argument("--coco", action="store_true", help="add a COCO-style classification JSON")
     export.add_argument("--zip", action="store_true", help="write one .zip instead of a folder")
-    history = verbs.add_parser("history", parents=[named], help="a run's review events, as CSV")
+    history = verbs.add_parser("history", parents=[named], help="a run's review events, approvals included, as CSV")
     history.add_argument("--run", type=int, help="run id (default: the newest finished run)")
+    history.add_argument("--user", action="append", default=[], help="only events by this user (repeatable)")
+    history.add_argument("--cluster", action="append", type=int, default=[], help="only events touching this "
+                                                                                   "cluster id (repeatable)")
+    history.add_argument("--action", action="append", default=[], help="only events of this kind, e.g. approve "
+                                                                        "or rename (repeatable)")
     verify = verbs.add_parser("verify", parents=[data], help="check a bundle's files (and its event log) against "
                                                              "its manifest")
     verify.add_argument("bundle", type=Path, help="bundle folder or .zip")
     verify.add_argument("--workspace", help="the workspace it came from: also re-hash the run's event log")
+    batch_cli.add_verbs(verbs, named)
+    sign_off_cli.add_verbs(verbs, named)
 
 
 def _add_run_verb(verbs, named) -> None:
@@ -110,6 +122,8 @@ def _add_run_verb(verbs, named) -> None:
     run.add_argument("--pretrained", help="open_clip weights tag (default openai)")
     run.add_argument("--checkpoint", type=Path, help="local weights file (overrides --pretrained)")
     run.add_argument("--mode", choices=MODES)
+    run.add_argument("--balance", choices=BALANCES, help="cluster sizes: estimated from the data (default) or uniform "
+                                                         "(equal, as in the TAC paper)")
     run.add_argument("--seed", type=int)
     run.add_argument("--epochs", type=int, help="trained mode: epochs (default 20)")
     run.add_argument("--batch-size", type=int, help="images embedded at once (default 64)")
@@ -129,13 +143,14 @@ def main(args: argparse.Namespace) -> int:
     if args.verb == "verify":
         return _verify(args)
     with open_workspace(args.workspace, args.data) as workspace:
-        return {"add": _add, "vocab": _vocab, "runs": _runs, "run": _run, "export": _export,
-                "history": _history}[args.verb](workspace, args)
+        return {"add": _add, "vocab": _vocab, "runs": _runs, "run": _run, "export": _export, "history": _history,
+                "intake": batch_cli.run_verb, "metadata": batch_cli.run_verb,
+                **dict.fromkeys(sign_off_cli.VERBS, sign_off_cli.run_verb)}[args.verb](workspace, args)
 
 
 def _list(args) -> int:
-    _write_csv(["name", "path", "created", "images", "runs", "error"],
-               [(i.name, i.path, i.created, i.image_count, i.run_count, i.error) for i in list_workspaces(args.data)])
+    write_csv(["name", "path", "created", "images", "runs", "error"],
+              [(i.name, i.path, i.created, i.image_count, i.run_count, i.error) for i in list_workspaces(args.data)])
     return 0
 
 
@@ -182,7 +197,7 @@ def _runs(workspace: Workspace, args) -> int:
         model = (params.get("model") or {}).get("name")
         rows.append((run.id, run.status, run.created, run.finished or "", run.n_images, _blank(run.n_clusters),
                      params.get("mode"), params.get("seed"), params.get("vocab_set", ""), model, run.error or ""))
-    _write_csv(RUN_FIELDS, rows)
+    write_csv(RUN_FIELDS, rows)
     return 0
 
 
@@ -206,6 +221,8 @@ def run_params(workspace: Workspace, args) -> RunParams:
     if args.vocab_set is not None or not stored.get("vocab_spec"):
         name = args.vocab_set or vocab_spec.ensure_default_set(workspace)
         stored.update(vocab_set=name, vocab_spec=vocab_spec.load_spec(workspace, name), templates=None)
+    if args.like is None:  # a new description: sizes estimated unless asked (a stored run keeps what it computed)
+        stored.setdefault("balance", BALANCES[0])
     if stored.get("n_clusters") is None:
         raise InvalidInputError("give the number of clusters with --k (or --like RUN / --params FILE)")
     try:
@@ -249,7 +266,8 @@ def _show_stages(workspace: Workspace, run_id: int, done: threading.Event) -> No
                 progress(stage["stage"], stage["done"], stage["total"])
 
 
-def _newest_done(workspace: Workspace, run_id: Optional[int]) -> int:
+def newest_done(workspace: Workspace, run_id: Optional[int]) -> int:
+    """``run_id``, or the newest finished run of the workspace when it is None."""
     if run_id is not None:
         return run_id
     runs = workspace.runs()
@@ -266,9 +284,9 @@ def _export(workspace: Workspace, args) -> int:
             clusters = tuple(int(part) for part in args.clusters.split(",") if part.strip())
         except ValueError:
             raise InvalidInputError(f"--clusters takes cluster ids separated by commas, not {args.clusters!r}") from None
-    options = BundleOptions(verified_only=args.verified_only, clusters=clusters, folder_tree=args.tree,
-                            label_studio=args.label_studio, coco=args.coco, as_zip=args.zip)
-    session = ReviewSession(workspace, _newest_done(workspace, args.run), session_id="cli")
+    options = BundleOptions(verified_only=args.verified_only, clusters=clusters, approved_only=args.approved_only,
+                            folder_tree=args.tree, label_studio=args.label_studio, coco=args.coco, as_zip=args.zip)
+    session = ReviewSession(workspace, newest_done(workspace, args.run), session_id="cli")
     result = write_bundle(session, options, args.out)
     print(result.path)
     print(f"exported {result.n_rows} rows ({result.n_duplicates} of them duplicates) of run {session.run_id}",
@@ -277,8 +295,9 @@ def _export(workspace: Workspace, args) -> int:
 
 
 def _history(workspace: Workspace, args) -> int:
-    table = events_table(ReviewSession(workspace, _newest_done(workspace, args.run), session_id="cli"))
-    _write_csv(list(table.columns), table.itertuples(index=False, name=None))
+    table = events_table(ReviewSession(workspace, newest_done(workspace, args.run), session_id="cli"), args.user,
+                         args.cluster, args.action)
+    write_csv(list(table.columns), table.itertuples(index=False, name=None))
     return 0
 
 
@@ -296,7 +315,7 @@ def _verify(args) -> int:
     return 1 if problems else 0
 
 
-def _write_csv(header, rows) -> None:
+def write_csv(header, rows) -> None:
     """Rows on stdout: text cells made formula-safe (:func:`neutralise`), booleans as ``true``/``false``."""
     def cell(value):
         if isinstance(value, (bool, np.bool_)):

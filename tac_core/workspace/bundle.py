@@ -4,13 +4,15 @@ folder or zip written atomically.
 A bundle (``<workspace>/exports/bundle_run<id>_<UTC time>[_verified][.zip]``) holds:
 
 - ``labels.csv``: the columns of the plain export (:data:`~tac_core.workspace.export.COLUMNS`), then
-  ``source`` (the folder, upload or zip the file came from: ``"<source id>: <name>"``) and ``duplicate_of``;
+  ``source`` (the folder, upload or zip the file came from: ``"<source id>: <name>"``), ``duplicate_of`` and
+  the metadata fields (as in the plain export; a duplicate file carries its own);
   one row per exported image *and* one per byte-identical duplicate file of it, which carries its original's
   label and the original's relative path in ``duplicate_of`` (empty for the originals), so every usable file
   the user added gets a label. Same encoding and formula-safe cells as the plain CSV.
 - ``manifest.json`` (:mod:`tac_core.workspace.manifest`): code, run, model, vocabulary and review provenance,
-  ``approvals`` (empty until cluster sign-off exists), what was selected, counts, the classes with their
-  cluster ids (and folders), and ``files``: the sha256 of every file but the images.
+  ``approvals`` (every cluster approved when the bundle was written, with approver, time and event id:
+  :mod:`tac_core.workspace.sign_off`), what was selected, counts, the classes with their cluster ids (and
+  folders), and ``files``: the sha256 of every file but the images.
 - optionally ``images/<label>/<file>``, ``label_studio.json`` with ``label_studio_config.xml``, and
   ``coco.json`` (:mod:`tac_core.workspace.bundle_formats`).
 
@@ -33,9 +35,10 @@ from typing import Optional
 from .. import atomic
 from .bundle_formats import (TREE_FOLDER, class_folders, coco_classification, label_studio_config,
                              label_studio_tasks, write_tree)
-from .export import COLUMNS, csv_bytes, export_stem, label_table, reserve_name
+from .export import COLUMNS, csv_bytes, export_stem, label_table, metadata_columns, reserve_name
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST_FILE, provenance, review_record
 from .review import ReviewSession
+from .sign_off import manifest_approvals
 from .store import utc_now
 
 BUNDLE_COLUMNS = (*COLUMNS, "source", "duplicate_of")
@@ -50,11 +53,12 @@ class BundleOptions:
     """What a bundle holds besides ``labels.csv`` and the manifest, and which rows.
 
     ``clusters``: only these clusters' images (None: every cluster); ``verified_only``: only images verified
-    themselves or through their cluster.
+    themselves or through their cluster; ``approved_only``: only the images of clusters approved now.
     """
 
     verified_only: bool = False
     clusters: Optional[tuple[int, ...]] = None
+    approved_only: bool = False
     folder_tree: bool = False
     label_studio: bool = False
     coco: bool = False
@@ -74,11 +78,14 @@ class BundleResult:
 def write_bundle(session: ReviewSession, options: BundleOptions = BundleOptions(),
                  dest_dir: Optional[str | os.PathLike] = None) -> BundleResult:
     """Write the bundle of ``session``'s run as it is reviewed now (other sessions' edits included) into
-    ``dest_dir`` (default ``<workspace>/exports``)."""
+    ``dest_dir`` (default ``<workspace>/exports``), as the session's user (any member may export; the manifest
+    names them and the activity log records the export)."""
     session.refresh()
     workspace, run_id, state = session.workspace, session.run_id, session.state
+    user = workspace.require("export", session.user)
     history = session.history()
-    table = label_table(state, workspace, run_id, options.verified_only, options.clusters, duplicates=True)
+    table = label_table(state, workspace, run_id, options.verified_only, options.clusters, duplicates=True,
+                        approved_only=options.approved_only)
     folder = Path(dest_dir) if dest_dir else workspace.exports_dir
     name, reservation = reserve_name(folder, export_stem("bundle", run_id, options.verified_only), ("", ".zip"))
     staging = folder / f".{name}.partial"
@@ -86,8 +93,10 @@ def write_bundle(session: ReviewSession, options: BundleOptions = BundleOptions(
         staging.mkdir()
         manifest = _fill(staging, table, options, run_id)
         manifest.update(provenance(workspace, run_id), review=review_record(workspace, run_id, history,
-                                                                            len(state.effective)))
+                                                                            len(state.effective)),
+                        approvals=manifest_approvals(state))
         manifest["counts"]["excluded"] = int(state.excluded.sum())
+        manifest["exported_by"] = {"name": user.name, "email": user.email}
         atomic.write_json(staging / MANIFEST_FILE, manifest)
         if options.as_zip:
             final = folder / f"{name}.zip"
@@ -102,6 +111,8 @@ def write_bundle(session: ReviewSession, options: BundleOptions = BundleOptions(
     finally:
         reservation.unlink(missing_ok=True)
     n_duplicates = int((table["duplicate_of"] != "").sum())
+    workspace.record("export", {"bundle": final.name, "rows": len(table), "verified_only": options.verified_only,
+                                "approved_only": options.approved_only}, run_id=run_id, user=user)
     return BundleResult(final, manifest, len(table), n_duplicates)
 
 
@@ -113,7 +124,8 @@ def _fill(staging: Path, table, options: BundleOptions, run_id: int) -> dict:
         atomic.write_bytes(staging / name, data)
         files[name] = hashlib.sha256(data).hexdigest()
 
-    write(LABELS_FILE, csv_bytes(table, BUNDLE_COLUMNS))
+    columns = [*BUNDLE_COLUMNS, *metadata_columns(table)]
+    write(LABELS_FILE, csv_bytes(table, columns))
     originals = table[table["duplicate_of"] == ""].reset_index(drop=True)
     folders = class_folders(table["label"])
     refs, tree = list(originals["relative_path"]), None
@@ -133,10 +145,9 @@ def _fill(staging: Path, table, options: BundleOptions, run_id: int) -> dict:
                for label, group in table.groupby("label", sort=True)]
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "created": utc_now(),
-        "selection": {"verified_only": bool(options.verified_only),
+        "selection": {"verified_only": bool(options.verified_only), "approved_only": bool(options.approved_only),
                       "clusters": None if options.clusters is None else sorted(int(c) for c in options.clusters)},
-        "approvals": [],
-        "columns": list(BUNDLE_COLUMNS),
+        "columns": columns,
         "counts": {"rows": len(table), "images": len(originals), "duplicates": len(table) - len(originals),
                    "clusters": int(table["cluster_id"].nunique()), "verified": int(table["verified"].sum())},
         "classes": classes, "tree": tree, "files": files,

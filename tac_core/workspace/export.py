@@ -3,7 +3,8 @@
 CSV columns: ``relative_path, sha256, cluster_id, label, verified, confidence, top_anchors, run_id``.
 
 - One row per image of the run that is not excluded (excluded images are never exported). With
-  ``verified_only``, only images verified themselves *or* members of a verified cluster.
+  ``verified_only``, only images verified themselves *or* members of a verified cluster; with ``approved_only``,
+  only members of clusters approved now (:mod:`tac_core.workspace.sign_off`).
 - ``relative_path`` is relative to the folder, upload or zip the image came from; ``sha256`` tells apart
   same-named files of two sources. Rows are sorted by cluster, then path.
 - ``verified`` is ``true``/``false`` (itself or through its cluster); ``confidence`` has 4 decimals;
@@ -19,7 +20,15 @@ CSV columns: ``relative_path, sha256, cluster_id, label, verified, confidence, t
   sessions exporting the same run in the same second get ``…`` and ``…-2``, never one file for both.
 
 The rows come from :func:`label_table`, which the export bundle (:mod:`tac_core.workspace.bundle`) shares:
-it adds a ``source`` column, a row per duplicate file and, later, a restriction to chosen clusters.
+it adds a ``source`` column, a row per duplicate file and a restriction to chosen clusters. The manifest lists
+the approvals in effect (``approvals``: cluster, label, approver, e-mail, time, event id) whatever was chosen.
+
+:func:`history_csv` writes a run's review history (:func:`~tac_core.workspace.review_log.events_table`) with the
+same encoding and formula-safe cells.
+
+Metadata fields (:mod:`tac_core.workspace.metadata`: line, camera, ...) follow the columns above, one column
+per field by name (:func:`metadata_columns`), empty where an image has no value; they are text cells, made
+safe like the others. Images an intake added to the review are exported like the run's own.
 """
 from __future__ import annotations
 
@@ -40,7 +49,9 @@ import tac_core
 
 from .. import atomic
 from ..errors import InvalidInputError
+from .metadata import metadata_table
 from .review import ReviewSession, ReviewState
+from .sign_off import manifest_approvals
 from .store import utc_now
 from .workspace import Workspace
 
@@ -49,6 +60,7 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_ANCHORS = 3
 LOCAL_DIR = "local-dir:"  # tac_core.embedding.models names local model folders so
 TEXT_COLUMNS = frozenset({"relative_path", "label", "top_anchors", "source", "duplicate_of"})
+TABLE_COLUMNS = (*COLUMNS, "source", "duplicate_of", "image_id", "path", "width", "height")
 SKIPPED_COLUMNS = {"rel_path": "file", "status": "status", "reason": "reason", "source_id": "source", "path": "path"}
 
 
@@ -77,27 +89,32 @@ def review_state(session_or_state: Union[ReviewSession, ReviewState]) -> ReviewS
 
 
 def label_table(state: ReviewState, workspace: Workspace, run_id: int, verified_only: bool = False,
-                clusters: Optional[Iterable[int]] = None, duplicates: bool = False) -> pd.DataFrame:
+                clusters: Optional[Iterable[int]] = None, duplicates: bool = False,
+                approved_only: bool = False) -> pd.DataFrame:
     """The rows an export holds, in file order (cluster, then path), with raw text (not yet made safe).
 
     Columns: those of :data:`COLUMNS` (``verified`` a bool, ``confidence`` a float), then ``source`` (see
     :func:`source_names`), ``duplicate_of`` (the original's relative path for a duplicate's row, else ""),
     and for writers of other formats ``image_id``, ``path`` (where the file is on this machine: never
     written), ``width`` and ``height``. ``clusters`` keeps only those clusters' images; ``duplicates`` adds a
-    row for every byte-identical duplicate file of an exported image, carrying its original's label.
+    row for every byte-identical duplicate file of an exported image, carrying its original's label;
+    ``approved_only`` keeps only the images of clusters approved now.
     """
     assignments = workspace.run_assignments(run_id)
-    if not np.array_equal(assignments["image_id"].to_numpy(), state.image_ids):
+    if not np.array_equal(assignments["image_id"].to_numpy(), state.image_ids[:state.n_run]):
         raise InvalidInputError(f"the review given is not of run {run_id}; export the run that is being reviewed.")
     verified = state.counts_as_verified()
     keep = ~state.excluded & (verified if verified_only else True)
     if clusters is not None:
         keep &= np.isin(state.labels, list(clusters))
+    if approved_only:
+        keep &= np.isin(state.labels, list(state.sign_offs.approved))
     pos = np.flatnonzero(keep)
     images = workspace.images().set_index("id")
     labels = state.labels[pos]
+    rows = images.loc[state.image_ids[pos]]  # intake images come after the run's own
     frame = pd.DataFrame({
-        "relative_path": assignments["rel_path"].to_numpy()[pos], "sha256": assignments["sha256"].to_numpy()[pos],
+        "relative_path": rows["rel_path"].to_numpy(), "sha256": rows["sha256"].to_numpy(),
         "cluster_id": labels, "label": [state.names[c] for c in labels], "verified": verified[pos],
         "confidence": state.confidence[pos], "image_id": state.image_ids[pos], "duplicate_of": ""})
     if duplicates:
@@ -114,7 +131,13 @@ def label_table(state: ReviewState, workspace: Workspace, run_id: int, verified_
                          path=ordered["path"].to_numpy(), width=ordered["width"].to_numpy(),
                          height=ordered["height"].to_numpy())
     frame = frame.sort_values(["cluster_id", "relative_path"], kind="stable", ignore_index=True)
-    return frame[[*COLUMNS, "source", "duplicate_of", "image_id", "path", "width", "height"]]
+    metadata = metadata_table(workspace, frame["image_id"].to_numpy())
+    return pd.concat([frame[list(TABLE_COLUMNS)], metadata.reset_index(drop=True)], axis=1)
+
+
+def metadata_columns(table: pd.DataFrame) -> list[str]:
+    """The metadata fields of a :func:`label_table` (the columns after its own)."""
+    return [c for c in table.columns if c not in TABLE_COLUMNS]
 
 
 def source_names(workspace: Workspace) -> dict[int, str]:
@@ -141,7 +164,7 @@ def file_name(text: Optional[str]) -> Optional[str]:
 def csv_bytes(table: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> bytes:
     """``table``'s ``columns`` as the export's CSV: UTF-8 with BOM, CRLF, each text cell through :func:`neutralise`."""
     cells = {name: table[name] for name in columns}
-    for name in set(columns) & TEXT_COLUMNS:
+    for name in (set(columns) & TEXT_COLUMNS) | (set(columns) - set(TABLE_COLUMNS)):  # metadata is text too
         cells[name] = table[name].map(neutralise)
     if "verified" in cells:
         cells["verified"] = np.where(table["verified"].to_numpy(bool), "true", "false")
@@ -155,23 +178,29 @@ def csv_bytes(table: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> bytes:
 
 
 def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace: Workspace, run_id: int,
-                  verified_only: bool = False, dest_dir: Optional[str | os.PathLike] = None) -> ExportResult:
-    """Write the labels CSV and its manifest into ``dest_dir`` (default ``<workspace>/exports``).
+                  verified_only: bool = False, dest_dir: Optional[str | os.PathLike] = None,
+                  record: bool = True, approved_only: bool = False) -> ExportResult:
+    """Write the labels CSV and its manifest into ``dest_dir`` (default ``<workspace>/exports``); any member may.
 
-    A :class:`ReviewSession` is refreshed first, so edits other sessions made are exported too.
+    A :class:`ReviewSession` is refreshed first, so edits other sessions made are exported too. The manifest
+    names who exported and lists the approvals; ``record`` adds the export to the activity log (a preview
+    passes False); ``approved_only`` keeps only the images of approved clusters.
     """
+    user = workspace.require("export")
     state = review_state(session_or_state)
     run = workspace.run(run_id)
-    table = label_table(state, workspace, run_id, verified_only)
-    data = csv_bytes(table)
+    table = label_table(state, workspace, run_id, verified_only, approved_only=approved_only)
+    columns = [*COLUMNS, *metadata_columns(table)]
+    data = csv_bytes(table, columns)
     csv_path, manifest_path, reservation = _destination(Path(dest_dir) if dest_dir else workspace.exports_dir,
                                                         run_id, verified_only)
     manifest = {
         "run_id": run_id, "run_parameters": run["params"], "workspace": workspace.name,
-        "verified_only": bool(verified_only), "columns": list(COLUMNS),
+        "verified_only": bool(verified_only), "approved_only": bool(approved_only), "columns": columns,
         "counts": {"rows": len(table), "clusters": int(table["cluster_id"].nunique()),
                    "verified": int(table["verified"].sum()), "excluded": int(state.excluded.sum())},
-        "edit_count": len(state.effective), "created": utc_now(),
+        "edit_count": len(state.effective), "approvals": manifest_approvals(state), "created": utc_now(),
+        "exported_by": {"name": user.name, "email": user.email},
         "tac_core_version": tac_core.__version__,
         "csv_file": csv_path.name, "csv_sha256": hashlib.sha256(data).hexdigest(),
     }
@@ -180,6 +209,9 @@ def export_labels(session_or_state: Union[ReviewSession, ReviewState], workspace
         atomic.write_json(manifest_path, manifest)
     finally:
         reservation.unlink(missing_ok=True)
+    if record:
+        workspace.record("export", {"file": csv_path.name, "rows": len(table), "verified_only": bool(verified_only),
+                                    "approved_only": bool(approved_only)}, run_id=run_id)
     return ExportResult(csv_path, manifest_path, len(table), data, manifest)
 
 
@@ -205,6 +237,21 @@ def skipped_files_csv(skipped: pd.DataFrame) -> bytes:
     text_columns = [c for c in ("file", "reason", "path") if c in skipped.columns]
     safe = skipped.assign(**{c: skipped[c].astype(str).map(neutralise) for c in text_columns})
     return safe.to_csv(index=False).encode("utf-8-sig")
+
+
+def history_csv(table: pd.DataFrame) -> bytes:
+    """A review history table as CSV like the labels' (UTF-8 with BOM, CRLF), every text cell through
+    :func:`neutralise` (user names, cluster lists and descriptions are typed by people), booleans ``true``/``false``."""
+    def cell(value):
+        if isinstance(value, (bool, np.bool_)):
+            return "true" if value else "false"
+        return neutralise(value) if isinstance(value, str) else value
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(table.columns)
+    writer.writerows([cell(value) for value in row] for row in table.itertuples(index=False, name=None))
+    return ("\ufeff" + buffer.getvalue()).encode("utf-8")
 
 
 def _destination(folder: Path, run_id: int, verified_only: bool) -> tuple[Path, Path, Path]:

@@ -3,11 +3,14 @@
 Each add is one *source* of the workspace (``Workspace.add_image_set``, one transaction), so a crash or a
 cancel never leaves half an add listed. What the app stores:
 
-- **A folder on this machine** (source kind ``"path"``): scanned where it is, nothing is copied. The server
-  may restrict which folders users can name with ``TAC_STUDIO_ALLOWED_ROOTS`` (folders separated by
-  ``os.pathsep``, ``:`` on Linux/macOS, ``;`` on Windows); unset, any readable folder is allowed.
+- **A folder on this machine** (source kind ``"path"``): scanned where it is, nothing is copied; workspace
+  admins only (checked before the path is even looked at, so nobody else learns what exists on the server).
+  The server may restrict which folders can be named with ``TAC_STUDIO_ALLOWED_ROOTS`` (folders separated by
+  ``os.pathsep``, ``:`` on Linux/macOS, ``;`` on Windows); unset, any readable folder is allowed on a local
+  TAC Studio, and none when it is served to other machines (users sign in: ``TAC_STUDIO_AUTH`` is ``proxy``
+  or ``oidc``).
 - **Uploads** (kinds ``"upload"``, ``"folder"`` for a whole uploaded folder, ``"zip"`` when every upload is a
-  zip): written under ``files/<upload id>/`` keeping each file's relative path, sanitised with the rules of
+  zip; reviewers and up, checked before anything is written): written under ``files/<upload id>/`` keeping each file's relative path, sanitised with the rules of
   :func:`tac_core.inputs.zips.extract_zip_safely` (no ``..``, no absolute paths, no hidden/system junk, names
   valid on every OS), so no name can reach outside the workspace. Zips are extracted with
   ``extract_zip_safely``. Files are first written to a hidden staging folder that is renamed into place when
@@ -15,6 +18,8 @@ cancel never leaves half an add listed. What the app stores:
   never counts half-copied files; what such a crash leaves behind is removed by an upload a day later.
   An uploaded folder's own name is dropped from the relative paths, so they match what adding the
   same folder by path gives.
+- **Metadata**: the images of an add get their fields from the last path pattern applied
+  (:func:`tac_core.workspace.metadata.apply_saved_pattern`), so each new batch is described like the first.
 - **Thumbnails** are made once, right after the add, as ``thumbs/<sha256>.jpg`` with the embedding
   pipeline's own writer (:func:`tac_core.embedding.image_encoding.thumbnail_path`), so embedding never redoes them.
 
@@ -39,6 +44,8 @@ from ..inputs.thumbnails import thumbnail_path, write_thumbnail  # the embedder'
 from ..inputs.imageset import ImageRecord, ImageSet, is_hidden_or_system, scan_folder
 from ..inputs.zips import extract_zip_safely, safe_component
 from ..progress import CancelToken, ProgressFn, check_cancel, report
+from .access import AUTH_ENV, served_to_network
+from .metadata import apply_saved_pattern
 from .workspace import Workspace
 
 __all__ = ["ALLOWED_ROOTS_ENV", "IngestReport", "Upload", "add_folder", "add_uploads", "allowed_roots",
@@ -95,6 +102,11 @@ def check_allowed(folder: str | os.PathLike) -> Path:
                                 "running TAC Studio (e.g. /data/photos or D:\\photos).")
     resolved = path.resolve()
     roots = allowed_roots()
+    if roots is None and served_to_network():
+        raise InvalidInputError(f"adding a folder of the server by its path is switched off: TAC Studio is served to "
+                                f"other machines ({AUTH_ENV} is not local) and {ALLOWED_ROOTS_ENV} is not set. Ask "
+                                f"whoever runs TAC Studio to set {ALLOWED_ROOTS_ENV} to the folders that may be added, "
+                                "or upload the images instead.")
     if roots is not None and not any(_inside(resolved, root) for root in roots):
         shown = ", ".join(str(r) for r in roots)
         raise InvalidInputError(f"{resolved} is outside the folders this server allows ({shown}); choose a folder "
@@ -118,7 +130,8 @@ def _inside(path: Path, root: Path) -> bool:
 # -- adding ---------------------------------------------------------------------------------------------
 def add_folder(workspace: Workspace, folder: str | os.PathLike, recursive: bool = True,
                progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> IngestReport:
-    """Scan a folder on this machine (left where it is) into the workspace, then make thumbnails."""
+    """Scan a folder on this machine (left where it is) into the workspace, then make thumbnails; admins only."""
+    workspace.require("add_server_folder")
     resolved = check_allowed(folder)
     if _inside(resolved, workspace.path) or _inside(workspace.path, resolved):
         raise InvalidInputError(f"{resolved} holds (or is inside) this workspace's own folder; choose the folder "
@@ -136,6 +149,7 @@ def add_uploads(workspace: Workspace, uploads: Sequence[Upload], folder_upload: 
     ``folder_upload``: the uploads are one folder picked in the browser; names are its relative paths
     (``photos/sub/a.png``) and the common top folder is dropped.
     """
+    workspace.require("add_images")
     items = [_name_and_reader(upload) for upload in uploads]
     if not items:
         raise EmptyInputError("no files were uploaded; choose files, a .zip or a folder first.")
@@ -174,6 +188,7 @@ def _store(workspace: Workspace, image_set: ImageSet, kind: str, location: str,
     added = workspace.add_image_set(image_set, kind, location)
     frame = workspace.images()
     frame = frame[frame["source_id"] == added.source_id]
+    apply_saved_pattern(workspace, frame["id"])  # a new batch gets its line, camera, ... from the saved pattern
     ok = frame[frame["status"] == "ok"]
     made = make_thumbnails(workspace, list(zip(ok["path"], ok["sha256"])), progress=progress, cancel=cancel)
     not_added = tuple(frame.loc[frame["status"] != "ok", ["rel_path", "status", "reason"]]
@@ -338,6 +353,8 @@ def _remove_stale_uploads(workspace: Workspace, max_age_s: float = 24 * 3600) ->
 def describe_roots() -> str:
     """One line for the UI: which server folders may be added."""
     roots = allowed_roots()
+    if roots is None and served_to_network():
+        return f"Switched off on this server: {ALLOWED_ROOTS_ENV} is not set."
     if roots is None:
         return f"Any folder this server can read (set {ALLOWED_ROOTS_ENV} to restrict)."
     return f"Only folders inside: {', '.join(str(r) for r in roots)} (from {ALLOWED_ROOTS_ENV})."

@@ -13,9 +13,14 @@ produced a label file. The manifest records (:func:`provenance`, :func:`review_r
   in order (:meth:`~tac_core.inputs.vocabulary.Vocabulary.fingerprint`, as the run recorded it);
 - ``review``: the events applied (undo and redo count as events), the edits in effect, the last event id, and
   ``event_log``: the sha256 of the run's event rows up to that id, each row the JSON list of the listed
-  ``columns`` (compact separators, UTF-8) followed by a line feed.
+  ``columns`` (compact separators, UTF-8) followed by a line feed; the columns include who made each event;
+- ``exported_by``: the user's name and e-mail (written by :func:`~tac_core.workspace.bundle.write_bundle`);
+- ``approvals``: every cluster approved when the bundle was written (:mod:`tac_core.workspace.sign_off`):
+  ``cluster``, ``label``, ``approved_by``, ``email``, ``approved_at`` (UTC) and the ``event_id`` of the
+  ``approve`` event, which the event-log hash covers.
 
-:func:`verify_bundle` re-hashes the files a manifest lists and, given the workspace, the event log.
+:func:`verify_bundle` re-hashes the files a manifest lists and, given the workspace, the event log, and checks
+that each approval listed is that ``approve`` event of the log (same cluster, approver and time).
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ from .workspace import Workspace
 FORMAT = "tac-studio-bundle"
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
-EVENT_COLUMNS = ("id", "run_id", "ts", "kind", "payload", "session")
+EVENT_COLUMNS = ("id", "run_id", "ts", "kind", "payload", "session", "user_name", "user_email")  # who decided too
 _COLUMN_NAME = re.compile(r"[a-z_]+")
 
 
@@ -143,6 +148,23 @@ def verify_bundle(bundle: str | Path, workspace: Optional[Workspace] = None) -> 
         if actual != log["sha256"]:
             problems.append(f"the event log of run {run_id} up to event {review['last_event_id']} differs from the "
                             f"one exported: sha256 {actual}, the manifest says {log['sha256']}")
+        problems += approval_problems(workspace, run_id, manifest.get("approvals") or [], review["last_event_id"])
+    return problems
+
+
+def approval_problems(workspace: Workspace, run_id: int, approvals: list, last_event_id: int) -> list[str]:
+    """The approvals of a manifest that are not an ``approve`` event of the run's log up to ``last_event_id``
+    with the same cluster, approver and time, each said in a sentence."""
+    problems = []
+    for approval in approvals:
+        approval = approval if isinstance(approval, dict) else {}
+        row = workspace.connection().execute(
+            "SELECT kind, payload, user_name, ts FROM events WHERE id = ? AND run_id = ? AND id <= ?",
+            (approval.get("event_id"), run_id, last_event_id)).fetchone()
+        if row is None or (row[0], json.loads(row[1]).get("cluster"), row[2], row[3]) != (
+                "approve", approval.get("cluster"), approval.get("approved_by"), approval.get("approved_at")):
+            problems.append(f"the approval of cluster {approval.get('cluster')} by {approval.get('approved_by')} "
+                            f"(event #{approval.get('event_id')}) is not an approval in the event log of run {run_id}")
     return problems
 
 

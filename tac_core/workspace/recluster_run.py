@@ -5,30 +5,37 @@ The old run and its log stay as they are, so the reviewer can go back.
   decision about that image (:mod:`tac_core.workspace.decisions`), so re-clustering must not move it back;
   verified clusters are closed (:mod:`tac_core.cluster.recluster`). Excluded images stay excluded.
   Everything else is re-assigned (free mode: constrained spherical k-means on [image, counterpart]).
-- The new run has the same images in the same order, the same layout (so the map does not jump), the same
-  embeddings and counterparts (hard links when the file system allows, else copies), new centres and
-  confidences. Clusters are renumbered 0..K'-1 in the order of their old ids; names carry over; anchors
+- The new run has the same images in the same order (those intakes added after the run's own), the same
+  layout (so the map does not jump), the same embeddings, counterparts, text space, summary and fitted map
+  (hard links when the file system allows, else copies; arrays with intake images are written whole), new
+  centres and confidences. Clusters are renumbered 0..K'-1 in the order of their old ids; names carry over; anchors
   carry over (a merged cluster's union; a split-off cluster has none until the next full clustering).
 - The decisions carry over as the first events of the new run's log, written by session
-  ``"carried from run <id>"``: one ``verify_images`` (every fixed image that was verified or moved), one
+  ``"carried from run <id>"`` in the name of the user who re-clustered: one ``verify_images`` (every fixed image that was verified or moved), one
   ``verify_cluster`` per verified cluster, one ``exclude``. They are ordinary events, so they can be undone.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from ..cluster.projection import COORDINATES_FILE, MODELS_FILE
 from ..cluster.recluster import recluster
 from ..errors import InvalidInputError
 from ..numerics import cluster_unit_means, tac_features
+from .intake import TEXT_SPACE_ARRAY, session_arrays
 from .review import ReviewSession
 from .review_state import ReviewState
+from .run_layout import MAP_FOLDER
+from .runs import SUMMARY_FILE
 from .workspace import Workspace
 
-CARRIED_ARRAYS = ("image_embeddings", "counterparts", "projection")
+CARRIED_ARRAYS = ("image_embeddings", "counterparts", "projection", TEXT_SPACE_ARRAY)
+CARRIED_FILES = (SUMMARY_FILE, f"{MAP_FOLDER}/{COORDINATES_FILE}", f"{MAP_FOLDER}/{MODELS_FILE}")
 
 
 @dataclass(frozen=True)
@@ -44,11 +51,14 @@ class ReclusterOutcome:
 
 
 def recluster_into_new_run(session: ReviewSession, random_state: int = 0) -> ReclusterOutcome:
-    """Re-assign every undecided image of the session's run into a new run; see the module docstring."""
+    """Re-assign every undecided image of the session's run into a new run, as the session's user (a reviewer
+    or higher: it starts a run); see the module docstring."""
     session.refresh()
-    workspace, state, parent = session.workspace, session.state, session.run_id
-    x = workspace.load_run_array(parent, "image_embeddings")
-    t = workspace.load_run_array(parent, "counterparts")
+    workspace = session.workspace.as_user(session.user, session.workspace.session)
+    workspace.require("run")
+    state, parent = session.state, session.run_id
+    arrays = session_arrays(session)  # the run's images and those intakes added
+    x, t = arrays("image_embeddings"), arrays("counterparts")
     n = len(state.labels)
     if x is None or t is None or len(x) != n or len(t) != n:
         raise InvalidInputError(f"run {parent} has no saved image embeddings and text counterparts, which "
@@ -69,7 +79,14 @@ def recluster_into_new_run(session: ReviewSession, random_state: int = 0) -> Rec
                            "random_state": random_state}
     run_id = workspace.create_run(params, state.image_ids, parent_run_id=parent)
     for name in CARRIED_ARRAYS:
-        _carry_array(workspace, parent, run_id, name)
+        if state.batches and name != TEXT_SPACE_ARRAY:
+            array = arrays(name)
+            if array is not None:
+                workspace.save_run_array(run_id, name, array)
+        else:
+            _carry_file(workspace, parent, run_id, f"{name}.npy")
+    for name in CARRIED_FILES:  # τ and the map, so later batches can be sorted into the new run too
+        _carry_file(workspace, parent, run_id, name)
     workspace.save_run_result(run_id, state.image_ids, labels, result.confidence,
                               [session.anchors(c) for c in old_ids],
                               arrays={"cluster_centers": centers, "confidence": result.confidence},
@@ -79,21 +96,21 @@ def recluster_into_new_run(session: ReviewSession, random_state: int = 0) -> Rec
                             _changes(result.transitions, state.names), [state.names[c] for c in result.vanished])
 
 
-def _carry_array(workspace: Workspace, parent: int, child: int, name: str) -> None:
-    source = workspace.run_dir(parent) / f"{name}.npy"
+def _carry_file(workspace: Workspace, parent: int, child: int, name: str) -> None:
+    source = workspace.run_dir(parent) / name
     if not source.is_file():
         return
-    target = workspace.run_dir(child) / f"{name}.npy"
+    target = workspace.run_dir(child) / name
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.link(source, target)  # arrays are only ever replaced, never changed in place: sharing is safe
+        os.link(source, target)  # run files are only ever replaced, never changed in place: sharing is safe
     except OSError:
-        workspace.save_run_array(child, name, workspace.load_run_array(parent, name))
+        shutil.copyfile(source, target)
 
 
 def _carry_decisions(workspace: Workspace, run_id: int, parent: int, state: ReviewState, explicit: np.ndarray,
                      compact: dict[int, int]) -> None:
-    carried = ReviewSession(workspace, run_id, session_id=f"carried from run {parent}")
+    carried = ReviewSession(workspace, run_id, session_id=f"carried from run {parent}", user=workspace.user)
     if explicit.any():
         carried.verify_images(state.image_ids[explicit])
     for cluster in sorted(state.verified_clusters):

@@ -12,6 +12,13 @@ themselves, so they survive restarts. Sessions on one run append to one log: bef
 applies (inside the write transaction) what others wrote since it last looked, so it validates against the
 current state and an undo never skips someone else's newer edit. Applying is incremental: each applied
 edit keeps what it needs to be reverted, so no action replays the log.
+
+Every event records who made it (:mod:`tac_core.workspace.access`): the session's user name and e-mail next to
+the time and the browser session; events written before users existed read as ``"unknown"``. Editing needs the
+``reviewer`` role, checked inside each event's write transaction. Undo and redo reach only the top of the
+shared stacks, and a reviewer may undo or redo only an edit they made themselves; approvers and admins may
+undo or redo anyone's. Approving a cluster and withdrawing an approval are events too
+(:mod:`tac_core.workspace.sign_off`: the ``sign_off`` role, the two-person rule, which edits withdraw one).
 """
 from __future__ import annotations
 
@@ -23,33 +30,38 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, TacError
+from .access import UNKNOWN, AccessDeniedError, User, user_key
 from .decisions import Decision, decided_mask, decision_of, moved_mask
 from .review_log import touched
-from .review_state import ASPECTS, Edit, ReviewState, Revert, effects
+from .review_state import ASPECTS, Edit, ReviewState, Revert, cluster_table, effects
+from .sign_off import SIGN_OFF_KINDS, Stamp, apply_event, check_approve, check_withdraw, two_person_rule, valid_reason
 from .store import WorkspaceUnreadableError, to_json, utc_now, validate_name
 from .workspace import Workspace
 from .runs import MAX_CLUSTER_NAME_LENGTH, id_array, require_known_ids
 
 MEMBER_ORDERS = ("confidence", "least_confident")
-TOP_ANCHORS = 5
 
 
 class ReviewSession:
     """One user's view of a run's review: loads the run once, replays the log, then applies edits as made."""
 
-    def __init__(self, workspace: Workspace, run_id: int, session_id: Optional[str] = None) -> None:
+    def __init__(self, workspace: Workspace, run_id: int, session_id: Optional[str] = None,
+                 user: Optional[User] = None) -> None:
+        """``user`` (default: the workspace handle's user) is who this session's edits are recorded for."""
         run = workspace.run(run_id)
         if run["status"] != "done":
             raise InvalidInputError(f"run {run_id} is {run['status']}; only a finished run can be reviewed.")
         self.workspace, self.run_id = workspace, run_id
-        self.session_id = session_id or secrets.token_hex(6)
+        self.user: Optional[User] = workspace.user if user is None else user
+        self.session_id = session_id or workspace.session or secrets.token_hex(6)
         assignments = workspace.run_assignments(run_id)
-        self._paths = assignments[["path", "rel_path", "sha256"]]
+        self._paths = assignments[["image_id", "path", "rel_path", "sha256"]].set_index("image_id")  # by id: intake adds
         self.state = ReviewState.from_run(assignments, workspace.run_cluster_names(run_id),
                                           workspace.run_anchors(run_id))
         self._last_event_id = 0
         self._edits: dict[int, tuple[str, dict, str]] = {}  # event id -> kind, payload, text
+        self._stamps: dict[int, Stamp] = {}  # edit event id -> who made it ("" before users existed) and when
         self._decisions: dict[int, Decision] = {}  # event id -> what a deciding edit decided
         self._reverts: dict[int, Revert] = {}
         self._touched: dict[int, tuple[list[int], int]] = {}  # event id -> clusters and image count it touched
@@ -61,13 +73,14 @@ class ReviewSession:
     def refresh(self) -> int:
         """Apply events other sessions appended since this one last looked; returns how many."""
         rows = self.workspace.connection().execute(
-            "SELECT id, ts, kind, payload, session FROM events WHERE run_id = ? AND id > ? ORDER BY id",
-            (self.run_id, self._last_event_id)).fetchall()
-        for event_id, ts, kind, payload, session in rows:
-            self._apply_event(event_id, ts, kind, json.loads(payload), session)
+            "SELECT id, ts, kind, payload, session, user_name, user_email FROM events WHERE run_id = ? AND id > ? "
+            "ORDER BY id", (self.run_id, self._last_event_id)).fetchall()
+        for event_id, ts, kind, payload, session, name, email in rows:
+            self._apply_event(event_id, ts, kind, json.loads(payload), session, name, email)
         return len(rows)
 
-    def _apply_event(self, event_id: int, ts: str, kind: str, payload: dict, session: str) -> str:
+    def _apply_event(self, event_id: int, ts: str, kind: str, payload: dict, session: str, name: str = "",
+                     email: str = "") -> str:
         state = self.state
         if kind in ("undo", "redo"):
             target = payload["target"]
@@ -78,14 +91,18 @@ class ReviewSession:
             if kind == "undo":
                 self._reverts.pop(target)()
             else:
-                self._reverts[target] = state.apply(*self._edits[target][:2])[0]
+                self._reverts[target] = self._apply_edit(target)[0]
             other.append(stack.pop())
             text = f"{'undid' if kind == 'undo' else 'redid'} #{target}: {self._edits[target][2]}"
             self._touched[event_id] = self._touched[target]
             changed = effects(*self._edits[target][:2])  # an undo or redo changes what its target changed
         else:
             self._touched[event_id] = touched(kind, payload, state)
-            self._reverts[event_id], text = state.apply(kind, payload)
+            self._stamps[event_id] = Stamp(event_id, name, email, ts)
+            self._edits[event_id] = (kind, payload, "")
+            self._reverts[event_id], text = self._apply_edit(event_id)
+            if kind == "intake":
+                self._add_paths(payload["image_ids"])
             self._edits[event_id] = (kind, payload, text)
             decision = decision_of(kind, payload, state)
             if decision is not None:
@@ -96,22 +113,30 @@ class ReviewSession:
         for aspect in changed:
             self._changed_at[aspect] = event_id
         clusters, images = self._touched[event_id]
-        self._history.append({"event_id": event_id, "ts": ts, "session": session, "kind": kind, "text": text,
-                              "clusters": clusters, "images": images})
+        self._history.append({"event_id": event_id, "ts": ts, "session": session, "user": name or UNKNOWN,
+                              "email": email, "kind": kind, "text": text, "clusters": clusters, "images": images})
         self._last_event_id = event_id
         return text
 
+    def _apply_edit(self, event_id: int) -> tuple[Revert, str]:
+        """Apply (or re-apply, for a redo) the edit ``event_id`` with its effect on approvals."""
+        kind, payload, _ = self._edits[event_id]
+        return apply_event(self.state, kind, payload, self._touched[event_id][0], self._stamps[event_id])
+
     # -- writing ---------------------------------------------------------------------------------------
-    def _record(self, kind: str, build: Callable[[], dict], cluster_of: Callable[[dict], Optional[int]]) -> Edit:
-        """Catch up with the log, validate and build the payload, commit the event, then apply it."""
+    def _record(self, kind: str, build: Callable[[], dict], cluster_of: Callable[[dict], Optional[int]],
+                action: str = "edit") -> Edit:
+        """Catch up with the log, check ``action`` is allowed, build the payload, commit the event, then apply it."""
         with self.workspace.transaction() as conn:
             self.refresh()
+            user = self.workspace.require(action, self.user, conn)
             payload_text = to_json(build(), f"{kind} edit")
             ts = utc_now()
-            event_id = conn.execute("INSERT INTO events (run_id, ts, kind, payload, session) VALUES (?, ?, ?, ?, ?)",
-                                    (self.run_id, ts, kind, payload_text, self.session_id)).lastrowid
+            event_id = conn.execute("INSERT INTO events (run_id, ts, kind, payload, session, user_name, user_email) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (self.run_id, ts, kind, payload_text,
+                                                                     self.session_id, user.name, user.email)).lastrowid
         payload = json.loads(payload_text)  # exactly what a replay will see
-        text = self._apply_event(event_id, ts, kind, payload, self.session_id)
+        text = self._apply_event(event_id, ts, kind, payload, self.session_id, user.name, user.email)
         changed = frozenset(a for a in ASPECTS if self._changed_at[a] == event_id)
         return Edit(event_id, kind, text, cluster_of(payload), changed)
 
@@ -133,8 +158,10 @@ class ReviewSession:
             return {"sources": ids, "target": goal}
         return self._record("merge", build, lambda p: p["target"])
 
-    def split(self, cluster: int, image_ids, name: Optional[str] = None) -> Edit:
-        """Move some images of ``cluster`` into a new cluster (id: highest ever used + 1)."""
+    def split(self, cluster: int, image_ids, name: Optional[str] = None,
+              anchors: Optional[list[tuple[str, float]]] = None) -> Edit:
+        """Move some images of ``cluster`` into a new cluster (id: highest ever used + 1); ``anchors`` give it
+        text anchors of its own ((term, score) pairs, best first; default none)."""
         def build() -> dict:
             source, ids = self._cluster(cluster), self._image_ids(image_ids)
             outside = ids[self.state.labels[self.state.positions(ids)] != source]
@@ -142,8 +169,11 @@ class ReviewSession:
                 raise InvalidInputError(f"{outside.size} image(s) are not in cluster {source}, e.g. image "
                                         f"{int(outside[0])}; split only images of that cluster.")
             new = self.state.next_cluster
-            return {"cluster": source, "image_ids": ids.tolist(), "new_cluster": new,
-                    "name": f"cluster {new}" if name is None else self._name(name)}
+            payload = {"cluster": source, "image_ids": ids.tolist(), "new_cluster": new,
+                       "name": f"cluster {new}" if name is None else self._name(name)}
+            if anchors:
+                payload["anchors"] = [[str(term), float(score)] for term, score in anchors]
+            return payload
         return self._record("split", build, lambda p: p["new_cluster"])
 
     def move(self, image_ids, cluster: int, verify: bool = False) -> Edit:
@@ -165,13 +195,79 @@ class ReviewSession:
         return self._record("exclude", lambda: {"image_ids": self._image_ids(image_ids).tolist(),
                                                 "value": bool(excluded)}, lambda p: None)
 
+    def approve(self, cluster: int) -> Edit:
+        """Sign ``cluster`` off (approvers and admins; under the two-person rule, not its last editor)."""
+        return self._record("approve", lambda: {"cluster": self._sign_off_target(cluster, "approve")},
+                            lambda p: p["cluster"], action="sign_off")
+
+    def withdraw(self, cluster: int, reason: str = "") -> Edit:
+        """Take the approval of ``cluster`` back (approvers and admins), saying why if you like."""
+        return self._record("withdraw", lambda: {"cluster": self._sign_off_target(cluster, "withdraw"),
+                                                 "reason": valid_reason(reason)}, lambda p: p["cluster"],
+                            action="sign_off")
+
+    def intake(self, build: Callable[[ReviewState], dict]) -> Edit:
+        """Record images added after the run as one ``intake`` event; ``build`` (:mod:`tac_core.workspace.intake`)
+        makes its payload from the state inside the write transaction, after other sessions' edits."""
+        def checked() -> dict:
+            payload = build(self.state)
+            ids = id_array(payload["image_ids"])
+            if ids.size == 0:
+                raise InvalidInputError("there are no new images to add to this review.")
+            inside = ids[np.isin(ids, self.state.image_ids)]
+            if inside.size:
+                raise InvalidInputError(f"image {int(inside[0])} is already in the review of run {self.run_id}.")
+            known = set(self.state.names) | ({payload["bucket"]} if payload.get("new_bucket") else set())
+            unknown = set(payload["clusters"]) - known
+            if unknown:
+                raise InvalidInputError(f"cluster {min(unknown)} does not exist in run {self.run_id}.")
+            if payload.get("new_bucket"):
+                payload["bucket_name"] = self._name(payload["bucket_name"])
+            return payload
+        return self._record("intake", checked, lambda p: p.get("bucket"))
+
     def undo(self) -> Edit:
-        """Revert the latest effective edit of any session."""
-        return self._record("undo", lambda: {"target": self._top(self.state.effective, "undo")}, lambda p: None)
+        """Revert the latest effective edit of any session (your own, unless you are an approver or admin)."""
+        return self._record("undo", lambda: {"target": self._own(self._top(self.state.effective, "undo"), "undo")},
+                            lambda p: None)
 
     def redo(self) -> Edit:
-        """Re-apply the most recently undone edit (possible until a new edit is made)."""
-        return self._record("redo", lambda: {"target": self._top(self.state.undone, "redo")}, lambda p: None)
+        """Re-apply the most recently undone edit (possible until a new edit is made; same rule as undo)."""
+        return self._record("redo", lambda: {"target": self._own(self._top(self.state.undone, "redo"), "redo")},
+                            lambda p: None)
+
+    def refusal(self, action: str = "edit") -> str:
+        """Why this session's user may not ``action`` ("edit", "undo" or "redo") now, or "" when they may; for a
+        front end to disable a control and say why (the action itself checks again)."""
+        try:
+            self.workspace.require("edit", self.user)
+            stack = {"undo": self.state.effective, "redo": self.state.undone}.get(action)
+            if stack:
+                self._own(stack[-1], action)
+        except AccessDeniedError as exc:
+            return str(exc)
+        return ""
+
+    def sign_off_refusal(self, cluster: int, action: str = "approve") -> str:
+        """Why this session's user may not ``action`` ("approve" or "withdraw") ``cluster`` now, or ""."""
+        try:
+            self.workspace.require("sign_off", self.user)
+            self._sign_off_target(cluster, action)
+        except TacError as exc:
+            return str(exc)
+        return ""
+
+    def last_edit(self, cluster: int) -> Optional[tuple[int, str]]:
+        """The latest edit in effect that touched ``cluster``, as (event id, author), or None when none did."""
+        for event_id in reversed(self.state.effective):
+            if self._edits[event_id][0] not in SIGN_OFF_KINDS and cluster in self._touched[event_id][0]:
+                return event_id, self.author_of(event_id)
+        return None
+
+    def author_of(self, event_id: int) -> str:
+        """Who made the edit ``event_id`` ("" when the log has no user: written before users existed)."""
+        stamp = self._stamps.get(event_id)
+        return stamp.user if stamp else ""
 
     @property
     def can_undo(self) -> bool:
@@ -199,22 +295,8 @@ class ReviewSession:
 
     # -- views -----------------------------------------------------------------------------------------
     def clusters(self) -> pd.DataFrame:
-        """One row per existing cluster: name, size, excluded, verified, verified_share, mean confidence and
-        the top anchors as (term, score) pairs; ``verified_share`` counts images verified themselves or
-        through their cluster, as verified-only export does."""
-        state, ids = self.state, np.array(sorted(self.state.names), dtype=np.int64)
-        width = max(state.next_cluster, 1)
-        kept = ~state.excluded
-        size = np.bincount(state.labels[kept], minlength=width)[ids]
-        checked = np.bincount(state.labels[kept & state.counts_as_verified()], minlength=width)[ids]
-        confidence = np.bincount(state.labels[kept], weights=state.confidence[kept], minlength=width)[ids]
-        return pd.DataFrame({
-            "cluster": ids, "name": [state.names[c] for c in ids], "size": size,
-            "excluded": np.bincount(state.labels[state.excluded], minlength=width)[ids],
-            "verified": [c in state.verified_clusters for c in ids],
-            "verified_share": np.divide(checked, size, out=np.zeros(len(ids)), where=size > 0),
-            "mean_confidence": np.divide(confidence, size, out=np.zeros(len(ids)), where=size > 0),
-            "top_anchors": [state.anchors(c)[:TOP_ANCHORS] for c in ids]})
+        """One row per existing cluster (:func:`~tac_core.workspace.review_state.cluster_table`)."""
+        return cluster_table(self.state)
 
     def decided(self) -> np.ndarray:
         """Per image: decided by the reviewer (:mod:`tac_core.workspace.decisions`), with every session's edits."""
@@ -234,14 +316,14 @@ class ReviewSession:
         return self.images(pos[np.argsort(key, kind="stable")])
 
     def images(self, positions) -> pd.DataFrame:
-        """One row per run position given, in that order: image_id, position, path, rel_path, sha256, cluster,
-        confidence and the verified and excluded flags as they are now."""
+        """One row per position given, in that order: image_id, position, path, rel_path, sha256, cluster,
+        confidence, the verified and excluded flags as they are now, and ``new`` (added by an intake)."""
         state, pos = self.state, np.asarray(positions, dtype=np.int64)
-        frame = self._paths.iloc[pos].reset_index(drop=True)
+        frame = self._paths.loc[state.image_ids[pos]].reset_index(drop=True)
         frame.insert(0, "image_id", state.image_ids[pos])
         frame.insert(1, "position", pos)
         return frame.assign(cluster=state.labels[pos], confidence=state.confidence[pos], verified=state.verified[pos],
-                            excluded=state.excluded[pos])
+                            excluded=state.excluded[pos], new=pos >= state.n_run)
 
     def anchors(self, cluster: int) -> list[tuple[str, float]]:
         """All of the cluster's anchors, best first (``clusters()`` shows the top 5)."""
@@ -255,8 +337,9 @@ class ReviewSession:
         return list(dict.fromkeys(terms))[:n]
 
     def history(self) -> list[dict]:
-        """Every event, oldest first: event_id, ts, session, kind, text, the clusters and number of images it
-        touched (:func:`~tac_core.workspace.review_log.touched`) and whether it is undone now."""
+        """Every event, oldest first: event_id, ts, session, user (``"unknown"`` before users existed), email,
+        kind, text, the clusters and number of images it touched (:func:`~tac_core.workspace.review_log.touched`)
+        and whether it is undone now."""
         undone = set(self._edits) - set(self.state.effective)
         return [{**entry, "undone": entry["event_id"] in undone} for entry in self._history]
 
@@ -278,9 +361,36 @@ class ReviewSession:
         require_known_ids(ids, self.state.image_ids, f"in run {self.run_id}")
         return ids
 
+    def _sign_off_target(self, cluster, action: str) -> int:
+        """``cluster`` if it may be approved (``action`` "approve") or its approval withdrawn now, else refused."""
+        goal = self._cluster(cluster)
+        if action == "approve":
+            check_approve(self.state, goal, self.user, two_person_rule(self.workspace), self.last_edit(goal))
+        else:
+            check_withdraw(self.state, goal)
+        return goal
+
+    def _add_paths(self, image_ids) -> None:
+        missing = np.setdiff1d(np.asarray(image_ids, np.int64), self._paths.index.to_numpy())
+        if missing.size:
+            rows = self.workspace.images().set_index("id").loc[missing, ["path", "rel_path", "sha256"]]
+            self._paths = pd.concat([self._paths, rows.rename_axis("image_id")])
+
     @staticmethod
     def _name(name) -> str:
         return validate_name(name, "cluster name", MAX_CLUSTER_NAME_LENGTH)
+
+    def _own(self, event_id: int, action: str) -> int:
+        """The edit ``event_id`` if this session's user made it or may undo others' edits, else refused; undoing
+        or redoing a sign-off needs the ``sign_off`` role too."""
+        if self._edits[event_id][0] in SIGN_OFF_KINDS:
+            self.workspace.require("sign_off", self.user)
+        author = self.author_of(event_id)
+        if (self.user is not None and author and user_key(author) == self.user.key) or \
+                self.workspace.allows("undo_others", self.user):
+            return event_id
+        raise AccessDeniedError(f"the edit to {action} (#{event_id}) was made by {author or UNKNOWN}; only an "
+                                "approver or an admin may undo or redo another person's edit.")
 
     @staticmethod
     def _top(stack: list[int], action: str) -> int:

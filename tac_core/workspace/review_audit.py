@@ -10,6 +10,12 @@ reviewed (:func:`audit_inputs`), from the session's current state:
 - head probabilities (trained runs): per current cluster, the sum over the run clusters it is made of (a
   merge adds its parts' columns). When a split created a cluster the heads never saw, none: free-mode scores.
 
+Images an intake added (:mod:`tac_core.workspace.intake`) are audited with the run's: their arrays come from
+:func:`~tac_core.workspace.intake.review_arrays`, and then the heads' probabilities are not used (the heads
+never saw them). The queue puts them first when they need a person (:func:`intake_priority`): new images in
+the unsorted bucket (possibly a new defect, most novel first), then new images whose score is at least
+:data:`DOUBTFUL_SCORE`, then everything else by score; their reasons say so.
+
 The queue (:class:`AuditQueue`) holds the audited images most suspicious first. It is a snapshot of one
 review state: a decided image leaves it (:meth:`AuditQueue.pending`) without rescoring, since scoring is
 O(n²) in neighbour search. Reasons name clusters by id and images by position; callers name them for display.
@@ -18,20 +24,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from ..cluster.audit import AuditResult, audit
+from ..cluster.audit import REASON_MIN, AuditResult, audit
 from ..errors import InvalidInputError
 from ..numerics import cluster_unit_means
+from .intake import RunArrays, review_arrays
 from .review import ReviewSession
 from .review_state import ReviewState
 
 AUDIT_ARRAYS = ("image_embeddings", "counterparts")
+DOUBTFUL_SCORE = REASON_MIN  # the score at which the audit names a signal
+NOVEL, DOUBTFUL, LATER = 0, 1, 2
 HEAD_ARRAYS = ("probabilities", "text_probabilities")
 
-RunArrays = Callable[[str], Optional[np.ndarray]]  # a run array by name, None when the run has none
 
 
 @dataclass(frozen=True)
@@ -48,8 +56,10 @@ class AuditQueue:
     mode: str
 
     @classmethod
-    def from_result(cls, result: AuditResult) -> "AuditQueue":
-        queue = result.order[result.audited[result.order]]
+    def from_result(cls, result: AuditResult, priority: Optional[np.ndarray] = None) -> "AuditQueue":
+        """The queue of a scored audit; ``priority`` (per image, lower first) orders groups before the score."""
+        order = result.order if priority is None else np.lexsort((result.rank, priority))
+        queue = order[result.audited[order]]
         rank = np.full(len(result.audited), -1, np.int64)
         rank[queue] = np.arange(len(queue))
         return cls(queue, rank, result.score, result.suggested_cluster, result.reasons, result.confidence,
@@ -72,14 +82,15 @@ class AuditQueue:
         return np.array([counts[c] if c < len(counts) else 0 for c in clusters], np.int64)
 
 
-def run_arrays(session: ReviewSession) -> RunArrays:
-    """The session's run arrays read from the workspace (callers with a cache pass their own loader)."""
-    return partial(session.workspace.load_run_array, session.run_id)
+def run_arrays(session: ReviewSession, arrays: Optional[RunArrays] = None) -> RunArrays:
+    """The arrays of the session's images: the run's (read from the workspace, or by ``arrays``, a caller's cached
+    loader of run arrays) and those of the intakes in effect."""
+    return review_arrays(session.state, arrays or partial(session.workspace.load_run_array, session.run_id))
 
 
 def can_audit(session: ReviewSession, arrays: Optional[RunArrays] = None) -> bool:
     """Whether the run saved what the audit needs: one image embedding and one counterpart per image."""
-    arrays = arrays or run_arrays(session)
+    arrays = run_arrays(session, arrays)
     n = len(session.state.labels)
     return all(a is not None and len(a) == n for a in (arrays(name) for name in AUDIT_ARRAYS))
 
@@ -88,9 +99,9 @@ def audit_inputs(session: ReviewSession, decided: Optional[np.ndarray] = None,
                  arrays: Optional[RunArrays] = None) -> dict:
     """Keyword arguments of :func:`~tac_core.cluster.audit.audit` for the session's state now (module docstring).
 
-    ``decided`` defaults to ``session.decided()``; ``arrays`` to :func:`run_arrays`.
+    ``decided`` defaults to ``session.decided()``; ``arrays`` (run arrays by name) to the workspace's.
     """
-    arrays = arrays or run_arrays(session)
+    arrays = run_arrays(session, arrays)
     if not can_audit(session, arrays):
         raise InvalidInputError(f"run {session.run_id} has no saved image embeddings and text counterparts, which "
                                 "the audit needs; run the clustering again.")
@@ -113,7 +124,28 @@ def state_audit_inputs(state: ReviewState, decided: np.ndarray, arrays: RunArray
 def audit_session(session: ReviewSession, decided: Optional[np.ndarray] = None,
                   arrays: Optional[RunArrays] = None) -> AuditQueue:
     """Score the session's run as it is reviewed now (O(n²) neighbour search: seconds to a minute at 50k)."""
-    return AuditQueue.from_result(audit(**audit_inputs(session, decided, arrays)))
+    result = audit(**audit_inputs(session, decided, arrays))
+    priority = intake_priority(session.state, result.score)
+    for i in np.flatnonzero(priority < LATER):
+        result.reasons[i] = _intake_reason(session.state, i) + "; " + result.reasons[i]
+    return AuditQueue.from_result(result, priority)
+
+
+def intake_priority(state: ReviewState, score: np.ndarray) -> np.ndarray:
+    """Per image, its group in the queue: :data:`NOVEL` (new and unsorted), :data:`DOUBTFUL` (new, score at least
+    :data:`DOUBTFUL_SCORE`) or :data:`LATER` (everything else)."""
+    new = state.new_mask()
+    priority = np.full(len(state.labels), LATER, np.int64)
+    priority[new & (score >= DOUBTFUL_SCORE)] = DOUBTFUL
+    if state.bucket is not None:
+        priority[new & (state.labels == state.bucket)] = NOVEL
+    return priority
+
+
+def _intake_reason(state: ReviewState, position: int) -> str:
+    if state.bucket is not None and state.labels[position] == state.bucket:
+        return f"new, and unlike every cluster (novelty {state.novelty[position]:.1f}): possibly a new defect"
+    return "new, and doubtful"
 
 
 def grouped_probabilities(p: Optional[np.ndarray], state: ReviewState) -> Optional[np.ndarray]:

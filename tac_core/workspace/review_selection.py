@@ -24,10 +24,13 @@ def bulk_selectable(state: ReviewState, positions) -> np.ndarray:
 
 
 def region_selection(state: ReviewState, xy: np.ndarray, boxes: Sequence[dict] = (), lassos: Sequence[dict] = (),
-                     clusters: Optional[Iterable[int]] = None) -> np.ndarray:
+                     clusters: Optional[Iterable[int]] = None, shown: Optional[np.ndarray] = None) -> np.ndarray:
     """Image ids of every image whose map point (``xy``, by position) lies in one of the regions, in one of
-    ``clusters`` (all when None), and not excluded."""
+    ``clusters`` (all when None), among the ``shown`` positions (those that pass the map's filter; all when
+    None), and not excluded."""
     inside = in_regions(xy, boxes, lassos)
     if clusters is not None:
         inside &= np.isin(state.labels, np.fromiter(clusters, np.int64))
+    if shown is not None:
+        inside &= np.isin(np.arange(len(inside)), shown)
     return bulk_selectable(state, np.flatnonzero(inside))

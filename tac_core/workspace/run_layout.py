@@ -14,6 +14,8 @@ from ..cluster import projection
 from .workspace import Workspace
 
 LAYOUT_ARRAY = "projection"
+MAP_FOLDER = "map"  # inside a run's folder: its fitted map (tac_core.run.run_map places later images on it)
+TEXT_SPACE_ARRAY = "text_space"  # the run array holding the text rows counterparts are mixed from
 
 
 def saved_layout_name(params: dict) -> str:

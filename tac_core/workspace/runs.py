@@ -1,9 +1,11 @@
 """Runs of a workspace: parameters, progress, status and results, stored so no reader sees half a result.
 
-A run is created "pending" with its parameters and input image ids, becomes "running" in the process that
-computes it (whose pid is stored), and ends "done" (:meth:`RunsMixin.save_run_result`), "failed" or
-"cancelled". A run left "running" by a process that no longer exists (killed, crashed, machine restarted)
-reads as "interrupted"; setting it back to "pending" runs it again. Results: assignments, anchors and
+A run is created "pending" with its parameters and input image ids (by a reviewer or higher; the activity
+log records who), becomes "running" in the process that computes it (whose pid is stored), and ends "done"
+(:meth:`RunsMixin.save_run_result`), "failed" or "cancelled". The job's own bookkeeping (status, progress,
+result, arrays) is not a user's decision and is not checked: only a run a reviewer created gets a job. A run
+left "running" by a process that no longer exists (killed, crashed, machine restarted) reads as
+"interrupted"; setting it back to "pending" runs it again. Results: assignments, anchors and
 cluster names in SQLite in one transaction; arrays under ``runs/<id>/<name>.npy``, each written atomically
 *before* the commit that marks the run done, so a done run always has its arrays.
 Rows of a run's arrays follow ``position``, the order of the ``image_ids`` given to ``save_run_result``.
@@ -82,7 +84,7 @@ class RunsMixin:
         return self.path / "runs" / str(operator.index(run_id))
 
     def create_run(self, params: dict, image_ids, parent_run_id: Optional[int] = None) -> int:
-        """A new "pending" run over usable images of this workspace; returns its id."""
+        """A new "pending" run over usable images of this workspace (reviewers and up); returns its id."""
         if not isinstance(params, dict):
             raise InvalidInputError(f"run parameters must be a dict, not {type(params).__name__}.")
         params_text = to_json(params, "run parameters")
@@ -90,6 +92,7 @@ class RunsMixin:
         if ids.size == 0:
             raise EmptyInputError("a run needs at least one image; add images to the workspace first.")
         with self.transaction() as conn:
+            self.require("run", conn=conn)
             if parent_run_id is not None:
                 self._run_row(parent_run_id, conn)
             usable = np.fromiter((row[0] for row in conn.execute("SELECT id FROM images WHERE status = 'ok'")),
@@ -100,6 +103,8 @@ class RunsMixin:
                                   (parent_run_id, params_text, len(ids), utc_now())).lastrowid
             conn.executemany("INSERT INTO run_images (run_id, position, image_id) VALUES (?, ?, ?)",
                              ((run_id, position, image_id) for position, image_id in enumerate(ids.tolist())))
+            self.record("run started", {"images": len(ids), "parent_run_id": parent_run_id}, run_id=run_id,
+                        conn=conn)
         return run_id
 
     def run_image_ids(self, run_id: int) -> np.ndarray:

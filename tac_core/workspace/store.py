@@ -107,6 +107,42 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             session TEXT NOT NULL)""",
         "CREATE INDEX events_run ON events(run_id, id)",
     ),
+    (  # 2: users and roles (tac_core.workspace.access); a person behind every decision (activity, events)
+        """CREATE TABLE members (
+            key TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            email TEXT NOT NULL DEFAULT '',
+            role TEXT NOT NULL CHECK (role IN ('viewer', 'reviewer', 'approver', 'admin')),
+            added TEXT NOT NULL,
+            added_by TEXT NOT NULL)""",
+        """CREATE TABLE activity (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts TEXT NOT NULL,
+            user_name TEXT NOT NULL,
+            user_email TEXT NOT NULL,
+            session TEXT NOT NULL,
+            action TEXT NOT NULL,
+            run_id INTEGER,
+            detail TEXT NOT NULL)""",
+        "CREATE INDEX activity_run ON activity(run_id, id)",
+        "ALTER TABLE events ADD COLUMN user_name TEXT NOT NULL DEFAULT ''",  # '' (old events) reads "unknown"
+        "ALTER TABLE events ADD COLUMN user_email TEXT NOT NULL DEFAULT ''",
+    ),
+    (  # 3: image metadata (tac_core.workspace.metadata): one text value per image and field, and what was applied
+        """CREATE TABLE image_metadata (
+            image_id INTEGER NOT NULL REFERENCES images(id),
+            field TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (image_id, field)) WITHOUT ROWID""",
+        "CREATE INDEX image_metadata_field ON image_metadata(field, value)",
+        """CREATE TABLE metadata_sources (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('pattern', 'csv')),
+            description TEXT NOT NULL,
+            fields TEXT NOT NULL,
+            images INTEGER NOT NULL,
+            added TEXT NOT NULL)""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

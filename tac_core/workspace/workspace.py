@@ -33,24 +33,35 @@ from typing import Optional
 import pandas as pd
 
 from ..errors import InvalidInputError
-from ..inputs.imageset import ImageSet, storable_text
+from .access import (AccessDeniedError, AccessMixin, User, add_creator, auth_mode, default_user, is_server_admin,
+                     resolve_role)
+from .activity import ActivityMixin, record_activity
+from .images import AddedImages, ImagesMixin
+from .sign_off import TWO_PERSON_RULE
 from .store import (ConnectionPool, WorkspaceUnreadableError, connect, damaged_database, migrate, to_json,
                     transaction, utc_now, validate_name)
 from .runs import RunsMixin
 
-__all__ = ["DB_NAME", "AddedImages", "Workspace", "WorkspaceInfo", "WorkspaceUnreadableError", "create_workspace",
-           "data_dir", "delete_workspace", "list_workspaces", "open_workspace", "rename_workspace", "validate_name"]
+__all__ = ["DB_NAME", "AddedImages", "NameTakenError", "Workspace", "WorkspaceInfo", "WorkspaceUnreadableError",
+           "create_workspace", "data_dir", "delete_workspace", "list_workspaces", "open_workspace", "rename_workspace",
+           "validate_name"]
 
 DB_NAME = "workspace.db"
 SUBFOLDERS = ("cache", "thumbs", "files", "runs", "exports")
-SOURCE_KINDS = ("folder", "upload", "zip", "path")
-IMAGE_STATUSES = ("ok", "skipped", "duplicate")
-SETTINGS = {"ray_address": "the Ray cluster runs embed images and vocabulary on (empty: this machine)"}  # in the meta table
+SETTINGS = {  # in the meta table
+    "ray_address": "the Ray cluster runs embed images and vocabulary on (empty: this machine)",
+    TWO_PERSON_RULE: "on: a cluster's approver must not be who made its last edit (empty or off: anyone may)"}
+SETTING_CHOICES = {TWO_PERSON_RULE: ("on", "off")}  # settings that take one of a few values
+
+
+class NameTakenError(InvalidInputError):
+    """Another workspace has this name (the message names neither it nor where it is: it may not be yours)."""
 
 
 @dataclass(frozen=True)
 class WorkspaceInfo:
-    """One entry of :func:`list_workspaces`; ``error`` says why a broken folder could not be read."""
+    """One entry of :func:`list_workspaces`; ``error`` says why a broken folder could not be read. Listed for a
+    user, ``role`` is theirs ("" when they may only claim it, an unclaimed workspace shown to a server admin)."""
 
     name: str
     path: Path
@@ -58,16 +69,8 @@ class WorkspaceInfo:
     image_count: int
     run_count: int
     error: str = ""
-
-
-@dataclass(frozen=True)
-class AddedImages:
-    """What :meth:`Workspace.add_image_set` stored: ids of the new usable images and counts of the others."""
-
-    source_id: int
-    image_ids: tuple[int, ...]
-    duplicates: int
-    skipped: int
+    members: int = 0
+    role: str = ""
 
 
 def data_dir() -> Path:
@@ -81,18 +84,29 @@ def data_dir() -> Path:
     return Path.home() / ".tac_studio" / "workspaces"
 
 
-def list_workspaces(root: str | os.PathLike | None = None) -> list[WorkspaceInfo]:
-    """Every workspace folder in ``root`` (default :func:`data_dir`) by name; broken ones carry an error."""
+def list_workspaces(root: str | os.PathLike | None = None, user: Optional[User] = None) -> list[WorkspaceInfo]:
+    """Every workspace folder in ``root`` (default :func:`data_dir`) by name; broken ones carry an error.
+
+    With ``user``, only those the user may see, each with their role: members see theirs; an unclaimed or broken
+    one shows in ``local`` mode (as its admin) and otherwise only to a server admin, who may claim or delete it.
+    """
     root = _root(root)
     if not root.is_dir():
         return []
-    infos = [_read_info(entry) for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+    infos = [_read_info(entry, user) for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+    if user is not None:
+        local = auth_mode() == "local"
+        infos = [i for i in infos if i.role or ((i.error or not i.members) and (local or is_server_admin(user)))]
     return sorted(infos, key=lambda info: (info.name.casefold(), str(info.path)))
 
 
-def create_workspace(name: str, root: str | os.PathLike | None = None) -> "Workspace":
-    """Make a new, empty workspace; the name must be unique (ignoring case) in ``root``."""
+def create_workspace(name: str, root: str | os.PathLike | None = None, creator: Optional[User] = None) -> "Workspace":
+    """Make a new, empty workspace whose admin is ``creator`` (default: the engine's default user, see
+    :mod:`tac_core.workspace.access`); the name must be unique (ignoring case) in ``root``."""
     name = validate_name(name)
+    creator = default_user() if creator is None else creator
+    if creator is None:
+        raise AccessDeniedError("nobody is signed in; sign in to create a workspace.")
     root = _root(root)
     root.mkdir(parents=True, exist_ok=True)
     _check_name_free(name, root)
@@ -108,48 +122,67 @@ def create_workspace(name: str, root: str | os.PathLike | None = None) -> "Works
             with transaction(conn):
                 conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
                                  [("name", name), ("created", utc_now())])
+                add_creator(conn, creator)
+                record_activity(conn, creator, "", "workspace created", {"name": name})
         finally:
             conn.close()
         os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Workspace(final)
+    return Workspace(final, user=creator)
 
 
-def open_workspace(path_or_name: str | os.PathLike, root: str | os.PathLike | None = None) -> "Workspace":
-    """Open a workspace by its folder or by its name in ``root`` (default :func:`data_dir`)."""
-    return Workspace(_resolve(path_or_name, root, require_db=True))
+def open_workspace(path_or_name: str | os.PathLike, root: str | os.PathLike | None = None,
+                   user: Optional[User] = None) -> "Workspace":
+    """Open a workspace by its folder or by its name in ``root`` (default :func:`data_dir`), acting for ``user``
+    (default: the engine's default user)."""
+    return Workspace(_resolve(path_or_name, root, require_db=True), user=user)
 
 
-def rename_workspace(path_or_name: str | os.PathLike, new_name: str,
-                     root: str | os.PathLike | None = None) -> None:
-    """Change the displayed name; the folder stays where it is, so open sessions keep working."""
+def rename_workspace(path_or_name: str | os.PathLike, new_name: str, root: str | os.PathLike | None = None,
+                     user: Optional[User] = None) -> None:
+    """Change the displayed name (admins only); the folder stays where it is, so open sessions keep working."""
     new_name = validate_name(new_name)
     path = _resolve(path_or_name, root, require_db=True)
-    with Workspace(path) as workspace:
+    with Workspace(path, user=user) as workspace:
+        workspace.require("rename")
         if workspace.name.casefold() != new_name.casefold():
             _check_name_free(new_name, path.parent)
         with workspace.transaction() as conn:
+            workspace.require("rename", conn=conn)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'name'", (new_name,))
+            workspace.record("renamed", {"name": new_name}, conn=conn)
 
 
-def delete_workspace(path_or_name: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
-    """Remove a workspace folder and everything in it (the caller asks the user first).
+def delete_workspace(path_or_name: str | os.PathLike, root: str | os.PathLike | None = None,
+                     user: Optional[User] = None) -> None:
+    """Remove a workspace folder and everything in it (admins only; the caller asks the user first).
 
-    The folder is first renamed to a hidden name, so a crash half-way never leaves a half-deleted workspace
-    listed. Only a folder holding a ``workspace.db`` or a listed (broken) entry of the data directory is removed.
+    A folder whose database cannot be read has no members to ask: in ``local`` mode anyone may remove it, when
+    users sign in only a server admin. The folder is first renamed to a hidden name, so a crash half-way never
+    leaves a half-deleted workspace listed. Only a folder holding a ``workspace.db`` or a listed (broken) entry
+    of the data directory is removed.
     """
     path = _resolve(path_or_name, root, require_db=False)
+    try:
+        with Workspace(path, user=user) as workspace:
+            workspace.require("delete")
+    except (InvalidInputError, WorkspaceUnreadableError):  # no readable database: a broken folder
+        user = default_user() if user is None else user
+        if auth_mode() != "local" and not is_server_admin(user):
+            raise AccessDeniedError("only a server admin may delete a workspace whose database cannot be read.")
     doomed = path.parent / f".deleting-{secrets.token_hex(4)}"
     os.rename(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-class Workspace(RunsMixin, AbstractContextManager):
-    """An open workspace: the folders and the database, with one SQLite connection per thread."""
+class Workspace(ImagesMixin, RunsMixin, AccessMixin, ActivityMixin, AbstractContextManager):
+    """An open workspace acting for one user (:mod:`tac_core.workspace.access`): the folders and the database, with
+    one SQLite connection per thread."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, user: Optional[User] = None, session: str = "") -> None:
+        self._init_access(user, session)
         self.path = Path(path).expanduser().resolve()
         self.db_path = self.path / DB_NAME
         if not self.db_path.is_file():
@@ -217,12 +250,18 @@ class Workspace(RunsMixin, AbstractContextManager):
         return "" if row is None else row[0]
 
     def set_setting(self, key: str, value: str) -> None:
-        """Store a setting at once (stripped; "" removes it)."""
+        """Store a setting at once (stripped; "" removes it); admins only: a setting decides where the
+        workspace's images are sent to be computed, or who may approve a cluster."""
         self._check_setting(key)
+        choices = SETTING_CHOICES.get(key, ())
+        if choices and str(value).strip() not in ("", *choices):
+            raise InvalidInputError(f"the setting {key} is one of {', '.join(choices)}, not {str(value).strip()!r}.")
         with self.transaction() as conn:
+            self.require("settings", conn=conn)
             conn.execute("DELETE FROM meta WHERE key = ?", (key,))
             if str(value).strip():
                 conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, str(value).strip()))
+            self.record("setting changed", {key: str(value).strip()}, conn=conn)
 
     @staticmethod
     def _check_setting(key: str) -> None:
@@ -235,91 +274,23 @@ class Workspace(RunsMixin, AbstractContextManager):
             raise damaged_database(self.db_path, f"it has no {key!r}")
         return row[0]
 
-    # -- sources and images ----------------------------------------------------------------------------
-    def add_image_set(self, image_set: ImageSet, source_kind: str, source_location: str) -> AddedImages:
-        """Store every record of a scan under a new source, in one transaction.
-
-        An ok image whose bytes are already in the workspace is stored as a duplicate of that image (its
-        ``duplicate_of`` is the existing image id), not added again; duplicates within the set point at the
-        image their first copy became. Skipped files are kept with their reason for the skipped list.
-        """
-        if source_kind not in SOURCE_KINDS:
-            raise InvalidInputError(f"source kind {source_kind!r} is not one of {', '.join(SOURCE_KINDS)}.")
-        rows, new_ids, counts = [], [], {"duplicate": 0, "skipped": 0}
-        with self.transaction() as conn:
-            cur = conn.execute("INSERT INTO sources (kind, location, root, added) VALUES (?, ?, ?, ?)",
-                               (source_kind, str(source_location), str(image_set.root), utc_now()))
-            source_id = cur.lastrowid
-            known = {sha: (image_id, rel) for sha, image_id, rel in
-                     conn.execute("SELECT sha256, id, rel_path FROM images WHERE status = 'ok'")}
-            next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM images").fetchone()[0]
-            id_of_rel: dict[str, int] = {}
-            for record in image_set.records:
-                status, reason, duplicate_of = record.status, record.reason, None
-                path, rel_path = storable_text(record.path), storable_text(record.rel_path)
-                if (path, rel_path) != (record.path, record.rel_path):
-                    status, reason = "skipped", "the file name is not valid UTF-8; rename the file"
-                elif status == "ok" and record.sha256 in known:
-                    duplicate_of, first_rel = known[record.sha256]
-                    status, reason = "duplicate", f"same content as {first_rel}, already in this workspace"
-                elif status == "duplicate":
-                    duplicate_of = id_of_rel.get(record.duplicate_of or "") or known.get(record.sha256, (None,))[0]
-                    if duplicate_of is None:  # its first copy could not be stored: this copy is the image
-                        status, reason = "ok", ""
-                image_id, next_id = next_id, next_id + 1
-                if status == "ok":
-                    known[record.sha256] = (image_id, record.rel_path)
-                    new_ids.append(image_id)
-                else:
-                    counts[status] += 1
-                id_of_rel[record.rel_path] = image_id if status == "ok" else duplicate_of
-                rows.append((image_id, source_id, path, rel_path, record.sha256, record.size_bytes,
-                             record.width, record.height, status, reason, duplicate_of))
-            conn.executemany("INSERT INTO images (id, source_id, path, rel_path, sha256, size_bytes, width, "
-                             "height, status, reason, duplicate_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        return AddedImages(source_id, tuple(new_ids), counts["duplicate"], counts["skipped"])
-
-    def images(self, status: Optional[str] = None) -> pd.DataFrame:
-        """Every stored record (or those with ``status``), with its source kind, by id."""
-        if status is not None and status not in IMAGE_STATUSES:
-            raise InvalidInputError(f"image status {status!r} is not one of {', '.join(IMAGE_STATUSES)}.")
-        where, params = ("WHERE i.status = ?", (status,)) if status else ("", ())
-        frame = self._frame(
-            "SELECT i.id, i.source_id, s.kind AS source_kind, i.path, i.rel_path, i.sha256, i.size_bytes, i.width, "
-            f"i.height, i.status, i.reason, i.duplicate_of FROM images i JOIN sources s ON s.id = i.source_id "
-            f"{where} ORDER BY i.id", params)
-        frame["duplicate_of"] = frame["duplicate_of"].astype("Int64")
-        return frame
-
-    def image_counts(self) -> dict[str, int]:
-        """Images per status plus ``total``, for the sidebar."""
-        counts = dict.fromkeys(IMAGE_STATUSES, 0)
-        counts.update(self.connection().execute("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall())
-        counts["total"] = sum(counts.values())
-        return counts
-
-    def skipped_images(self) -> pd.DataFrame:
-        """The records the pipeline does not use (skipped and duplicates), each with its reason."""
-        return self.images().query("status != 'ok'").reset_index(drop=True)
-
-    def sources(self) -> pd.DataFrame:
-        """Where images came from: one row per add (kind, location as the user gave it, scanned root)."""
-        return self._frame("SELECT id, kind, location, root, added FROM sources ORDER BY id")
-
     # -- vocabulary sets -------------------------------------------------------------------------------
     def save_vocab_set(self, name: str, spec: dict) -> int:
-        """Store ``spec`` (JSON) under ``name``, replacing an earlier one; returns its new version number."""
+        """Store ``spec`` (JSON) under ``name``, replacing an earlier one (reviewers and up); returns its new
+        version number."""
         name = validate_name(name, "vocabulary set name")
         if not isinstance(spec, dict):
             raise InvalidInputError(f"the vocabulary set {name!r} must be a dict, not {type(spec).__name__}.")
         text = to_json(spec, f"vocabulary set {name!r}")
         now = utc_now()
         with self.transaction() as conn:
+            self.require("vocabulary", conn=conn)
             row = conn.execute("SELECT version FROM vocab_sets WHERE name = ?", (name,)).fetchone()
             version = 1 if row is None else row[0] + 1
             conn.execute("INSERT INTO vocab_sets (name, spec, version, created, updated) VALUES (?, ?, ?, ?, ?) "
                          "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, version = excluded.version, "
                          "updated = excluded.updated", (name, text, version, now, now))
+            self.record("vocabulary saved", {"name": name, "version": version}, conn=conn)
         return version
 
     def vocab_sets(self) -> pd.DataFrame:
@@ -348,8 +319,7 @@ def _slug(name: str) -> str:
 
 def _check_name_free(name: str, root: Path) -> None:
     if any(info.name.casefold() == name.casefold() for info in list_workspaces(root) if not info.error):
-        raise InvalidInputError(f"a workspace named {name!r} already exists in {root}; choose another name or "
-                                "open the existing one.")
+        raise NameTakenError(f"a workspace named {name!r} already exists; choose another name.")
 
 
 def _resolve(path_or_name: str | os.PathLike, root: str | os.PathLike | None, require_db: bool) -> Path:
@@ -373,8 +343,9 @@ def _resolve(path_or_name: str | os.PathLike, root: str | os.PathLike | None, re
                             "create it or choose an existing one.")
 
 
-def _read_info(folder: Path) -> WorkspaceInfo:
-    """Summary of one folder; any problem becomes an error note so one bad folder never hides the others."""
+def _read_info(folder: Path, user: Optional[User] = None) -> WorkspaceInfo:
+    """Summary of one folder (and ``user``'s role there); any problem becomes an error note so one bad folder
+    never hides the others."""
     db_path = folder / DB_NAME
     if not db_path.is_file():
         return WorkspaceInfo(folder.name, folder, "", 0, 0, f"no {DB_NAME}: not a workspace, or it was damaged")
@@ -384,10 +355,14 @@ def _read_info(folder: Path) -> WorkspaceInfo:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             images = conn.execute("SELECT COUNT(*) FROM images WHERE status = 'ok'").fetchone()[0]
             runs = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            has_members = conn.execute("SELECT name FROM sqlite_master WHERE name = 'members'").fetchone()
+            members = dict(conn.execute("SELECT key, role FROM members").fetchall()) if has_members else {}
         finally:
             conn.close()
     except sqlite3.Error as exc:
         return WorkspaceInfo(folder.name, folder, "", 0, 0, f"cannot read {DB_NAME}: {exc}")
     if "name" not in meta:
         return WorkspaceInfo(folder.name, folder, "", images, runs, f"{DB_NAME} has no workspace name")
-    return WorkspaceInfo(meta["name"], folder, meta.get("created", ""), images, runs)
+    role = resolve_role(members.get(user.key), bool(members)) if user is not None else None
+    return WorkspaceInfo(meta["name"], folder, meta.get("created", ""), images, runs, members=len(members),
+                         role=role.label if role else "")

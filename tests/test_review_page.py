@@ -320,6 +320,7 @@ def test_a_running_run_is_named_with_a_link_to_it(workspace):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # building a million-image workspace takes minutes on a loaded 2-core machine
 def test_a_million_points_render_and_a_box_selects_exactly(data_dir):
     ws, run_id = synthetic_workspace(data_dir, 1_000_000, 12, dim=4, thumbnails=False)
     try:

@@ -123,8 +123,8 @@ def test_proxy_mode_with_and_without_the_header(start_server, browser, tmp_path,
     bob.goto(review)
     tb.see(bob, "Read only: bob is a viewer of this workspace; to edit the review they need the reviewer role")
     for name, shortcut in (("Rename cluster", ""), ("Verify cluster", ""), ("Merge", ""), ("Undo", "U")):
-        expect(tb.button(bob, name, shortcut)).to_be_disabled()
-    expect(bob.get_by_label("New name", exact=True)).to_be_disabled()
+        expect(tb.button(bob, name, shortcut)).to_be_disabled(timeout=tb.STEP_MS)  # the panel draws after the banner
+    expect(bob.get_by_label("New name", exact=True)).to_be_disabled(timeout=tb.STEP_MS)
     bob.screenshot(path=str(output_dir / "2-viewer.png"))
     # ... and tampering with the address opens no other workspace
     for folder in (secret.path.name, "..", ".creating-x"):
@@ -147,14 +147,14 @@ def test_proxy_mode_with_and_without_the_header(start_server, browser, tmp_path,
     carl.screenshot(path=str(output_dir / "3-reviewer.png"))
     bob.goto(review)  # the viewer sees carl's edit, and may not undo it
     tb.see(bob, "Name: cracks")
-    expect(tb.button(bob, "Undo", "U")).to_be_disabled()
+    expect(tb.button(bob, "Undo", "U")).to_be_disabled(timeout=tb.STEP_MS)
 
     # eve, not a member (and sending "X-Forwarded-User: dora" herself, which the proxy drops): no trace of
     # either workspace anywhere
     eve = tab(browser, proxy, "eve", forged="dora")
     eve.goto(proxy.url)
     tb.see(eve, "No workspaces yet: create one below.")
-    expect(eve.get_by_test_id("stSidebarUserContent").get_by_text("eve", exact=True)).to_be_visible()
+    expect(eve.get_by_test_id("stSidebarUserContent").get_by_text("eve", exact=True)).to_be_visible(timeout=tb.STEP_MS)
     for url in (proxy.url, review, f"{proxy.url}/review?ws={secret.path.name}"):
         eve.goto(url)
         text = body(eve)

@@ -259,6 +259,10 @@ def test_an_action_reruns_only_the_parts_it_changed(workspace, monkeypatch):
     assert not at.image  # nor the galleries
     at.run()  # the whole page again: the same figure, from the cache
     assert len(builds) == 1 and at.get("plotly_chart")
+    click(at, "sign_off_approve", whole_page=False)  # a sign-off changes the list, not the map
+    assert not at.get("plotly_chart") and cluster_table(at)["Approved"][0] != ""
+    at.run()
+    assert len(builds) == 1
     at.session_state["review_selection_1"] = [int(i) for i in ids[:3]]
     at.run()
     assert len(builds) == 1  # a selection draws nothing on the map

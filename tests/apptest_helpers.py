@@ -1,11 +1,13 @@
 """Opening the app in Streamlit's AppTest the way a browser does, and what AppTest only keeps privately.
 
 Pages are addressed by file (``"pages/review.py"``), as ``app.py`` registers them with ``st.navigation``.
-:func:`elements` and :func:`registered_pages` are the only places that read AppTest's private attributes
-(``_tree``, ``_registered_pages``): when a Streamlit upgrade renames them, this file is the one to fix.
+:func:`elements`, :func:`registered_pages` and :func:`select_on_chart` are the only places that read AppTest's
+private attributes (``_tree``, ``_registered_pages``, ``_run``): when a Streamlit upgrade renames them, this
+file is the one to fix.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -45,3 +47,20 @@ def registered_pages(at: AppTest) -> list[dict]:
     """The pages the last run registered with ``st.navigation``, in the sidebar's order: ``page_name`` (the
     title), ``icon``, ``url_pathname``, ``script_path`` and ``help``."""
     return list(at._registered_pages.values())
+
+
+def select_on_chart(at: AppTest, chart, selection: dict) -> AppTest:
+    """Run ``at`` as after a box or lasso drawn on ``chart`` (an ``at.get("plotly_chart")`` element):
+    ``selection`` is what the browser reports (``points``, ``box``, ``lasso``). AppTest cannot interact with
+    a chart, so the chart's widget state is sent along with every other widget's, as a browser sends it."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    states = at._tree.get_widget_states()
+    kept = [w for w in states.widgets if w.id != chart.proto.id]
+    del states.widgets[:]
+    states.widgets.extend(kept)
+    state = WidgetState(id=chart.proto.id)
+    state.string_value = json.dumps({"selection": {"points": [], "point_indices": [], "box": [], "lasso": [],
+                                                 **selection}})
+    states.widgets.append(state)
+    return at._run(states)

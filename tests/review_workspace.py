@@ -66,14 +66,20 @@ def real_workspace(root: Path, images: Path, names=None, without: tuple[str, ...
     return workspace, run_id, ids
 
 
-def synthetic_workspace(root: Path, n: int, k: int, dim: int = 32, seed: int = 0) -> tuple[Workspace, int]:
-    """``n`` fake records in ``k`` clusters with arrays; every image shares one real thumbnail (hard links)."""
+def synthetic_workspace(root: Path, n: int, k: int, dim: int = 32, seed: int = 0, thumbnails: bool = True,
+                        small: int = 0) -> tuple[Workspace, int]:
+    """``n`` fake records in ``k`` clusters with arrays. With ``thumbnails``, every image of a cluster shares one
+    real thumbnail of the cluster's colour (hard links, a new file every 60,000: the file system's link limit);
+    without, there are none (a million hard links cost minutes). ``small`` > 0 makes the last cluster exactly that
+    many images (the browser benchmark moves it as a selection)."""
     rng = np.random.default_rng(seed)
     workspace = create_workspace("bench", root)
     records = tuple(ImageRecord(f"/plant/line/{i:06d}.png", f"line/{i:06d}.png", f"{i:064x}", 1000, 64, 64, "ok", "")
                     for i in range(n))
     ids = np.array(workspace.add_image_set(ImageSet("/plant", records), "folder", "/plant").image_ids)
-    labels = rng.integers(0, k, n)
+    labels = rng.integers(0, k - 1 if small else k, n)
+    if small:
+        labels[rng.choice(n, small, replace=False)] = k - 1
     centres = rng.standard_normal((k, 2)) * 10
     x = rng.standard_normal((k, dim))[labels] + 0.5 * rng.standard_normal((n, dim))
     t = rng.standard_normal((k, dim))[labels] + 0.5 * rng.standard_normal((n, dim))
@@ -82,10 +88,17 @@ def synthetic_workspace(root: Path, n: int, k: int, dim: int = 32, seed: int = 0
     anchors = [[(f"term{c}_{r}", 0.4 - 0.01 * r) for r in range(5)] for c in range(k)]
     run_id = workspace.create_run({"n_clusters": k, "mode": "free"}, ids)
     workspace.save_run_result(run_id, ids, labels, rng.random(n), anchors, arrays=arrays)
-    first = thumbnail_path(workspace.thumbs_dir, records[0].sha256)
-    Image.new("RGB", (64, 64), (90, 120, 150)).save(first, "JPEG")
-    for record in records[1:]:
-        os.link(first, thumbnail_path(workspace.thumbs_dir, record.sha256))
+    if thumbnails:
+        sources: dict[tuple[int, int], Path] = {}
+        for index, (record, cluster) in enumerate(zip(records, labels.tolist())):
+            target = thumbnail_path(workspace.thumbs_dir, record.sha256)
+            source = sources.get((cluster, index // 60_000))
+            if source is None:
+                colour = tuple(int(v) for v in 60 + (np.random.default_rng(cluster).random(3) * 180))
+                Image.new("RGB", (64, 64), colour).save(target, "JPEG")
+                sources[cluster, index // 60_000] = target
+            else:
+                os.link(source, target)
     return workspace, run_id
 
 

@@ -122,7 +122,7 @@ def test_proxy_mode_with_and_without_the_header(start_server, browser, tmp_path,
     bob = tab(browser, proxy, "bob")
     bob.goto(review)
     tb.see(bob, "Read only: bob is a viewer of this workspace; to edit the review they need the reviewer role")
-    for name, shortcut in (("Rename cluster", ""), ("Verify cluster", ""), ("Merge", ""), ("Undo", "U")):
+    for name, shortcut in (("Rename cluster", ""), ("Verify cluster", "V"), ("Merge", ""), ("Undo", "U")):
         expect(tb.button(bob, name, shortcut)).to_be_disabled(timeout=tb.STEP_MS)  # the panel draws after the banner
     expect(bob.get_by_label("New name", exact=True)).to_be_disabled(timeout=tb.STEP_MS)
     bob.screenshot(path=str(output_dir / "2-viewer.png"))

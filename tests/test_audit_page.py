@@ -39,10 +39,11 @@ def open_page(ws, run_id) -> AppTest:
 
 
 def click(at, key) -> AppTest:
+    """Click a button, then draw the whole page (the click reruns only the parts it changed)."""
     at.button(key=key).click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    return at
+    return at.run()
 
 
 def events(ws, run_id) -> list[tuple[str, dict]]:
@@ -82,7 +83,8 @@ def test_queue_in_rank_order_with_reasons_and_decisions(workspace):
     assert table["Why"].str.len().gt(0).all()
     assert progress(at) == "0 of 24 reviewed"
     labels = [b.label for b in at.button if b.key and b.key.startswith("audit_")]
-    assert labels[:7] == ["Undo", "Redo", "Rescore queue", "Keep", "Move to suggested", "Move to chosen", "Exclude"]
+    assert labels[:8] == ["Undo", "Redo", "Rescore queue", "Keep", "Move to suggested", "Exclude", "Skip",
+                          "Move to chosen"]
 
     first = current(at)
     click(at, "audit_keep")
@@ -118,7 +120,7 @@ def test_queue_in_rank_order_with_reasons_and_decisions(workspace):
 
     # coverage meter per cluster, contact sheet of a cluster
     coverage = next(df.value for df in at.dataframe if "Waiting in queue" in df.value.columns)
-    assert coverage["Coverage"].between(0, 1).all() and coverage["Coverage"].sum() > 0
+    assert coverage["Coverage"].between(0, 100).all() and coverage["Coverage"].sum() > 0
     assert [m.value for m in at.markdown][-3:] == ["**Most typical**", "**Nearest the boundary**",
                                                    "**Farthest from the centre**"]
     assert len(at.image) >= 1 + 6  # the item, its examples, the contact sheet
@@ -175,3 +177,28 @@ def test_trained_runs_score_with_head_probabilities_grouped_by_merges(workspace)
     at.button(key="audit_rescore_button").click().run()
     assert any("Scores: free mode" in t.value for t in at.text)
     assert not at.exception
+
+
+def test_progress_is_the_same_in_a_new_browser_session(workspace):
+    ws, run_id, ids = workspace
+    at = open_page(ws, run_id)
+    assert progress(at) == "0 of 24 reviewed"
+    for key in ("audit_keep", "audit_exclude", "audit_keep"):
+        click(at, key)
+    assert progress(at) == "3 of 24 reviewed"
+    again = open_page(ws, run_id)  # a new browser session scores the queue afresh, without the decided images
+    assert progress(again) == "3 of 24 reviewed"
+
+
+def test_a_decision_reruns_only_the_parts_it_changed_and_coverage_reads_alike(workspace):
+    ws, run_id, ids = workspace
+    at = open_page(ws, run_id)
+    shown = len(at.image)
+    at.button(key="audit_keep").click().run()  # only the parts a decision changes: no contact sheet drawn
+    assert progress(at) == "1 of 24 reviewed" and not any("Most typical" in m.value for m in at.markdown)
+    assert len(at.image) < shown
+    at.run()
+    for table in (next(df for df in at.dataframe if "Waiting in queue" in df.value.columns),):
+        config = json.loads(table.proto.columns)["Coverage"]
+        assert config["type_config"]["format"] == "%d%%"  # whole per cents, one format ("0%", "36%")
+        assert table.value["Coverage"].between(0, 100).all() and (table.value["Coverage"] % 1 == 0).all()

@@ -70,11 +70,13 @@ def free_port() -> int:
 
 class Server:
     """``streamlit run app.py`` as a subprocess on ``port`` with its own data folder; log in ``log_path``. ``env``
-    adds settings (e.g. ``TAC_STUDIO_AUTH``); ``address`` None starts it without ``--server.address``."""
+    adds settings (e.g. ``TAC_STUDIO_AUTH``); ``address`` None starts it without ``--server.address``; ``root`` is
+    the checkout whose app runs (``bench.browser`` also runs an older one)."""
 
     def __init__(self, data: Path, port: int, log_path: Path, env: dict | None = None,
-                 address: str | None = "127.0.0.1") -> None:
+                 address: str | None = "127.0.0.1", root: Path = ROOT) -> None:
         self.data, self.port, self.log_path, self.env, self.address = data, port, log_path, env or {}, address
+        self.root = root
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
 
@@ -89,7 +91,7 @@ class Server:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                  "--server.port", str(self.port), *address, "--browser.gatherUsageStats", "false"],
-                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                cwd=self.root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -488,6 +490,7 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     expect(page).to_have_url(re.compile(r"/review\?ws=[^&]+&run=1$"))
     page.locator(".js-plotly-plot").first.wait_for()
     see(page, "0 edit(s) in effect on run 1.")
+    expect(page.locator(".js-plotly-plot .imagelayer image").first).to_be_attached()  # thumbnails on the map
     shot(page, output_dir, "6-review")
     expect(page.get_by_text("Layout: PCA picture of the images' image and text features")).to_be_visible()
     sizes = legend(page)
@@ -521,7 +524,7 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     type_into(page, "New name", "=1+1 edge")
     button(page, "Rename cluster").click()
     see(page, "Name: =1+1 edge")
-    button(page, "Verify cluster").click()
+    button(page, "Verify cluster", "V").click()
     see(page, f"Marked cluster {closed} '=1+1 edge' verified.")
     expect(page.get_by_text("Verified cluster", exact=True)).to_be_visible()
     see(page, "4 edit(s) in effect on run 1.")
@@ -709,7 +712,7 @@ def test_review_edits_survive_a_server_kill(start_server, page, output_dir, tmp_
     choose(page, "Clusters to merge into this one", "2 · cluster 2 (7)")
     button(page, "Merge").click()
     see(page, "Merged cluster 2 'cluster 2' into cluster 0 'cracks'")
-    button(page, "Verify cluster").click()
+    button(page, "Verify cluster", "V").click()
     see(page, "Marked cluster 0 'cracks' verified.")
     choose(page, "Cluster", "1 · cluster 1 (8)")
     type_into(page, "New name", "fingers")
@@ -717,7 +720,8 @@ def test_review_edits_survive_a_server_kill(start_server, page, output_dir, tmp_
     see(page, "Name: fingers")
     first_member = page.get_by_role("checkbox", name=re.compile(r"^Select image \d+$")).first
     image_id = int(first_member.get_attribute("aria-label").split()[-1])
-    click(page, page.get_by_test_id("stCheckbox").get_by_text(f"Select image {image_id}", exact=True))
+    member_box = page.get_by_role("checkbox", name=f"Select image {image_id}", exact=True)
+    click(page, page.get_by_test_id("stCheckbox").filter(has=member_box).locator("label"))
     expect(first_member).to_be_checked()
     see(page, "1 image(s) selected (1 in cluster 1).")
     button(page, "Verify selected").click()

@@ -382,3 +382,43 @@ def test_move_with_verify_is_one_undoable_event(ws, run, session):
     assert ReviewSession(ws, run[0]).state.verified[:2].all()  # persisted as one event
     session.undo()
     assert not session.state.verified.any() and members(session, 0) == sorted(ids[:4].tolist())
+
+
+def test_each_edit_says_what_it_changed_and_when_each_aspect_last_changed(ws, run, session):
+    run_id, ids = run
+    assert session.changed_at() == 0
+    rename = session.rename(0, "cracks")  # every edit may withdraw an approval of a cluster it touches
+    assert rename.changes == {"names", "approvals"} and session.changed_at("names") == rename.event_id
+    assert session.changed_at("labels", "excluded") == 0
+    verify = session.verify_cluster(1)
+    assert verify.changes == {"marks", "approvals"} and session.changed_at("labels", "names", "excluded") == rename.event_id
+    move = session.move(ids[:2], 1)
+    assert move.changes == {"labels", "approvals"}
+    assert session.move(ids[2:3], 2, verify=True).changes == {"labels", "verified", "approvals"}
+    assert session.exclude(ids[5:6]).changes == {"excluded", "approvals"}
+    assert session.merge(2, 1).changes == {"labels", "names", "marks", "approvals"}
+    assert session.split(0, ids[3:4]).changes == {"labels", "names", "approvals"}
+    undo = session.undo()  # undoing the split changes what the split changed
+    assert undo.changes == {"labels", "names", "approvals"} and session.changed_at("labels") == undo.event_id
+    assert session.redo().changes == {"labels", "names", "approvals"}
+    # another session on the run agrees on every aspect's last change
+    other = ReviewSession(ws, run_id, session_id="B")
+    for aspect in ("labels", "names", "marks", "verified", "excluded", "approvals"):
+        assert other.changed_at(aspect) == session.changed_at(aspect)
+    assert other.changed_at() == session.changed_at() == max(h["event_id"] for h in session.history())
+
+
+def test_bulk_selection_never_takes_excluded_images_and_regions_count_every_point(session, run):
+    from tac_core.workspace.review_selection import bulk_selectable, region_selection
+
+    run_id, ids = run
+    session.exclude(ids[[1, 5]])
+    state = session.state
+    assert bulk_selectable(state, np.arange(6)).tolist() == ids[[0, 2, 3, 4]].tolist()
+    xy = np.column_stack([np.arange(len(ids)), np.zeros(len(ids))]).astype(np.float32)  # image i at (i, 0)
+    box = [{"x": [0.5, 9.5], "y": [-1, 1]}]
+    assert region_selection(state, xy, boxes=box).tolist() == ids[[2, 3, 4, 6, 7, 8, 9]].tolist()
+    assert region_selection(state, xy, boxes=box, clusters=[2]).tolist() == ids[[8, 9]].tolist()
+    lasso = [{"x": [1.5, 4.5, 4.5, 1.5], "y": [-1, -1, 1, 1]}]
+    assert region_selection(state, xy, lassos=lasso).tolist() == ids[[2, 3, 4]].tolist()
+    assert region_selection(state, xy, boxes=box, shown=np.array([3, 5, 9])).tolist() == ids[[3, 9]].tolist()

@@ -100,6 +100,20 @@ def test_queue_ranks_misfits_first_and_decided_images_leave_it(reviewed):
     assert (rescored.rank[~audited] == -1).all()
 
 
+def test_progress_counts_decisions_the_same_in_every_session(reviewed):
+    session, ids = reviewed
+    queue = audit_session(session)
+    assert queue.progress(session.decided()) == (0, len(ids))
+    session.verify_images([int(ids[queue.queue[0]])])
+    session.move([int(ids[queue.queue[1]])], 0, verify=True)
+    session.exclude([int(ids[queue.queue[2]])])
+    assert queue.progress(session.decided()) == (3, len(ids))
+    fresh = audit_session(session)  # a new browser session scores afresh: decided images are not queued
+    assert len(fresh.queue) == len(ids) - 3 and fresh.progress(session.decided()) == (3, len(ids))
+    session.undo()  # the exclusion taken back: the image is pending again in the old queue
+    assert queue.progress(session.decided()) == (2, len(ids))
+
+
 def test_runs_without_embeddings_cannot_be_audited(tmp_path, elpv_images):
     workspace, run_id, _ = real_workspace(tmp_path / "data", elpv_images, without=("image_embeddings",))
     session = ReviewSession(workspace, run_id)

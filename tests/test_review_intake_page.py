@@ -74,6 +74,7 @@ def test_a_batch_waits_then_shows_new_on_the_map_coloured_and_filtered(bed):
     at.multiselect(key="review_filter_values").set_value(["cam1"]).run()
     table = metadata.metadata_table(bed.workspace, ReviewSession(bed.workspace, bed.run_id).state.image_ids)
     assert drawn(at) == int((table["camera"] == "cam1").sum())
+    at.run()  # the whole page: a filter reruns only the map and the gallery
     assert any(s.label == "Where its images come from" for s in at.selectbox)  # the open cluster's sources
     sources = [c for c in at.get("vega_lite_chart") if "Cluster (largest first)" not in c.proto.spec]  # not the sizes
     assert len(sources) == 1  # ... as a bar chart

@@ -1,5 +1,7 @@
 """The Review page (AppTest): map and cluster list render; every action is one persisted event and changes
-what is shown; undo/redo; a reopened session shows the same state; user text is never rendered as markup."""
+what is shown, and reruns only the parts of the page it changed; undo/redo; a reopened session shows the same
+state; user text is never rendered as markup; a running run is named; a million points render and a box
+selects every point inside it."""
 from __future__ import annotations
 
 import gc
@@ -13,8 +15,10 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import tac_core.cluster.projection
-from apptest_helpers import open_app
-from review_workspace import real_workspace
+import ui.map_view
+from apptest_helpers import open_app, select_on_chart
+from review_workspace import real_workspace, synthetic_workspace
+from tac_core.workspace.review import ReviewSession
 
 EVIL = "<img src=x onerror=alert(1)> **bold** :red[x] $x$"
 
@@ -51,19 +55,25 @@ def events(ws, run_id) -> list[tuple[str, dict]]:
 
 
 def cluster_table(at):
-    return next(df.value for df in at.dataframe if "Coverage" in df.value.columns and "Anchors" in df.value.columns)
+    return next(df.value for df in at.dataframe if "Coverage" in df.value.columns and "Conf." in df.value.columns)
 
 
 def texts(at) -> list[str]:
     return [t.value for t in at.text]
 
 
-def click(at, key) -> AppTest:
+def click(at, key, whole_page: bool = True) -> AppTest:
+    """Click a button; the parts the action reran are then all AppTest shows, so by default the whole page is
+    drawn again (``whole_page=False`` keeps just the parts, e.g. to read the toolbar's message)."""
     at.button(key=key).click().run()
     assert not at.exception, at.exception
     errors = [e.value for e in at.error]
     assert not errors, errors
-    return at
+    return at.run() if whole_page else at
+
+
+def chart_spec(at) -> dict:
+    return json.loads(at.get("plotly_chart")[0].proto.spec)
 
 
 def test_renders_map_cluster_list_and_gallery(workspace):
@@ -71,19 +81,31 @@ def test_renders_map_cluster_list_and_gallery(workspace):
     at = open_page(ws, run_id)
     charts = at.get("plotly_chart")
     assert len(charts) == 1
-    spec = json.loads(charts[0].proto.spec)
+    spec = chart_spec(at)
     names = [trace["name"] for trace in spec["data"]]
     assert names == ["0 · cluster 0 (9)", "1 · cluster 1 (8)", "2 · cluster 2 (7)"]
     assert charts[0].proto.selection_mode  # lasso/box selection is on
+    # the hover names the file (its relative path) and, through the trace, its cluster
+    assert spec["data"][0]["hovertemplate"] == "%{text}<extra>%{fullData.name}</extra>"
+    rel_paths = set(ws.run_assignments(run_id)["rel_path"])
+    assert set(spec["data"][0]["text"]) <= rel_paths and len(spec["data"][0]["text"]) == 9
+    # thumbnails on the map: each cluster's most confident images at their points, as small JPEGs
+    images = spec["layout"]["images"]
+    assert len(images) == 24 and all(i["source"].startswith("data:image/jpeg;base64,") for i in images)
+    assert {(i["xref"], i["yref"]) for i in images} == {("x", "y")}
     table = cluster_table(at)
-    assert table["Size"].tolist() == [9, 8, 7] and table["Anchors"][0] == "crack 0.31, fracture 0.28"
-    assert table["Coverage"].tolist() == [0, 0, 0]
-    assert len(at.image) == 9  # the current cluster's thumbnails
+    assert table.columns.tolist() == ["ID", "Name", "Size", "Excl.", "Coverage", "Verified", "Conf.", "Approved"]
+    assert table["Size"].tolist() == [9, 8, 7] and table["Coverage"].tolist() == [0, 0, 0]
+    assert "Name: cluster 0" in texts(at) and "Not verified" in texts(at)
+    assert any(t.startswith("9 images · 0 excluded") and "Anchors: crack 0.31, fracture 0.28" in t for t in texts(at))
+    assert len(at.image) == 9  # the open cluster's thumbnails
     # most confident first, then least confident first
-    first = texts(at)[4].split("\n")[0]
+    first = next(t for t in texts(at) if t.startswith("cell")).split("\n")[0]
     at.toggle(key="review_least_first").set_value(True).run()
     least = [t.split("\n") for t in texts(at) if t.startswith("cell")]
     assert least[0][0] != first and float(least[0][1][:4]) <= float(least[-1][1][:4])
+    at.toggle(key="review_map_thumbnails").set_value(False).run()
+    assert chart_spec(at)["layout"]["images"] == []
 
 
 def test_every_action_is_one_persisted_event_and_shows(workspace):
@@ -120,7 +142,7 @@ def test_every_action_is_one_persisted_event_and_shows(workspace):
 
     click(at, "review_verify_images")
     assert events(ws, run_id)[-1] == ("verify_images", {"image_ids": chosen, "value": True})
-    assert cluster_table(at).set_index("ID").loc[1, "Coverage"] == pytest.approx(0.2)
+    assert cluster_table(at).set_index("ID").loc[1, "Coverage"] == 20  # per cent, whole numbers
 
     click(at, "review_verify_cluster")
     assert events(ws, run_id)[-1][0] == "verify_cluster"
@@ -129,16 +151,16 @@ def test_every_action_is_one_persisted_event_and_shows(workspace):
 
     click(at, "review_exclude")
     assert events(ws, run_id)[-1] == ("exclude", {"image_ids": chosen, "value": True})
-    assert cluster_table(at).set_index("ID").loc[1, "Excluded"] == 2
+    assert cluster_table(at).set_index("ID").loc[1, "Excl."] == 2
 
     assert not at.button(key="review_undo").disabled and at.button(key="review_redo").disabled
     click(at, "review_undo")
     assert events(ws, run_id)[-1][0] == "undo"
-    assert cluster_table(at).set_index("ID").loc[1, "Excluded"] == 0
+    assert cluster_table(at).set_index("ID").loc[1, "Excl."] == 0
     assert not at.button(key="review_redo").disabled
     click(at, "review_redo")
     assert events(ws, run_id)[-1][0] == "redo"
-    assert cluster_table(at).set_index("ID").loc[1, "Excluded"] == 2
+    assert cluster_table(at).set_index("ID").loc[1, "Excl."] == 2
     assert [k for k, _ in events(ws, run_id)] == ["rename", "merge", "split", "move", "verify_images",
                                                   "verify_cluster", "exclude", "undo", "redo"]
     history = next(df.value for df in at.dataframe if "Action" in df.value.columns)
@@ -168,13 +190,15 @@ def test_markup_in_names_is_shown_as_text(workspace):
     ws, run_id, ids = workspace
     at = open_page(ws, run_id)
     at.text_input(key="review_new_name").input(EVIL)
-    click(at, "review_rename")
+    click(at, "review_rename", whole_page=False)
+    assert any("\\<img" in element.value for element in at.success)  # the toolbar's message, escaped
+    at.run()
     assert events(ws, run_id)[-1][1]["name"] == EVIL
     assert f"Name: {EVIL}" in texts(at)  # st.text: literal
     assert cluster_table(at)["Name"][0] == EVIL  # dataframe cell: literal
-    for element in [*at.markdown, *at.success, *at.caption]:  # Markdown contexts: every trigger escaped
+    for element in [*at.markdown, *at.success, *at.caption, *at.subheader]:  # Markdown: every trigger escaped
         assert not re.search(r"(?<!\\)(<|\*\*|:red|\$)", element.value), element.value
-    assert any("\\<img" in element.value for element in at.success)
+    assert any("\\<img" in element.value for element in at.subheader)  # the open cluster's gallery heading
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert spec["data"][0]["name"].startswith("0 · &lt;img src=x onerror=alert(1)&gt;")
 
@@ -218,6 +242,108 @@ def test_a_run_without_a_map_gets_one_computed_once_and_saved(data_dir, elpv_ima
         edited.text_input(key="review_new_name").input("cracks")
         click(edited, "review_rename")
         assert calls == [(24, 2 * 16)]  # an edit never recomputes the map
+    finally:
+        ws.close()
+        release_app_caches()
+
+
+def test_an_action_reruns_only_the_parts_it_changed(workspace, monkeypatch):
+    ws, run_id, ids = workspace
+    builds = []
+    build = ui.map_view.build_figure
+    monkeypatch.setattr(ui.map_view, "build_figure", lambda *a, **k: builds.append(1) or build(*a, **k))
+    at = open_page(ws, run_id)
+    assert len(builds) == 1
+    click(at, "review_verify_cluster", whole_page=False)  # an action on one cluster that moves no image
+    assert not at.get("plotly_chart") and cluster_table(at)["Verified"][0]  # the map was not redrawn, the list was
+    assert not at.image  # nor the galleries
+    at.run()  # the whole page again: the same figure, from the cache
+    assert len(builds) == 1 and at.get("plotly_chart")
+    click(at, "sign_off_approve", whole_page=False)  # a sign-off changes the list, not the map
+    assert not at.get("plotly_chart") and cluster_table(at)["Approved"][0] != ""
+    at.run()
+    assert len(builds) == 1
+    at.session_state["review_selection_1"] = [int(i) for i in ids[:3]]
+    at.run()
+    assert len(builds) == 1  # a selection draws nothing on the map
+    at.text_input(key="review_new_name").input("cracks")
+    click(at, "review_rename", whole_page=False)  # a name shows in the map's legend: rebuilt
+    assert len(builds) == 2 and chart_spec(at)["data"][0]["name"] == "0 · cracks (9)"
+    assert not at.image  # the galleries show no names
+    click(at, "review_undo")
+    assert len(builds) == 3 and chart_spec(at)["data"][0]["name"] == "0 · cluster 0 (9)"
+
+
+def test_bulk_selection_never_takes_excluded_images(workspace):
+    ws, run_id, ids = workspace
+    members = ReviewSession(ws, run_id).members(0)["image_id"].tolist()
+    ReviewSession(ws, run_id, session_id="setup").exclude(members[:2])
+    at = open_page(ws, run_id)
+    at.selectbox(key="review_cluster").select(0).run()
+    click(at, "review_select_page")
+    assert at.session_state["review_selection_1"] == sorted(members[2:])
+    click(at, "review_verify_images")
+    assert events(ws, run_id)[-1] == ("verify_images", {"image_ids": sorted(members[2:]), "value": True})
+    click(at, "review_clear_selection")
+    click(at, "review_select_cluster")
+    assert at.session_state["review_selection_1"] == sorted(members[2:])
+    # ticking an excluded image on its own selects it (to include it again)
+    at.checkbox(key=f"review_members_pick_{members[0]}").check().run()
+    assert members[0] in at.session_state["review_selection_1"]
+
+
+def test_a_box_or_lasso_on_the_map_selects_every_image_inside(workspace):
+    ws, run_id, ids = workspace
+    at = open_page(ws, run_id)
+    xy = ws.load_run_array(run_id, "projection")
+    labels = ReviewSession(ws, run_id).state.labels
+    box = {"x": [-1.5, 5.5], "y": [-1.5, 3.0]}  # cluster 0 around (0, 0) and part of cluster 1 around (4, 3)
+    inside = (xy[:, 0] >= -1.5) & (xy[:, 0] <= 5.5) & (xy[:, 1] >= -1.5) & (xy[:, 1] <= 3.0)
+    caught = [{"customdata": int(p)} for p in np.flatnonzero(inside & (labels == 0))]  # cluster 1 hidden
+    select_on_chart(at, at.get("plotly_chart")[0], {"points": caught, "box": [box]})
+    assert not at.exception
+    assert at.session_state["review_selection_1"] == sorted(ids[inside & (labels == 0)].tolist())
+    assert not at.get("plotly_chart")  # selecting does not redraw the map
+    at.run()
+    caught.append({"customdata": int(np.flatnonzero(inside & (labels == 1))[0])})
+    lasso = {"x": [-1.5, 5.5, 5.5, -1.5], "y": [-1.5, -1.5, 3.0, 3.0]}
+    select_on_chart(at, at.get("plotly_chart")[0], {"points": caught, "lasso": [lasso]})
+    selected = at.session_state["review_selection_1"]
+    assert sorted(selected) == sorted(ids[inside & np.isin(labels, [0, 1])].tolist())
+
+
+def test_a_running_run_is_named_with_a_link_to_it(workspace):
+    ws, run_id, ids = workspace
+    running = ws.create_run({"n_clusters": 3, "mode": "free"}, ids)
+    ws.set_run_status(running, "running")
+    at = open_page(ws, run_id)
+    assert any(f"Run {running} is running" in i.value for i in at.info)
+    links = [link for link in at.get("page_link") if link.proto.label == f"Follow run {running} on the Cluster page"]
+    assert links and links[0].proto.page.endswith("cluster")
+    assert cluster_table(at)["Size"].tolist() == [9, 8, 7]  # the finished run is still reviewed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # building a million-image workspace takes minutes on a loaded 2-core machine
+def test_a_million_points_render_and_a_box_selects_exactly(data_dir):
+    ws, run_id = synthetic_workspace(data_dir, 1_000_000, 12, dim=4, thumbnails=False)
+    try:
+        at = open_app("pages/review.py", ws, run_id, timeout=600)
+        spec = chart_spec(at)
+        drawn = sum(len(trace["customdata"]["bdata"]) * 3 // 4 // 4 for trace in spec["data"])
+        assert drawn < 60_000  # a bounded sample, not a million points
+        sizes = {int(t["name"].split(" · ")[0]): int(t["name"].rsplit("(", 1)[1][:-1]) for t in spec["data"]}
+        labels = ws.run_assignments(run_id)["cluster"].to_numpy()
+        assert sizes == dict(enumerate(np.bincount(labels).tolist()))  # exact sizes in the legend
+        xy = ws.load_run_array(run_id, "projection")
+        box = {"x": [-5.0, 5.0], "y": [-5.0, 5.0]}
+        inside = (xy[:, 0] >= -5) & (xy[:, 0] <= 5) & (xy[:, 1] >= -5) & (xy[:, 1] <= 5)
+        assert inside.sum() > 60_000  # more than the map draws
+        caught = [{"customdata": int(np.flatnonzero(inside & (labels == c))[0])} for c in np.unique(labels[inside])]
+        select_on_chart(at, at.get("plotly_chart")[0], {"points": caught, "box": [box]})
+        assert not at.exception
+        assert len(at.session_state["review_selection_1"]) == int(inside.sum())
+        assert any(t.value.startswith(f"{int(inside.sum())} image(s) selected") for t in at.text)
     finally:
         ws.close()
         release_app_caches()

@@ -12,6 +12,7 @@ from tac_core.workspace.recluster_run import recluster_into_new_run
 from ui import access
 from ui.audit_data import sheet_positions
 from ui.gallery import strip
+from ui.widgets import coverage_column
 from ui.safe_text import esc, short
 from ui.state import set_run, show_error
 
@@ -72,12 +73,11 @@ def coverage_section(session: ReviewSession, snap, decided: np.ndarray) -> None:
                snap.audit.waiting(decided, session.state.labels, clusters["cluster"].tolist()))
     st.subheader("Coverage per cluster")
     st.dataframe(pd.DataFrame({"ID": clusters["cluster"], "Name": clusters["name"], "Size": clusters["size"],
-                               "Coverage": clusters["verified_share"], "Verified": clusters["verified"],
+                               "Coverage": (clusters["verified_share"] * 100).round(), "Verified": clusters["verified"],
                                "Waiting in queue": waiting}),
                  hide_index=True, key="audit_coverage",
                  column_config={"Name": st.column_config.TextColumn("Name", width=220),
-                                "Coverage": st.column_config.ProgressColumn(
-                     "Coverage", format="percent", min_value=0.0, max_value=1.0, help="Share of images verified")})
+                                "Coverage": coverage_column()})
 
 
 # -- contact sheet ---------------------------------------------------------------------------------------

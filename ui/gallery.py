@@ -2,8 +2,11 @@
 selection, and small strips of example thumbnails.
 
 Checkbox state is derived from the selection every rerun (it is set in session state just before the
-checkbox is drawn), so the map, the gallery and the buttons always agree on what is selected. File names are
-drawn with ``st.text``: user text is never rendered as Markdown.
+checkbox is drawn), so the map, the galleries and the buttons always agree on what is selected. Ticking one
+image selects it even when it is excluded (to include it again); bulk selections never take excluded images
+(:mod:`tac_core.workspace.review_selection`). File names are drawn with ``st.text`` (never as Markdown), cut in
+the middle so that a long name keeps its extension on one line. Thumbnails are served from their files
+(always JPEG: nothing is decoded or re-encoded per rerun).
 """
 from __future__ import annotations
 
@@ -14,11 +17,13 @@ import pandas as pd
 import streamlit as st
 
 from tac_core.workspace.workspace import Workspace
-from ui.map_view import selected_ids, set_selection
+from ui import review_parts as parts
 from ui.review_data import image_source
+from ui.safe_text import middle
 
-PAGE_SIZE = 24
-COLUMNS = 6
+PAGE_SIZE = 12
+COLUMNS = 3
+CAPTION_CHARS = 17  # a file name on one line under a thumbnail a third of a half-width column wide at 1,400 px
 
 
 def page_of(frame: pd.DataFrame, key: str, page_size: int = PAGE_SIZE) -> pd.DataFrame:
@@ -26,16 +31,35 @@ def page_of(frame: pd.DataFrame, key: str, page_size: int = PAGE_SIZE) -> pd.Dat
     pages = max(1, math.ceil(len(frame) / page_size))
     if st.session_state.get(key, 1) > pages:
         st.session_state.pop(key, None)  # back to page 1 (setting it would clash with the widget's default)
-    page = st.pagination(pages, key=key, max_visible_pages=7) if pages > 1 else 1
+    page = st.pagination(pages, key=key, max_visible_pages=5) if pages > 1 else 1
     return frame.iloc[(page - 1) * page_size: page * page_size]
 
 
 def _toggle(run_id: int, image_id: int, key: str) -> None:
-    ids = selected_ids(run_id)
+    ids = parts.selected_ids(run_id)
     if st.session_state.get(key):
-        set_selection(run_id, np.union1d(ids, [image_id]))
+        parts.set_selection(run_id, np.union1d(ids, [image_id]))
     else:
-        set_selection(run_id, np.setdiff1d(ids, [image_id]))
+        parts.set_selection(run_id, np.setdiff1d(ids, [image_id]))
+    parts.redraw(*parts.SELECTION_PARTS)  # the image may be in both galleries
+
+
+def show_image(workspace: Workspace, sha256: str, path: str) -> None:
+    """The image's thumbnail (or a small browser-readable original), else a note."""
+    source = image_source(workspace, sha256, path)
+    if source is None:
+        st.text("(no thumbnail)")
+    else:
+        st.image(source, width="stretch", output_format="JPEG" if source.endswith(".jpg") else "auto")
+
+
+def caption(rel_path: str, confidence=None, verified: bool = False, excluded: bool = False, new: bool = False,
+            chars: int = CAPTION_CHARS) -> str:
+    """Two lines under a thumbnail: the file name cut in the middle, then confidence and flags ("new": added by
+    an intake after the run)."""
+    flags = [f"{confidence:.2f}"] if confidence is not None and not pd.isna(confidence) else []
+    flags += ["verified"] * bool(verified) + ["excluded"] * bool(excluded) + ["new"] * bool(new)
+    return f"{middle(rel_path, chars)}\n{' · '.join(flags)}"
 
 
 def grid(workspace: Workspace, run_id: int, frame: pd.DataFrame, key: str, columns: int = COLUMNS,
@@ -44,10 +68,10 @@ def grid(workspace: Workspace, run_id: int, frame: pd.DataFrame, key: str, colum
     if frame.empty:
         st.text("No images here.")
         return
-    chosen = set(selected_ids(run_id).tolist()) if selectable else set()
+    chosen = set(parts.selected_ids(run_id).tolist()) if selectable else set()
     rows = list(frame.itertuples(index=False))
     for start in range(0, len(rows), columns):
-        cols = st.columns(columns)
+        cols = st.columns(columns, gap="small")
         for col, row in zip(cols, rows[start:start + columns]):
             with col:
                 _tile(workspace, run_id, row, key, selectable, int(row.image_id) in chosen)
@@ -55,25 +79,14 @@ def grid(workspace: Workspace, run_id: int, frame: pd.DataFrame, key: str, colum
 
 def _tile(workspace: Workspace, run_id: int, row, key: str, selectable: bool, is_chosen: bool) -> None:
     image_id = int(row.image_id)
-    source = image_source(workspace, row.sha256, row.path)
-    if source is None:
-        st.text("(no thumbnail)")
-    else:
-        st.image(source, width="stretch")
-    flags = []
-    if getattr(row, "verified", False):
-        flags.append("verified")
-    if getattr(row, "excluded", False):
-        flags.append("excluded")
-    if getattr(row, "new", False):
-        flags.append("new")
-    confidence = getattr(row, "confidence", None)
-    detail = f"{confidence:.2f}" if confidence is not None and not pd.isna(confidence) else ""
-    st.text(f"{row.rel_path}\n{' · '.join([detail, *flags]).strip(' ·')}")
+    show_image(workspace, row.sha256, row.path)
+    st.text(caption(row.rel_path, getattr(row, "confidence", None), getattr(row, "verified", False),
+                    getattr(row, "excluded", False), getattr(row, "new", False)))
     if selectable:
         box = f"{key}_pick_{image_id}"
         st.session_state[box] = is_chosen
-        st.checkbox(f"Select image {image_id}", key=box, on_change=_toggle, args=(run_id, image_id, box))
+        st.checkbox(f"Select image {image_id}", key=box, on_change=_toggle, args=(run_id, image_id, box),
+                    label_visibility="collapsed")
 
 
 def strip(workspace: Workspace, frame: pd.DataFrame, columns: int = 4, caption_rows: bool = False) -> None:
@@ -84,11 +97,6 @@ def strip(workspace: Workspace, frame: pd.DataFrame, columns: int = 4, caption_r
     cols = st.columns(columns)
     for col, row in zip(cols, frame.head(columns).itertuples(index=False)):
         with col:
-            source = image_source(workspace, row.sha256, row.path)
-            if source is None:
-                st.text("(no thumbnail)")
-            else:
-                st.image(source, width="stretch")
+            show_image(workspace, row.sha256, row.path)
             if caption_rows:
-                st.text(str(row.rel_path))
-
+                st.text(middle(row.rel_path, CAPTION_CHARS))

@@ -1,25 +1,44 @@
-"""The run's map: a WebGL scatter of the fixed 2-D layout, one trace per cluster (or per value of a metadata
-field), the images an intake added ringed as "new", with lasso/box selection.
+"""The Review page's map: a scatter of the run's fixed 2-D layout, one trace per cluster (or per value of a metadata
+field), thumbnails of each cluster's most typical images at their points, the images an intake added ringed as
+"new", lasso and box selection over every point.
 
-Cost per rerun at 50k points is a few tens of ms: the layout is a cached array, traces are grouped with one
-argsort, the figure is built without Plotly's per-property validation (``_validate=False``; every value is
-a plain numpy array or string made here) and serialised as typed arrays. Only colours and legend entries
-change after an edit; positions never do.
+The map is a part of its own (``st.fragment``): a selection, a gallery or a verified mark never redraws it.
+Its figure is built once per state of what it shows — labels, names, exclusions (keyed by the last event that
+changed them, :meth:`~tac_core.workspace.review.ReviewSession.changed_at`, the same in every browser session),
+the open cluster when it draws a sample, the thumbnail toggle, the colouring and filter (and the metadata they
+read) — and kept per server process, so a rerun, a new browser session or an edit elsewhere sends the same
+figure again, which Streamlit answers with a reference to the copy the browser already has.
 
-The selection is view state: ``st.session_state[selection_key(run)]`` holds the selected image ids. A lasso
-or box on the map replaces it (in the chart's ``on_select`` callback, which runs before the page script, so
-the whole page draws the new selection); double-clicking the map empties it.
+What it draws is the engine's (:mod:`tac_core.cluster.map_sample`): every point up to 20,000, beyond that a
+stable sample of each cluster at one rate plus every point of the open cluster, among the points that pass the
+filter. A lasso or box selects every image inside it, drawn or not
+(:func:`tac_core.workspace.review_selection.region_selection`), in the clusters whose drawn points it caught and
+that pass the filter. Traces are built in one place, :func:`build_figure`: the groups (clusters or a field's
+values), then extra layers (``overlays``: the "new" rings) drawn above them.
 """
 from __future__ import annotations
 
-from typing import Optional
+import base64
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image
 
+from tac_core.cluster.map_sample import DRAW_BUDGET, draw_ranks, sample_positions, thumbnail_picks
+from tac_core.errors import TacError
+from tac_core.inputs.thumbnails import thumbnail_jpeg, thumbnail_path
+from tac_core.workspace.metadata import metadata_version
 from tac_core.workspace.review import ReviewSession
+from tac_core.workspace.review_selection import region_selection
+from tac_core.workspace.workspace import Workspace
+from ui import review_metadata
+from ui import review_parts as parts
+from ui.review_batches import batches_of, state_layout, state_paths
+from ui.review_data import part_session
 from ui.safe_text import plotly_text
+from ui.state import show_error
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
@@ -28,104 +47,216 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 EXCLUDED_COLOUR = "#c8c8c8"
 NEW_COLOUR = "#111111"
 WEBGL_FROM = 2000  # below this many points SVG draws crisper and is just as fast
-
-
-def selection_key(run_id: int) -> str:
-    return f"review_selection_{int(run_id)}"
+HEIGHT = 540
+THUMBNAILS = "review_map_thumbnails"
+THUMBNAIL_PIXELS = 48  # the map's thumbnails are sent inside the figure: small JPEGs
+THUMBNAIL_SIZES = (0.06, 0.03, 0.014)  # per level, as a share of the map's extent: readable as one zooms in
 
 
 def chart_key(run_id: int) -> str:
     return f"review_map_{int(run_id)}"
 
 
-def selected_ids(run_id: int) -> np.ndarray:
-    """The selected image ids (sorted, unique)."""
-    return np.unique(np.asarray(st.session_state.get(selection_key(run_id), []), dtype=np.int64))
-
-
-def set_selection(run_id: int, image_ids) -> None:
-    st.session_state[selection_key(run_id)] = np.unique(np.asarray(image_ids, dtype=np.int64)).tolist()
-
-
 def colour(cluster: int) -> str:
     return PALETTE[int(cluster) % len(PALETTE)]
 
 
-def build_figure(xy: np.ndarray, session: ReviewSession, height: int = 560, shown: Optional[np.ndarray] = None,
-                 colour_by: Optional[tuple[str, np.ndarray, list[str]]] = None) -> go.Figure:
-    """One trace per existing cluster (legend: id and name) or, with ``colour_by`` (field, group per position,
-    group names), per value of a metadata field; excluded images in a hidden grey trace; then the images an
-    intake added, ringed ("new"). ``shown``: the positions that pass the page's filter (None: all)."""
+# -- the figure ------------------------------------------------------------------------------------------
+ColourBy = tuple[str, np.ndarray, list[str]]  # a metadata field, its group per position, the groups' names
+
+
+def build_figure(xy: np.ndarray, session: ReviewSession, drawn: np.ndarray, hover: np.ndarray,
+                 thumbnails: Sequence[tuple[int, int, str]] = (), overlays: Sequence[dict] = (),
+                 height: int = HEIGHT, colour_by: Optional[ColourBy] = None,
+                 shown: Optional[np.ndarray] = None) -> go.Figure:
+    """One trace per existing cluster over the ``drawn`` positions (legend: id, name and the cluster's exact
+    size) or, with ``colour_by``, per value of a metadata field (its exact count); excluded images in a hidden
+    grey trace; then ``overlays`` (extra Plotly traces above them, e.g. the "new" rings). Counts are over the
+    ``shown`` positions (those that pass the filter; all when None). ``hover`` holds each point's text (by
+    position); ``thumbnails`` are (position, level, image URI)."""
     state = session.state
     labels = state.included_labels()
-    groups = labels if colour_by is None else np.where(labels < 0, -1, colour_by[1])
-    keys = sorted(state.names) if colour_by is None else list(range(len(colour_by[2])))
-    visible_rows = np.arange(len(labels)) if shown is None else np.asarray(shown, np.int64)
-    order = visible_rows[np.argsort(groups[visible_rows], kind="stable")]
-    sorted_groups = groups[order]
-    ids = state.image_ids
-    kind = "scattergl" if len(labels) >= WEBGL_FROM else "scatter"
-    size = 3 if len(labels) > 20000 else 5 if len(labels) > 2000 else 8
-    custom = ids.astype(np.int32 if ids.max(initial=0) < 2**31 else np.float64)
+    if colour_by is None:
+        groups, keys = labels, sorted(state.names)
+        names = {c: f"{c} · {plotly_text(state.names[c], 40)}" for c in keys}
+    else:
+        groups, keys = np.where(labels < 0, -1, colour_by[1]), list(range(len(colour_by[2])))
+        names = {g: plotly_text(colour_by[2][g], 40) for g in keys}
+    counted = groups if shown is None else groups[shown]
+    sizes = np.bincount(counted + 1, minlength=max(keys, default=0) + 2)
+    drawn_groups = groups[drawn]
+    order = np.argsort(drawn_groups, kind="stable")
+    sorted_groups = drawn_groups[order]
+    kind = "scattergl" if len(drawn) >= WEBGL_FROM else "scatter"
+    marker_size = 3 if len(drawn) > 20000 else 5 if len(drawn) > 2000 else 8
     traces = []
     for group in [*keys, -1]:
         lo, hi = np.searchsorted(sorted_groups, [group, group + 1])
-        if hi == lo:
-            continue
-        rows = order[lo:hi]
+        rows = drawn[order[lo:hi]]
         if group == -1:
-            name, marker, visible = f"excluded ({hi - lo})", {"size": size, "color": EXCLUDED_COLOUR}, "legendonly"
-        elif colour_by is None:
-            name = f"{group} · {plotly_text(state.names[group], 40)} ({hi - lo})"
-            marker, visible = {"size": size, "color": colour(group)}, True
+            if hi == lo:
+                continue
+            name, marker, visible = f"excluded ({sizes[0]})", {"size": marker_size, "color": EXCLUDED_COLOUR}, "legendonly"
         else:
-            name = f"{plotly_text(colour_by[2][group], 40)} ({hi - lo})"
-            marker, visible = {"size": size, "color": colour(group)}, True
-        traces.append({"type": kind, "mode": "markers", "x": xy[rows, 0], "y": xy[rows, 1], "customdata": custom[rows],
-                       "name": name, "marker": marker, "visible": visible,
-                       "hovertemplate": "image %{customdata}<extra>%{fullData.name}</extra>"})
-    new = visible_rows[visible_rows >= state.n_run]
-    if len(new):  # the images an intake added, ringed above their group's point
-        traces.append({"type": kind, "mode": "markers", "x": xy[new, 0], "y": xy[new, 1], "customdata": custom[new],
-                       "name": f"new ({len(new)})", "hovertemplate": "new image %{customdata}<extra></extra>",
-                       "marker": {"size": size + 6, "color": NEW_COLOUR, "symbol": "circle-open",
-                                  "line": {"width": 1.5, "color": NEW_COLOUR}}})
-    title = "Clusters" if colour_by is None else plotly_text(colour_by[0], 30)
-    fig_layout = {"height": height, "margin": {"l": 0, "r": 0, "t": 10, "b": 0}, "dragmode": "lasso",
-                  "uirevision": f"run-{session.run_id}",
-                  "legend": {"itemsizing": "constant", "title": {"text": title}},
-                  "xaxis": {"visible": False}, "yaxis": {"visible": False, "scaleanchor": "x"},
-                  "clickmode": "event+select"}
-    return go.Figure({"data": traces, "layout": fig_layout}, _validate=False)
+            if colour_by is not None and hi == lo:
+                continue  # a value no shown image has
+            name = f"{names[group]} ({sizes[group + 1]})"
+            marker, visible = {"size": marker_size, "color": colour(group)}, True
+        traces.append(_points(kind, xy, rows, hover, name, marker, visible))
+    extent = float(np.ptp(xy[:, 0]) if len(xy) else 1.0), float(np.ptp(xy[:, 1]) if len(xy) else 1.0)
+    scale = max(extent) or 1.0
+    images = [{"source": uri, "xref": "x", "yref": "y", "x": float(xy[pos, 0]), "y": float(xy[pos, 1]),
+               "sizex": THUMBNAIL_SIZES[level] * scale, "sizey": THUMBNAIL_SIZES[level] * scale,
+               "xanchor": "center", "yanchor": "middle", "layer": "above", "sizing": "contain"}
+              for pos, level, uri in thumbnails]
+    fig_layout = {"height": height, "margin": {"l": 0, "r": 0, "t": 4, "b": 0}, "dragmode": "lasso",
+                  "uirevision": f"run-{session.run_id}", "images": images,
+                  "legend": {"itemsizing": "constant", "orientation": "h", "yanchor": "top", "y": -0.01,
+                             "xanchor": "left", "x": 0},
+                  "xaxis": {"visible": False}, "yaxis": {"visible": False},  # the whole area: UMAP has no aspect
+                  "hoverlabel": {"namelength": -1}}
+    if colour_by is not None:
+        fig_layout["legend"]["title"] = {"text": plotly_text(colour_by[0], 30)}
+    return go.Figure({"data": [*traces, *overlays], "layout": fig_layout}, _validate=False)
 
 
-def ids_from_event(event) -> np.ndarray:
-    """Image ids of the points in a Plotly selection event (their ``customdata``)."""
+def _points(kind: str, xy: np.ndarray, rows: np.ndarray, hover: np.ndarray, name: str, marker: dict,
+            visible=True) -> dict:
+    """A scatter trace of the points at ``rows`` (their positions as customdata, their hover text)."""
+    return {"type": kind, "mode": "markers", "x": xy[rows, 0], "y": xy[rows, 1], "customdata": rows.astype(np.int32),
+            "text": hover[rows], "name": name, "marker": marker, "visible": visible,
+            "hovertemplate": "%{text}<extra>%{fullData.name}</extra>"}
+
+
+def new_rings(session: ReviewSession, xy: np.ndarray, drawn: np.ndarray, hover: np.ndarray) -> list[dict]:
+    """The "new" layer: a ring around each drawn image an intake added after the run (none without intakes)."""
+    state = session.state
+    new = drawn[drawn >= state.n_run]
+    if not len(new):
+        return []
+    kind = "scattergl" if len(drawn) >= WEBGL_FROM else "scatter"
+    size = 3 if len(drawn) > 20000 else 5 if len(drawn) > 2000 else 8
+    marker = {"size": size + 6, "color": NEW_COLOUR, "symbol": "circle-open", "line": {"width": 1.5, "color": NEW_COLOUR}}
+    return [_points(kind, xy, new, hover, f"new ({int(np.sum(state.new_mask()))})", marker)]
+
+
+@st.cache_data(show_spinner=False, max_entries=20_000)
+def thumbnail_uri(path: str) -> Optional[str]:
+    """A small JPEG of a thumbnail file as a data URI (made once per file and server process)."""
     try:
-        points = event["selection"]["points"]
-    except (KeyError, TypeError):
-        return np.zeros(0, np.int64)
-    out = []
-    for point in points or ():
-        value = point.get("customdata")
-        if isinstance(value, (list, tuple)):
-            value = value[0] if value else None
-        if value is not None:
-            out.append(int(value))
-    return np.unique(np.asarray(out, np.int64))
+        with Image.open(path) as image:
+            data = thumbnail_jpeg(image.convert("RGB"), THUMBNAIL_PIXELS)
+    except OSError:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
 
-def render(xy: np.ndarray, session: ReviewSession, source: str, shown: Optional[np.ndarray] = None,
-           colour_by: Optional[tuple[str, np.ndarray, list[str]]] = None) -> None:
-    """Draw the map (``shown`` and ``colour_by`` as :func:`build_figure`); a lasso or box selection replaces the
-    selection."""
-    run_id = session.run_id
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _ranks(workspace_path: str, run_id: int, n: int) -> np.ndarray:
+    ranks = draw_ranks(n, seed=run_id)
+    ranks.setflags(write=False)
+    return ranks
 
-    def on_select() -> None:
-        set_selection(run_id, ids_from_event(st.session_state.get(chart_key(run_id))))
 
-    fig = build_figure(xy, session, shown=shown, colour_by=colour_by)
-    st.plotly_chart(fig, key=chart_key(run_id), on_select=on_select, selection_mode=("lasso", "box"),
-                    config={"displaylogo": False, "scrollZoom": True}, width="stretch")
-    st.caption(f"Layout: {source}. Lasso or box-select points to select images; double-click to clear. "
-               "Click a legend entry to hide a group." + (" New images are ringed." if session.state.batches else ""))
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _hover(workspace_path: str, run_id: int, batches: tuple, _rel_paths: np.ndarray) -> np.ndarray:
+    text = np.array([plotly_text(path, 80) for path in _rel_paths], dtype=object)
+    text.setflags(write=False)
+    return text
+
+
+class MapFigure(NamedTuple):
+    figure: go.Figure
+    drawn: int  # points drawn
+    shown: int  # points that pass the filter
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _figure(workspace_path: str, run_id: int, version: int, focus: Optional[int], with_thumbnails: bool,
+            view_key: tuple, metadata: Optional[tuple], _workspace: Workspace, _session: ReviewSession,
+            _xy: np.ndarray, _view: review_metadata.MapView) -> MapFigure:
+    """The map's figure for one state of what it shows (the arguments before the underscored ones)."""
+    state = _session.state
+    labels = state.included_labels()
+    ranks = _ranks(workspace_path, run_id, len(labels))
+    shown = _view.visible
+    drawn = sample_positions(labels, ranks, focus=None if focus is None else labels == focus, shown=shown)
+    paths = state_paths(_workspace, _session)
+    thumbnails = []
+    if with_thumbnails:
+        candidates = labels if shown is None else np.where(np.isin(np.arange(len(labels)), shown), labels, -1)
+        picks, levels = thumbnail_picks(_xy, candidates, state.confidence)
+        shas = paths["sha256"].to_numpy()[picks]
+        for pos, level, sha in zip(picks.tolist(), levels.tolist(), shas):
+            uri = thumbnail_uri(str(thumbnail_path(_workspace.thumbs_dir, sha)))
+            if uri is not None:
+                thumbnails.append((pos, level, uri))
+    hover = _hover(workspace_path, run_id, batches_of(_session), paths["rel_path"].to_numpy())
+    colour_by = None
+    if _view.colour is not None:
+        codes, names = review_metadata.colour_groups(review_metadata.review_metadata(_workspace, _session),
+                                                     _view.colour)
+        colour_by = (_view.colour, codes, names)
+    figure = build_figure(_xy, _session, drawn, hover, thumbnails, new_rings(_session, _xy, drawn, hover),
+                          colour_by=colour_by, shown=shown)
+    return MapFigure(figure, len(drawn), len(labels) if shown is None else len(shown))
+
+
+def figure_for(workspace: Workspace, session: ReviewSession, xy: np.ndarray, with_thumbnails: bool,
+               view: review_metadata.MapView) -> MapFigure:
+    """The cached figure for the session's state and the map's view now."""
+    n = len(session.state.labels)
+    focus = st.session_state.get(parts.CLUSTER) if n > DRAW_BUDGET else None  # a sample holds the open cluster
+    metadata = metadata_version(workspace) if view.colour is not None or view.visible is not None else None
+    return _figure(str(workspace.path), session.run_id, session.changed_at(*parts.MAP_DEPENDS_ON), focus,
+                   with_thumbnails, view.key, metadata, workspace, session, xy, view)
+
+
+# -- selecting on the map ----------------------------------------------------------------------------------
+def select_from_event(workspace: Workspace, run_id: int, xy: np.ndarray) -> None:
+    """The map's ``on_select``: every image inside the drawn boxes and lassos, in the clusters whose drawn
+    points the selection caught (a legend-hidden cluster is left out) and among those that pass the filter,
+    replaces the selection."""
+    event = st.session_state.get(chart_key(run_id)) or {}
+    selection = event.get("selection") or {}
+    session = part_session(workspace, run_id)
+    positions = [p.get("customdata") for p in selection.get("points") or ()]
+    positions = np.asarray([p[0] if isinstance(p, (list, tuple)) else p for p in positions if p is not None], np.int64)
+    clusters = np.unique(session.state.labels[positions]) if positions.size else np.zeros(0, np.int64)
+    boxes, lassos = selection.get("box") or [], selection.get("lasso") or []
+    shown = review_metadata.map_view_of(workspace, session).visible
+    ids = (region_selection(session.state, xy, boxes, lassos, clusters.tolist(), shown) if (boxes or lassos)
+           else session.state.image_ids[positions[~session.state.excluded[positions]]])
+    parts.set_selection(run_id, ids)
+    parts.redraw(*parts.SELECTION_PARTS)
+
+
+def _filtered() -> None:
+    """A new filter: the map and the open cluster's gallery (which shows only what passes it) redraw."""
+    parts.redraw(parts.MAP, parts.MEMBERS)
+
+
+@st.fragment(key=parts.MAP)
+def map_part(workspace: Workspace, run_id: int) -> None:
+    """The map with its colouring, filter and thumbnail toggle, and a caption saying what is drawn."""
+    session = part_session(workspace, run_id)
+    try:
+        xy, source = state_layout(workspace, session)
+    except TacError as exc:
+        show_error(exc, "load the map of this run")
+        return
+    view = review_metadata.map_controls(workspace, session, on_filter=_filtered)
+    with_thumbnails = st.toggle("Thumbnails on the map", value=True, key=THUMBNAILS,
+                                help="Each cluster's most typical images at their points; smaller ones become "
+                                     "readable as you zoom in (scroll).")
+    fig, drawn, shown = figure_for(workspace, session, xy, with_thumbnails, view)
+    st.plotly_chart(fig, key=chart_key(run_id), on_select=lambda: select_from_event(workspace, run_id, xy),
+                    selection_mode=("lasso", "box"), config={"displaylogo": False, "scrollZoom": True},
+                    width="stretch")
+    n = len(xy)
+    what = f"all {n:,} images" if drawn >= n else (
+        f"{drawn:,} of {n:,} images" + (f" ({shown:,} pass the filter)" if shown < n else "")
+        + (" (every cluster at one rate, all of the open one)" if drawn < shown else ""))
+    st.caption(f"Layout: {source}. Drawn: {what}. Lasso or box-select to select every image inside; "
+               "double-click to clear. Click a legend entry to hide a group."
+               + (" New images are ringed." if session.state.batches else ""))

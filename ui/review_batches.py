@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from tac_core.workspace.intake import review_arrays
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.run_layout import LAYOUT_ARRAY
 from tac_core.workspace.workspace import Workspace
@@ -23,6 +22,8 @@ def batches_of(session: ReviewSession) -> tuple:
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _extended(workspace_path: str, run_id: int, name: str, batches: tuple, _workspace: Workspace,
               _session: ReviewSession) -> Optional[np.ndarray]:
+    from tac_core.workspace.intake import review_arrays  # torch: only once a review holds new images
+
     array = review_arrays(_session.state, lambda key: run_array(_workspace, run_id, key))(name)
     if array is not None:
         array.setflags(write=False)

@@ -51,6 +51,17 @@ def review_session(workspace: Workspace, run_id: int) -> ReviewSession:
     return session
 
 
+def part_session(workspace: Workspace, run_id: int) -> ReviewSession:
+    """The session for one part of a page (an ``st.fragment``): when catching up shows that another browser
+    session edited the run, the whole page reruns, since the edit may change what other parts show."""
+    session = cached_session(workspace, run_id)
+    if session is None or session.workspace is not workspace:
+        return review_session(workspace, run_id)
+    if session.refresh():
+        st.rerun()
+    return session
+
+
 def cached_session(workspace: Workspace, run_id: int) -> Optional[ReviewSession]:
     """The session a previous rerun opened (for button callbacks, which run before the page script)."""
     return st.session_state.get("review_sessions", {}).get((str(workspace.path), int(run_id)))
@@ -157,6 +168,17 @@ def _background_umap(workspace_path: str, run_id: int, _workspace: Workspace, _f
 
     threading.Thread(target=work, name=f"umap-run-{run_id}", daemon=True).start()
     return True
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _cluster_frame(workspace_path: str, run_id: int, version: int, _session: ReviewSession) -> pd.DataFrame:
+    return _session.clusters()
+
+
+def cluster_frame(session: ReviewSession) -> pd.DataFrame:
+    """``session.clusters()`` computed once per state (keyed by the last event that changed it, the same in every
+    browser session) and shared: do not modify."""
+    return _cluster_frame(str(session.workspace.path), session.run_id, session.changed_at(), session)
 
 
 # -- state digests and thumbnails ------------------------------------------------------------------------

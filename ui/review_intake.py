@@ -1,6 +1,7 @@
 """The Review page's new batches: sorting the images added after the run into it, and turning unsorted images
 into a cluster. The engine does both (:mod:`tac_core.run.intake`, :mod:`tac_core.workspace.intake`): each is
-one event of the review log, undone with Undo like any edit."""
+one event of the review log, undone with Undo like any edit. Both load torch (and the intake open_clip): they are
+imported when used, so the Review page opens without them."""
 from __future__ import annotations
 
 from typing import Optional
@@ -8,8 +9,6 @@ from typing import Optional
 import numpy as np
 import streamlit as st
 
-from tac_core.run.intake import intake_new_images
-from tac_core.workspace.intake import split_unsorted
 from tac_core.workspace.review import Edit, ReviewSession
 from tac_core.workspace.workspace import Workspace
 from ui import access, widgets
@@ -40,6 +39,8 @@ def intake_bar(workspace: Workspace, session: ReviewSession) -> Optional[str]:
     if not button.button(f"Sort {pending:,} new image(s) into this run", key="review_intake", type="primary",
                          disabled=bool(reason), help=access.help_text(reason), width="stretch"):
         return None
+    from tac_core.run.intake import intake_new_images
+
     bar = widgets.ProgressBar()
     ok, result = widgets.attempt(lambda: intake_new_images(session, progress=bar), "sort the new images in")
     bar.clear()
@@ -57,6 +58,8 @@ def unsorted_selection(session: ReviewSession, ids: np.ndarray) -> np.ndarray:
 
 def new_cluster_from_unsorted(session: ReviewSession, ids: np.ndarray, arrays) -> Edit:
     """One ``split`` event: the unsorted images become a cluster named after their own best anchor."""
+    from tac_core.workspace.intake import split_unsorted
+
     return split_unsorted(session, unsorted_selection(session, ids), arrays)
 
 

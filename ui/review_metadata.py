@@ -8,7 +8,7 @@ view state, shared by the map and the galleries.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
@@ -52,34 +52,52 @@ def review_metadata(workspace: Workspace, session: ReviewSession) -> pd.DataFram
                   tuple(batch for batch, _, _ in state.batches), metadata_version(workspace), workspace, session)
 
 
-def map_controls(workspace: Workspace, session: ReviewSession) -> MapView:
-    """Colour by cluster or a field; show only some values of a field, or only the new images."""
+def map_controls(workspace: Workspace, session: ReviewSession, on_filter: Optional[Callable[[], None]] = None
+                 ) -> MapView:
+    """Colour by cluster or a field; show only some values of a field, or only the new images. ``on_filter``
+    runs when the filter changes (it also limits the galleries). Nothing is drawn when there is nothing to
+    choose (no metadata, no new images)."""
     table = review_metadata(workspace, session)
     fields = list(table.columns)
     state = session.state
+    if not fields and not state.batches:
+        return map_view_of(workspace, session)
     if st.session_state.get(COLOUR) not in [CLUSTER_COLOURING, *fields]:
         st.session_state[COLOUR] = CLUSTER_COLOURING
     cols = st.columns([1, 1, 1.4], vertical_alignment="bottom")
-    colour = cols[0].selectbox("Colour by", [CLUSTER_COLOURING, *fields], key=COLOUR,
-                               help="Colour the points by cluster or by a metadata field (Images page).")
+    cols[0].selectbox("Colour by", [CLUSTER_COLOURING, *fields], key=COLOUR,
+                      help="Colour the points by cluster or by a metadata field (Images page).")
     if st.session_state.get(FILTER_FIELD) not in [None, *fields]:
         st.session_state[FILTER_FIELD] = None
     field = cols[1].selectbox("Filter by", fields, index=None, key=FILTER_FIELD, placeholder="no filter",
-                              disabled=not fields, format_func=lambda f: short(f, 40))
+                              disabled=not fields, format_func=lambda f: short(f, 40), on_change=on_filter)
     values = sorted(set(table[field]) - {""}) if field else []
     st.session_state[FILTER_VALUES] = [v for v in st.session_state.get(FILTER_VALUES, []) if v in values]
-    chosen = cols[2].multiselect("Values", values, key=FILTER_VALUES, disabled=not field,
-                                 format_func=lambda v: short(v, 40))
-    new_only = state.batches and st.toggle("New images only", key=NEW_ONLY,
-                                           help="Only the images added after the run (by an intake).")
+    cols[2].multiselect("Values", values, key=FILTER_VALUES, disabled=not field,
+                        format_func=lambda v: short(v, 40), on_change=on_filter)
+    if state.batches:
+        st.toggle("New images only", key=NEW_ONLY, help="Only the images added after the run (by an intake).",
+                  on_change=on_filter)
+    return map_view_of(workspace, session)
+
+
+def map_view_of(workspace: Workspace, session: ReviewSession) -> MapView:
+    """What the map shows now, from the choices :func:`map_controls` keeps (without drawing them)."""
+    table = review_metadata(workspace, session)
+    state = session.state
+    colour = st.session_state.get(COLOUR)
+    colour_field = colour if colour in table.columns else None
+    field = st.session_state.get(FILTER_FIELD)
+    field = field if field in table.columns else None
+    chosen = list(st.session_state.get(FILTER_VALUES) or []) if field else []
+    new_only = bool(state.batches) and bool(st.session_state.get(NEW_ONLY))
     visible = np.ones(len(state.labels), bool)
-    if new_only and state.batches:
+    if new_only:
         visible &= state.new_mask()
     if field and chosen:
         visible &= np.isin(table[field].to_numpy(), chosen)
     shown = None if visible.all() else np.flatnonzero(visible)
-    colour_field = None if colour == CLUSTER_COLOURING else colour
-    return MapView(colour_field, shown, (colour_field, field, tuple(chosen), bool(new_only and state.batches)))
+    return MapView(colour_field, shown, (colour_field, field, tuple(chosen), new_only))
 
 
 def colour_groups(table: pd.DataFrame, field: str) -> tuple[np.ndarray, list[str]]:

@@ -31,3 +31,12 @@ def short(text: object, limit: int = 60) -> str:
     """``text`` cut to ``limit`` characters with an ellipsis (for select options, which are plain text)."""
     text = str(text).replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def middle(text: object, limit: int) -> str:
+    """``text`` cut in the middle to ``limit`` characters (for file names: the start and the extension stay)."""
+    text = str(text).replace("\n", " ")
+    if len(text) <= limit:
+        return text
+    tail = max(1, (limit - 1) // 2)  # the start keeps the folder, the end the number and the extension
+    return text[: limit - 1 - tail] + "…" + text[-tail:]

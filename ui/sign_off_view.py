@@ -2,8 +2,9 @@
 Withdraw on the Review page, an "Approved" column for its cluster list, and the History page's table of every
 cluster's approval with the workspace's two-person rule.
 
-Approve and Withdraw go through ``ui.review_actions.act`` like every review edit (one event each, the outcome in
-the page's message); a user who may not do them sees the button disabled with the engine's reason.
+Approve and Withdraw go through ``ui.review_actions.edit_and_redraw`` like every review edit (one event each, the
+outcome in the page's message, only the parts it changed redrawn); a user who may not do them sees the button
+disabled with the engine's reason.
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def controls(workspace: Workspace, session: ReviewSession, cluster: int) -> None
     run_id = session.run_id
     if cluster not in session.state.sign_offs.approved:
         refused = session.sign_off_refusal(cluster, "approve")
-        st.button("Approve cluster", key="sign_off_approve", disabled=bool(refused), on_click=actions.act,
+        st.button("Approve cluster", key="sign_off_approve", disabled=bool(refused),
+                  on_click=actions.edit_and_redraw,
                   args=(workspace, run_id, "approve the cluster", lambda s: s.approve(cluster)),
                   help=access.help_text(refused, "Sign the cluster off as a class a model may be trained on. Any "
                                                  "later edit to it withdraws the approval."))
@@ -68,7 +70,7 @@ def _withdraw(workspace: Workspace, run_id: int, cluster: int) -> None:
         edit = session.withdraw(cluster, st.session_state.get(REASON, ""))
         st.session_state[REASON] = ""
         return edit
-    actions.act(workspace, run_id, "withdraw the approval", run)
+    actions.edit_and_redraw(workspace, run_id, "withdraw the approval", run)
 
 
 def approvals_section(workspace: Workspace, session: ReviewSession) -> None:

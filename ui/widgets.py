@@ -128,6 +128,13 @@ def stage_bars(expected: Sequence[str], reported: Sequence[dict], status: str) -
         st.progress(fraction, text=text)
 
 
+def coverage_column(width: int = 92):
+    """A table's "Coverage" column (share of images verified, given as 0–100) in whole per cents, the same on every
+    page: "0%", "36%", "100%"."""
+    return st.column_config.ProgressColumn("Coverage", format="%d%%", min_value=0, max_value=100, width=width,
+                                           help="Share of images verified")
+
+
 # -- images -------------------------------------------------------------------------------------------
 def thumbnail_grid(thumbs_dir: Path, items: Sequence[tuple[str, str]], columns: int = 8,
                    missing: Optional[str] = "no thumbnail") -> None:

@@ -34,14 +34,13 @@ from ..errors import InvalidInputError, TacError
 from .access import UNKNOWN, AccessDeniedError, User, user_key
 from .decisions import Decision, decided_mask, decision_of, moved_mask
 from .review_log import touched
-from .review_state import Edit, ReviewState, Revert
+from .review_state import ASPECTS, Edit, ReviewState, Revert, cluster_table, effects
 from .sign_off import SIGN_OFF_KINDS, Stamp, apply_event, check_approve, check_withdraw, two_person_rule, valid_reason
 from .store import WorkspaceUnreadableError, to_json, utc_now, validate_name
 from .workspace import Workspace
 from .runs import MAX_CLUSTER_NAME_LENGTH, automatic_name, id_array, require_known_ids
 
 MEMBER_ORDERS = ("confidence", "least_confident")
-TOP_ANCHORS = 5
 
 
 class ReviewSession:
@@ -66,6 +65,7 @@ class ReviewSession:
         self._decisions: dict[int, Decision] = {}  # event id -> what a deciding edit decided
         self._reverts: dict[int, Revert] = {}
         self._touched: dict[int, tuple[list[int], int]] = {}  # event id -> clusters and image count it touched
+        self._changed_at = dict.fromkeys(ASPECTS, 0)  # aspect -> id of the last event that changed it
         self._history: list[dict] = []
         self.refresh()
 
@@ -95,6 +95,7 @@ class ReviewSession:
             other.append(stack.pop())
             text = f"{'undid' if kind == 'undo' else 'redid'} #{target}: {self._edits[target][2]}"
             self._touched[event_id] = self._touched[target]
+            changed = effects(*self._edits[target][:2])  # an undo or redo changes what its target changed
         else:
             self._touched[event_id] = touched(kind, payload, state)
             self._stamps[event_id] = Stamp(event_id, name, email, ts)
@@ -108,6 +109,9 @@ class ReviewSession:
                 self._decisions[event_id] = decision
             state.effective.append(event_id)
             state.undone.clear()
+            changed = effects(kind, payload)
+        for aspect in changed:
+            self._changed_at[aspect] = event_id
         clusters, images = self._touched[event_id]
         self._history.append({"event_id": event_id, "ts": ts, "session": session, "user": name or UNKNOWN,
                               "email": email, "kind": kind, "text": text, "clusters": clusters, "images": images})
@@ -133,7 +137,8 @@ class ReviewSession:
                                                                      self.session_id, user.name, user.email)).lastrowid
         payload = json.loads(payload_text)  # exactly what a replay will see
         text = self._apply_event(event_id, ts, kind, payload, self.session_id, user.name, user.email)
-        return Edit(event_id, kind, text, cluster_of(payload))
+        changed = frozenset(a for a in ASPECTS if self._changed_at[a] == event_id)
+        return Edit(event_id, kind, text, cluster_of(payload), changed)
 
     def rename(self, cluster: int, name: str) -> Edit:
         return self._record("rename", lambda: {"cluster": self._cluster(cluster), "name": self._name(name)},
@@ -272,6 +277,17 @@ class ReviewSession:
     def can_redo(self) -> bool:
         return bool(self.state.undone)
 
+    def changed_at(self, *aspects: str) -> int:
+        """The id of the last event (of any session, applied, undone or redone) that changed one of ``aspects``
+        (:data:`~tac_core.workspace.review_state.ASPECTS`; all when none are named), 0 when none did. Sessions
+        on one run agree on it, so it keys caches of what depends on those aspects."""
+        return max(self._changed_at[a] for a in (aspects or ASPECTS))
+
+    @property
+    def event_count(self) -> int:
+        """Events of the run's log this session has applied (its own and other sessions')."""
+        return len(self._history)
+
     @property
     def edit_count(self) -> int:
         """Edits in effect now (made and not undone)."""
@@ -279,25 +295,8 @@ class ReviewSession:
 
     # -- views -----------------------------------------------------------------------------------------
     def clusters(self) -> pd.DataFrame:
-        """One row per existing cluster: name, size, excluded, verified, verified_share, mean confidence, the
-        top anchors as (term, score) pairs, and who approved it and when (``approved_by``, ``approved_at``: ""
-        when not approved now); ``verified_share`` counts images verified themselves or through their cluster,
-        as verified-only export does."""
-        state, ids = self.state, np.array(sorted(self.state.names), dtype=np.int64)
-        width, approved = max(state.next_cluster, 1), state.sign_offs.approved
-        kept = ~state.excluded
-        size = np.bincount(state.labels[kept], minlength=width)[ids]
-        checked = np.bincount(state.labels[kept & state.counts_as_verified()], minlength=width)[ids]
-        confidence = np.bincount(state.labels[kept], weights=state.confidence[kept], minlength=width)[ids]
-        return pd.DataFrame({
-            "cluster": ids, "name": [state.names[c] for c in ids], "size": size,
-            "excluded": np.bincount(state.labels[state.excluded], minlength=width)[ids],
-            "verified": [c in state.verified_clusters for c in ids],
-            "verified_share": np.divide(checked, size, out=np.zeros(len(ids)), where=size > 0),
-            "mean_confidence": np.divide(confidence, size, out=np.zeros(len(ids)), where=size > 0),
-            "top_anchors": [state.anchors(c)[:TOP_ANCHORS] for c in ids],
-            "approved_by": [approved[c].stamp.user if c in approved else "" for c in ids],
-            "approved_at": [approved[c].stamp.ts if c in approved else "" for c in ids]})
+        """One row per existing cluster (:func:`~tac_core.workspace.review_state.cluster_table`)."""
+        return cluster_table(self.state)
 
     def decided(self) -> np.ndarray:
         """Per image: decided by the reviewer (:mod:`tac_core.workspace.decisions`), with every session's edits."""

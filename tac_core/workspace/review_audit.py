@@ -69,6 +69,13 @@ class AuditQueue:
         """The queue without the images decided since it was scored, in queue order."""
         return self.queue[~decided[self.queue]]
 
+    def progress(self, decided: np.ndarray) -> tuple[int, int]:
+        """(reviewed, total) for "n of m reviewed": every decided image counts as reviewed, and the total is
+        those plus the queue's images still pending. A queue scored afresh leaves decided images out, so
+        counting only decided *queue* images would restart at 0 in every new browser session."""
+        done = int(np.count_nonzero(decided))
+        return done, done + len(self.pending(decided))
+
     def waiting(self, decided: np.ndarray, labels: np.ndarray, clusters) -> np.ndarray:
         """Per cluster id of ``clusters``: how many of its images (by ``labels`` now) are still pending."""
         counts = np.bincount(labels[self.pending(decided)])

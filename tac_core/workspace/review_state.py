@@ -31,17 +31,35 @@ from .sign_off import SignOffs
 from .store import WorkspaceUnreadableError
 
 EDIT_KINDS = ("rename", "merge", "split", "move", "verify_images", "verify_cluster", "exclude", "intake")
+ASPECTS = ("labels", "names", "marks", "verified", "excluded", "approvals")  # what an edit can change: effects()
 Revert = Callable[[], None]
+TOP_ANCHORS = 5
+
+
+def effects(kind: str, payload: dict) -> frozenset[str]:
+    """The :data:`ASPECTS` of a state an edit changes (so a page redraws only what depends on them): labels
+    (who is in which cluster), names (which clusters exist, their names and anchors), marks (which clusters
+    are verified), the images' verified and excluded flags, and approvals (a sign-off, or an edit that withdraws
+    one from the clusters it touches). An intake adds images: it changes everything."""
+    if kind in ("approve", "withdraw"):
+        return frozenset({"approvals"})
+    if kind == "move":
+        return frozenset({"labels", "verified", "approvals"} if payload.get("verify") else {"labels", "approvals"})
+    changed = {"rename": {"names"}, "merge": {"labels", "names", "marks"}, "split": {"labels", "names"},
+               "verify_images": {"verified"}, "verify_cluster": {"marks"}, "exclude": {"excluded"}}.get(kind)
+    return frozenset(ASPECTS) if changed is None else frozenset(changed | {"approvals"})
 
 
 @dataclass(frozen=True)
 class Edit:
-    """What an action did: its event id, a sentence for the UI, and the cluster it produced or touched."""
+    """What an action did: its event id, a sentence for the UI, the cluster it produced or touched, and what it
+    changed (:func:`effects`; an undo or redo changes what its target did)."""
 
     event_id: int
     kind: str
     text: str
     cluster: Optional[int] = None
+    changes: frozenset[str] = frozenset(ASPECTS)
 
 
 @dataclass(eq=False)
@@ -264,3 +282,25 @@ class ReviewState:
 
     def _set_cluster_verified(self, cluster: int, value: bool) -> None:
         (self.verified_clusters.add if value else self.verified_clusters.discard)(cluster)
+
+
+def cluster_table(state: ReviewState) -> pd.DataFrame:
+    """One row per existing cluster: name, size, excluded, verified, verified_share, mean confidence, the top
+    anchors as (term, score) pairs, and who approved it and when (``approved_by``, ``approved_at``: "" when not
+    approved now); ``verified_share`` counts images verified themselves or through their cluster, as
+    verified-only export does."""
+    ids = np.array(sorted(state.names), dtype=np.int64)
+    width, approved = max(state.next_cluster, 1), state.sign_offs.approved
+    kept = ~state.excluded
+    size = np.bincount(state.labels[kept], minlength=width)[ids]
+    checked = np.bincount(state.labels[kept & state.counts_as_verified()], minlength=width)[ids]
+    confidence = np.bincount(state.labels[kept], weights=state.confidence[kept], minlength=width)[ids]
+    return pd.DataFrame({
+        "cluster": ids, "name": [state.names[c] for c in ids], "size": size,
+        "excluded": np.bincount(state.labels[state.excluded], minlength=width)[ids],
+        "verified": [c in state.verified_clusters for c in ids],
+        "verified_share": np.divide(checked, size, out=np.zeros(len(ids)), where=size > 0),
+        "mean_confidence": np.divide(confidence, size, out=np.zeros(len(ids)), where=size > 0),
+        "top_anchors": [state.anchors(c)[:TOP_ANCHORS] for c in ids],
+        "approved_by": [approved[c].stamp.user if c in approved else "" for c in ids],
+        "approved_at": [approved[c].stamp.ts if c in approved else "" for c in ids]})

@@ -77,9 +77,10 @@ def require_known_ids(ids: np.ndarray, known: np.ndarray, where: str) -> None:
         raise InvalidInputError(f"{missing.size} image id(s) are not {where}: {shown}.")
 
 
-def effective_status(status: str, pid: Optional[int]) -> str:
-    """The stored status, except that "running" without a live process is "interrupted"."""
-    if status == "running" and not (pid and process_alive(pid)):
+def effective_status(status: str, pid: Optional[float]) -> str:
+    """The stored status, except that "running" without a live process is "interrupted". ``pid`` may come as a
+    float (a column of runs where some have none: NaN)."""
+    if status == "running" and not (pid and pid == pid and process_alive(int(pid))):
         return "interrupted"
     return status
 

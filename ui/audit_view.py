@@ -35,13 +35,15 @@ UPCOMING = 15
 GOAL = 0.05  # the top 5 % of the queue: where the audit's precision was measured (bench/audit.py)
 MOVE_TO = "audit_move_to"
 TOOLBAR, QUEUE, COVERAGE, SHEET = "audit_toolbar", "audit_queue", "audit_coverage_part", "audit_sheet"
+MERGES = "audit_merges_part"
 SHEET_DEPENDS_ON = frozenset({"labels", "names", "excluded"})
 
 
 def parts_for(changes) -> list[str]:
     """The parts to rerun after an edit that changed ``changes``: the toolbar, the queue and coverage always
-    (every edit can decide images or rename clusters), the contact sheet when members or names changed."""
-    return [TOOLBAR, QUEUE, COVERAGE, *([SHEET] if SHEET_DEPENDS_ON & frozenset(changes) else [])]
+    (every edit can decide images or rename clusters), the possible merges and the contact sheet when members
+    or names changed."""
+    return [TOOLBAR, QUEUE, COVERAGE, *([MERGES, SHEET] if SHEET_DEPENDS_ON & frozenset(changes) else [])]
 
 
 def render() -> None:
@@ -59,7 +61,7 @@ def render() -> None:
         return
     toolbar(workspace, run_id, prefix="audit", parts_for=parts_for)
     queue_part(workspace, run_id)
-    possible_merges.render(workspace, session)  # a merge there reruns the whole page
+    merges_part(workspace, run_id)
     recluster_section(workspace, session)
     coverage_part(workspace, run_id)
     sheet_part(workspace, run_id)
@@ -94,6 +96,11 @@ def coverage_part(workspace: Workspace, run_id: int) -> None:
     session = part_session(workspace, run_id)
     snap, decided, _ = scored(workspace, session)
     coverage_section(session, snap, decided)
+
+
+@st.fragment(key=MERGES)
+def merges_part(workspace: Workspace, run_id: int) -> None:
+    possible_merges.render(workspace, part_session(workspace, run_id), parts_for)
 
 
 @st.fragment(key=SHEET)

@@ -46,12 +46,13 @@ def current_merges(workspace: Workspace, session: ReviewSession, features: np.nd
     return merges
 
 
-def _merge(workspace: Workspace, run_id: int, source: int, target: int) -> None:
-    actions.act(workspace, run_id, "merge the clusters", lambda s: s.merge([source], target))
+def _merge(workspace: Workspace, run_id: int, source: int, target: int, parts_for: actions.PartsFor) -> None:
+    actions.edit_and_redraw(workspace, run_id, "merge the clusters", lambda s: s.merge([source], target), parts_for)
 
 
-def render(workspace: Workspace, session: ReviewSession) -> None:
-    """The listed pairs, closest first, each with its evidence and a Merge button."""
+def render(workspace: Workspace, session: ReviewSession, parts_for: actions.PartsFor) -> None:
+    """The listed pairs, closest first, each with its evidence and a Merge button (which reruns the page's
+    ``parts_for`` the merge's changes)."""
     run_id, state = session.run_id, session.state
     st.subheader("Possible merges")
     features = session_features(workspace, session)
@@ -85,5 +86,5 @@ def render(workspace: Workspace, session: ReviewSession) -> None:
                     strip(workspace, session.images(sides[cluster][:EXAMPLES]), columns=EXAMPLES)
             st.button(f"Merge cluster {merge.source} into cluster {merge.target}",
                       key=f"audit_possible_merge_{merge.source}_{merge.target}", on_click=_merge,
-                      args=(workspace, run_id, merge.source, merge.target), disabled=bool(refused),
+                      args=(workspace, run_id, merge.source, merge.target, parts_for), disabled=bool(refused),
                       help=access.help_text(refused, "One merge event: Undo takes it back."))

@@ -23,7 +23,7 @@ from ui.cluster_view import BALANCE_LABELS
 from ui.safe_text import esc
 
 LOG = logging.getLogger("tac_studio")
-CHART_HEIGHT = 240
+CHART_HEIGHT = 170
 WAIT_S = 1.0  # a small run's verdict is waited for, so it shows on the first view
 CHECKING = ("Checking whether this run's sizes look forced (once per run, in the background); the answer shows "
             "on the page's next update.")
@@ -78,12 +78,10 @@ def render(workspace: Workspace, session: ReviewSession, clusters: pd.DataFrame)
     st.altair_chart(size_chart(clusters), key=f"review_sizes_{session.run_id}")
     sizes = clusters["size"].sort_values(ascending=False)
     total = max(1, int(sizes.sum()))
-    st.text(f"{len(sizes)} clusters · largest {int(sizes.iloc[0])} ({sizes.iloc[0] / total:.0%}) · smallest "
-            f"{int(sizes.iloc[-1])} ({sizes.iloc[-1] / total:.1%}) · median {int(sizes.median())}")
-    if check is not None and not check.forced:
-        st.caption(esc(check.reason))
-    elif note:
-        st.caption(esc(note))
+    summary = (f"{len(sizes)} clusters · largest {int(sizes.iloc[0])} ({sizes.iloc[0] / total:.0%}) · smallest "
+               f"{int(sizes.iloc[-1])} ({sizes.iloc[-1] / total:.1%}) · median {int(sizes.median())}.")
+    verdict = check.reason if check is not None and not check.forced else note
+    st.caption(esc(f"{summary} {verdict}" if verdict else summary))
 
 
 def size_chart(clusters: pd.DataFrame) -> alt.LayerChart:

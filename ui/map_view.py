@@ -33,10 +33,10 @@ from tac_core.workspace.metadata import metadata_version
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.review_selection import region_selection
 from tac_core.workspace.workspace import Workspace
-from ui import review_metadata
+from ui import cluster_sizes, review_metadata
 from ui import review_parts as parts
 from ui.review_batches import batches_of, state_layout, state_paths
-from ui.review_data import part_session
+from ui.review_data import cluster_frame, part_session
 from ui.safe_text import plotly_text
 from ui.state import show_error
 
@@ -260,3 +260,4 @@ def map_part(workspace: Workspace, run_id: int) -> None:
     st.caption(f"Layout: {source}. Drawn: {what}. Lasso or box-select to select every image inside; "
                "double-click to clear. Click a legend entry to hide a group."
                + (" New images are ringed." if session.state.batches else ""))
+    cluster_sizes.render(workspace, session, cluster_frame(session))  # sizes change when the map does

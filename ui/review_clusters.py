@@ -17,7 +17,7 @@ from tac_core.workspace.workspace import Workspace
 from ui import review_actions as actions
 from ui import review_metadata
 from ui import review_parts as parts
-from ui import cluster_sizes, sign_off_view
+from ui import sign_off_view
 from ui.gallery import grid, page_of
 from ui.review_data import cluster_frame, part_session
 from ui.safe_text import esc, short
@@ -80,7 +80,6 @@ def clusters_part(workspace: Workspace, run_id: int) -> None:
     cluster_table(workspace, run_id, clusters)
     review_metadata.findings(workspace, session)
     cluster_panel(workspace, session, clusters, current)
-    cluster_sizes.render(workspace, session, clusters)  # redrawn with the list: sizes change with its edits
 
 
 def cluster_table(workspace: Workspace, run_id: int, clusters: pd.DataFrame) -> None:

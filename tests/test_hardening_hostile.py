@@ -38,8 +38,9 @@ SKIPPED_NAME = f"SKIP {EVIL}.txt"
 #: Where each hostile text must be visible, verbatim, in a plain-text element of each page (``pages/<name>.py``).
 VERBATIM = {"workspaces": [WORKSPACE_NAME], "images": [WORKSPACE_NAME, SKIPPED_NAME],
             "vocabulary": [WORKSPACE_NAME, SET_NAME, TERM], "cluster": [WORKSPACE_NAME, SET_NAME],
-            "review": [WORKSPACE_NAME, CLUSTER_NAME, FILE_NAME], "audit": [WORKSPACE_NAME, CLUSTER_NAME, FILE_NAME],
-            "export": [WORKSPACE_NAME, CLUSTER_NAME, FILE_NAME]}
+            "review": [WORKSPACE_NAME, CLUSTER_NAME],  # file names: cut in the middle under thumbnails
+            "audit": [WORKSPACE_NAME, CLUSTER_NAME, FILE_NAME],
+            "export": [WORKSPACE_NAME, CLUSTER_NAME, FILE_NAME], "history": [WORKSPACE_NAME, CLUSTER_NAME]}
 #: Proto fields Streamlit shows as plain text (or never shows: ids, urls); everything else may render Markdown.
 PLAIN_FIELDS = {("Text", "body"), ("Code", "code_text"), ("Json", "body"), ("Selectbox", "options"),
                 ("Selectbox", "raw_value"), ("MultiSelect", "options"), ("MultiSelect", "raw_values"),

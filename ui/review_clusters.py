@@ -132,8 +132,8 @@ def cluster_panel(workspace: Workspace, session: ReviewSession, clusters: pd.Dat
     suggestions = session.suggest_names(current)
     if suggestions:
         st.pills("Suggested names", suggestions, key=actions.SUGGESTION, on_change=actions.use_suggestion,
-                 label_visibility="collapsed", help="Names from the cluster's anchors: click one to use it",
-                 disabled=locked)
+                 format_func=esc, label_visibility="collapsed", disabled=locked,
+                 help="Names from the cluster's anchors: click one to use it")
     others = [c for c in ids if c != current]
     merge_col, merge_button = st.columns([5, 3], vertical_alignment="bottom")
     merge_col.multiselect("Clusters to merge into this one", others, key=actions.MERGE_SOURCES,

@@ -227,13 +227,7 @@ def review_actions(tab: Tab, url: str, reps: int) -> dict:
     attempt(out, "merge", merge)
     out["undo"] = median_ms(undos)
 
-    def verify() -> list:
-        samples = []
-        for i in range(reps):
-            key = "review_verify_cluster" if tab.enabled("review_verify_cluster") else "review_unverify_cluster"
-            samples.append(tab.timed(tab.press(key)))
-        return samples
-    attempt(out, "verify cluster", verify)
+    attempt(out, "verify cluster", lambda: verify_samples(tab, reps))
 
     def move() -> list:
         tab.choose("review_cluster", f"{small} · ")
@@ -276,6 +270,15 @@ def review_actions(tab: Tab, url: str, reps: int) -> dict:
     return out
 
 
+def verify_samples(tab: Tab, reps: int) -> list:
+    """``reps`` clicks of the open cluster's verify button (or its undoing twin), each timed to idle."""
+    samples = []
+    for _ in range(reps):
+        key = "review_verify_cluster" if tab.enabled("review_verify_cluster") else "review_unverify_cluster"
+        samples.append(tab.timed(tab.press(key)))
+    return samples
+
+
 def map_reruns(tab: Tab, url: str, reps: int) -> dict:
     """The Review page at many points: first render, opening a cluster, verify, rename, a box selection."""
     out: dict = {}
@@ -287,13 +290,7 @@ def map_reruns(tab: Tab, url: str, reps: int) -> dict:
         return [tab.timed(lambda i=i: tab.choose("review_cluster", f"{1 + i % 2} · ")) for i in range(reps)]
     attempt(out, "open a cluster (select box)", open_cluster)
 
-    def verify() -> list:
-        samples = []
-        for _ in range(reps):
-            key = "review_verify_cluster" if tab.enabled("review_verify_cluster") else "review_unverify_cluster"
-            samples.append(tab.timed(tab.press(key)))
-        return samples
-    attempt(out, "verify cluster", verify)
+    attempt(out, "verify cluster", lambda: verify_samples(tab, reps))
 
     def rename() -> list:
         samples = []

@@ -16,7 +16,6 @@ CPUs and decoding one; on a GPU each worker gets 1 / workers of it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.columns import print_columns
 
 
 def log(message: str) -> None:
@@ -116,12 +117,7 @@ def main(argv=None) -> None:
     titles = ("configuration", "per worker", "seconds", "images/s", "steady images/s", "ratio")
     cells = [(r["configuration"], r["per_worker"], f"{r['seconds']:.1f}", f"{r['images_per_s']:.1f}",
               f"{r['steady_images_per_s']:.1f}", f"{r['ratio']:.2f}×") for r in rows]
-    widths = [max(len(t), *(len(c[i]) for c in cells)) for i, t in enumerate(titles)]
-    print(header + "\n")
-    for line in [titles, tuple("-" * w for w in widths), *cells]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-    if args.json:
-        args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+    print_columns(header, titles, cells, rows, args.json)
 
 
 if __name__ == "__main__":

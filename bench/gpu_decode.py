@@ -14,7 +14,6 @@ PNGs never take the device path: their row shows the new path costs them nothing
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from bench.columns import print_columns
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -101,12 +102,7 @@ def main(argv=None) -> None:
     titles = ("images", "n", "today (PIL) images/s", "device decode images/s", "ratio", "min cosine")
     cells = [(r["set"], str(r["images"]), f"{r['today_images_per_s']:,.0f}", f"{r['device_images_per_s']:,.0f}",
               f"{r['ratio']:.2f}×", f"{r['min_cosine']:.5f}") for r in rows]
-    widths = [max(len(t), *(len(c[i]) for c in cells)) for i, t in enumerate(titles)]
-    print(header + "\n")
-    for line in [titles, tuple("-" * w for w in widths), *cells]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-    if args.json:
-        args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+    print_columns(header, titles, cells, rows, args.json)
     assert np.isfinite([r["ratio"] for r in rows]).all()
 
 

@@ -22,6 +22,15 @@ ANCHORS = [[("crack", 0.31), ("fracture", 0.28)], [("finger interruption", 0.27)
            [("dark area", 0.25), ("stain", 0.22)]]
 
 
+def make_thumbnails(workspace: Workspace, image_ids) -> None:
+    """64 px JPEG thumbnails of ``image_ids`` where the pages look for them (no encoder needed)."""
+    frame = workspace.images("ok").set_index("id")
+    for image_id in image_ids:
+        with Image.open(frame.loc[image_id, "path"]) as im:
+            im.convert("RGB").resize((64, 64)).save(thumbnail_path(workspace.thumbs_dir, frame.loc[image_id, "sha256"]),
+                                                    "JPEG")
+
+
 def planted_arrays(labels: np.ndarray, misfits: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     """Embeddings around one direction per cluster; a misfit's image view points to the next cluster."""
     rng = np.random.default_rng(seed)
@@ -49,11 +58,7 @@ def real_workspace(root: Path, images: Path, names=None, without: tuple[str, ...
     workspace = create_workspace("review test", root)
     image_set = scan_folder(images)
     added = workspace.add_image_set(image_set, "folder", str(images))
-    frame = workspace.images("ok").set_index("id")
-    for image_id in added.image_ids:
-        with Image.open(frame.loc[image_id, "path"]) as im:
-            im.convert("RGB").resize((64, 64)).save(thumbnail_path(workspace.thumbs_dir, frame.loc[image_id, "sha256"]),
-                                                    "JPEG")
+    make_thumbnails(workspace, added.image_ids)
     ids = np.array(added.image_ids, np.int64)
     truth = np.arange(len(ids)) % 3
     misfits = np.array([1, 5])  # positions whose image view belongs to another cluster
@@ -130,11 +135,7 @@ def split_class_workspace(root: Path, images: Path, params: dict, forced: bool =
     the forced labels when ``forced``, else the true classes. ``params`` are the run's stored parameters."""
     workspace = create_workspace("sizes test", root)
     added = workspace.add_image_set(scan_folder(images), "folder", str(images))
-    frame = workspace.images("ok").set_index("id")
-    for image_id in added.image_ids:
-        with Image.open(frame.loc[image_id, "path"]) as im:
-            im.convert("RGB").resize((64, 64)).save(thumbnail_path(workspace.thumbs_dir, frame.loc[image_id, "sha256"]),
-                                                    "JPEG")
+    make_thumbnails(workspace, added.image_ids)
     ids = np.array(added.image_ids, np.int64)
     truth, forced_labels, arrays = split_class_arrays(len(ids))
     labels = forced_labels if forced else truth

@@ -14,6 +14,7 @@ from PIL import Image
 
 from tac_core.inputs.thumbnails import thumbnail_path
 from tac_core.inputs.imageset import ImageRecord, ImageSet, scan_folder
+from tac_core.run.run_sizes import run_size_check
 from tac_core.workspace.workspace import Workspace, create_workspace
 
 DIM = 16
@@ -73,7 +74,8 @@ def real_workspace(root: Path, images: Path, names=None, without: tuple[str, ...
 
 def synthetic_workspace(root: Path, n: int, k: int, dim: int = 32, seed: int = 0, thumbnails: bool = True,
                         small: int = 0) -> tuple[Workspace, int]:
-    """``n`` fake records in ``k`` clusters with arrays. With ``thumbnails``, every image of a cluster shares one
+    """``n`` fake records in ``k`` clusters with arrays, as a run the job makes today (balance "estimated", its
+    size verdict saved). With ``thumbnails``, every image of a cluster shares one
     real thumbnail of the cluster's colour (hard links, a new file every 60,000: the file system's link limit);
     without, there are none (a million hard links cost minutes). ``small`` > 0 makes the last cluster exactly that
     many images (the browser benchmark moves it as a selection)."""
@@ -91,8 +93,9 @@ def synthetic_workspace(root: Path, n: int, k: int, dim: int = 32, seed: int = 0
     arrays = {"image_embeddings": x.astype(np.float32), "counterparts": t.astype(np.float32),
               "projection": (centres[labels] + rng.standard_normal((n, 2))).astype(np.float32)}
     anchors = [[(f"term{c}_{r}", 0.4 - 0.01 * r) for r in range(5)] for c in range(k)]
-    run_id = workspace.create_run({"n_clusters": k, "mode": "free"}, ids)
+    run_id = workspace.create_run({"n_clusters": k, "mode": "free", "balance": "estimated"}, ids)
     workspace.save_run_result(run_id, ids, labels, rng.random(n), anchors, arrays=arrays)
+    run_size_check(workspace, run_id)
     if thumbnails:
         sources: dict[tuple[int, int], Path] = {}
         for index, (record, cluster) in enumerate(zip(records, labels.tolist())):

@@ -100,6 +100,16 @@ def test_the_public_api_loads_lazily_and_resolves():
     assert out.stdout.strip() == "tac_core.cluster.tac"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("view", ["ui.review_view", "ui.history_view", "ui.export_view", "ui.home_view"])
+def test_pages_that_only_show_results_load_no_torch(view):
+    """Importing torch and open_clip took ~9 of the Review page's 10 s first render at 20,000 images (py-spy)."""
+    code = f"import sys, {view}\nprint(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_an_unknown_name_is_an_attribute_error():
     import tac_core
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tac_core.cluster.balance import (check_forced_sizes, free_size_profile, merge_by_centroids,
-                                      merge_split_repair, profile_distance, size_profile, uneven)
+from tac_core.cluster.balance import free_size_profile, merge_by_centroids, merge_split_repair
+from tac_core.cluster.sizes import check_forced_sizes, profile_distance, size_profile, uneven
 from tac_core.cluster.heads import batch_entropy, size_profile_divergence
 from tac_core.cluster.merges import possible_merges
 from tac_core.cluster.metrics import class_recalls

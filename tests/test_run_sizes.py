@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-import tac_core.run.run_sizes as run_sizes
+import tac_core.cluster.balance as balance
 from review_workspace import split_class_arrays, split_class_workspace
 from tac_core.numerics import tac_features
 from tac_core.run.params import RunParams
@@ -56,7 +56,7 @@ def test_uniform_run_on_an_unequal_set_is_forced_and_the_verdict_is_saved_once(f
     def fail(*args, **kwargs):
         raise AssertionError("the reference was computed again")
 
-    monkeypatch.setattr(run_sizes, "free_size_profile", fail)
+    monkeypatch.setattr(balance, "free_size_profile", fail)
     again = run_size_check(ws, run_id)  # read from the file
     assert again.forced and again.reason == check.reason and np.allclose(again.run_shares, check.run_shares)
     (ws.run_dir(run_id) / SIZE_CHECK_FILE).write_text("{not json")

@@ -14,17 +14,18 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from tac_core.cluster.balance import SizeCheck
+from tac_core.cluster.sizes import SizeCheck
 from tac_core.errors import TacError
 from tac_core.run.run_sizes import load_size_check, run_size_check
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace
-from ui.cluster_view import BALANCE_LABELS
+from ui.run_choices import BALANCE_LABELS
 from ui.safe_text import esc
 
 LOG = logging.getLogger("tac_studio")
 CHART_HEIGHT = 170
-WAIT_S = 1.0  # a small run's verdict is waited for, so it shows on the first view
+WAIT_S = 1.0  # a small run's verdict is waited for, so it shows on the first view ...
+WAIT_UP_TO = 5_000  # ... up to this many images (a bigger one's takes longer: the page does not wait)
 CHECKING = ("Checking whether this run's sizes look forced (once per run, in the background); the answer shows "
             "on the page's next update.")
 ROTATE_ABOVE = 20  # more clusters than this: the sizes are written upwards, so that neighbours do not overlap
@@ -52,13 +53,13 @@ def _check_in_background(workspace_path: str, run_id: int, _workspace: Workspace
     return job
 
 
-def size_check(workspace: Workspace, run_id: int) -> tuple[Optional[SizeCheck], str]:
+def size_check(workspace: Workspace, run_id: int, n_images: int) -> tuple[Optional[SizeCheck], str]:
     """The run's saved verdict, or (None, a note) while it is computed in the background or when it failed;
     a small run's is waited for (up to :data:`WAIT_S`)."""
     check = load_size_check(workspace, run_id)
     if check is None:
         job = _check_in_background(str(workspace.path), run_id, workspace)
-        job["thread"].join(WAIT_S)
+        job["thread"].join(WAIT_S if n_images <= WAIT_UP_TO else 0.0)
         check = load_size_check(workspace, run_id)
         if check is None and job["error"]:
             return None, f"Could not check whether the sizes look forced: {job['error']}"
@@ -70,7 +71,7 @@ def size_check(workspace: Workspace, run_id: int) -> tuple[Optional[SizeCheck], 
 def render(workspace: Workspace, session: ReviewSession, clusters: pd.DataFrame) -> None:
     """The size chart of the clusters as they are now, and the run's verdict."""
     st.subheader("Cluster sizes")
-    check, note = size_check(workspace, session.run_id)
+    check, note = size_check(workspace, session.run_id, int(clusters["size"].sum()))
     if check is not None and check.forced:
         since = " (The verdict is about the run as clustered; the chart shows the clusters as reviewed now.)"
         st.warning(esc(f"{check.reason} {ADVICE}" + (since if session.state.labels_edited() else "")),

@@ -9,12 +9,8 @@ from tac_core.run.history import latest_k_suggestion
 from tac_core.run.params import RunParams
 from tac_core.inputs import vocab_spec
 from ui import access, model_picker, ray_setting, run_monitor, state, vocab_terms, widgets
+from ui.run_choices import BALANCE_LABELS, LAYOUT_LABELS, MODE_LABELS
 from ui.safe_text import esc
-
-BALANCE_LABELS = {"estimated": "From the data (recommended)", "uniform": "Equal, as in the TAC paper"}
-MODE_LABELS = {"free": "Training-free (fast; TAC without training)",
-               "trained": "Trained heads (slower; usually a little better)"}
-LAYOUT_LABELS = {"umap": "UMAP (default; a few seconds to minutes)", "pca": "PCA (instant, less faithful)"}
 
 
 def render() -> None:

@@ -7,7 +7,7 @@ is half the images, the defects that matter are a few percent), so TAC has two b
 
 - ``"uniform"`` — the paper's setting, kept to reproduce it: plain k-means, and the entropy bonus.
 - ``"estimated"`` (the default) — free mode repairs the k-means partition by **merge–split swaps**
-  (:func:`merge_split_repair`); trained mode, when that repaired partition's sizes are :func:`uneven`,
+  (:func:`merge_split_repair`); trained mode, when that repaired partition's sizes are :func:`~tac_core.cluster.sizes.uneven`,
   starts the heads from it (:func:`~tac_core.cluster.heads.warm_start_heads`) and aims them at its size
   profile instead of equal sizes (:func:`~tac_core.cluster.heads.size_profile_divergence`); with even
   sizes it trains as the paper does.
@@ -37,11 +37,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import BALANCES
-from ..errors import InvalidInputError
 from ..numerics import cluster_sums, single_cpu_thread
 from ..progress import CancelToken, check_cancel
 from .kmeans import spherical_kmeans
+from .sizes import size_profile
 
 MERGE_RATIO = 0.5
 SPLIT_GROUPS = 4
@@ -49,12 +48,6 @@ SPLIT_RESTARTS = 2
 SPLIT_MAX_ITER = 50
 MIN_SPLIT_SIZE = 5  # neither half of a split may be smaller; also at least N / MIN_SPLIT_DIVISOR
 MIN_SPLIT_DIVISOR = 200
-UNEVEN_DISTANCE = 0.15  # profile distance (total variation) beyond which sizes count as unequal / forced
-
-
-def check_balance(balance) -> None:
-    if balance not in BALANCES:
-        raise InvalidInputError(f"balance must be one of {BALANCES}; got {balance!r}.")
 
 
 @dataclass(frozen=True)
@@ -163,85 +156,12 @@ def merge_split_repair(features: np.ndarray, labels: np.ndarray, n_clusters: int
     return labels, swaps
 
 
-def size_profile(labels: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Each cluster's share of the samples (K values summing to 1)."""
-    return np.bincount(np.asarray(labels), minlength=n_clusters) / max(1, len(labels))
-
-
-def profile_distance(shares_a: np.ndarray, shares_b: np.ndarray) -> float:
-    """Total variation between two size profiles compared largest with largest: 0 (same sizes) .. 1."""
-    a = np.sort(np.asarray(shares_a, dtype=np.float64))[::-1]
-    b = np.sort(np.asarray(shares_b, dtype=np.float64))[::-1]
-    return 0.5 * float(np.abs(a - b).sum())
-
-
-def uneven(shares: np.ndarray, threshold: Optional[float] = None) -> bool:
-    """Whether cluster shares are too unequal for the equal-size assumption: their distance from equal
-    sizes exceeds ``threshold`` (:data:`UNEVEN_DISTANCE`, the line :func:`check_forced_sizes` draws too)."""
-    shares = np.asarray(shares, dtype=np.float64)
-    return profile_distance(shares, np.full(len(shares), 1.0 / len(shares))) > (
-        UNEVEN_DISTANCE if threshold is None else threshold)
-
-
 def free_size_profile(features: np.ndarray, n_clusters: int, n_init: int = 10, random_state: Optional[int] = None,
                       device: str | torch.device = "cpu", cancel: Optional[CancelToken] = None) -> np.ndarray:
     """The cluster shares of the balance-aware free partition of ``features`` (k-means, then swaps), sorted
-    largest first: the reference a run's sizes are compared with in :func:`check_forced_sizes`."""
+    largest first: the reference a run's sizes are compared with in :func:`~tac_core.cluster.sizes.check_forced_sizes`."""
     result = spherical_kmeans(features, n_clusters, n_init=n_init, random_state=random_state, device=device,
                               cancel=cancel)
     labels, _ = merge_split_repair(features, result.labels, n_clusters, random_state=random_state, device=device,
                                    cancel=cancel)
     return np.sort(size_profile(labels, n_clusters))[::-1]
-
-
-RARE_SHARE = 0.03
-
-
-@dataclass(frozen=True)
-class SizeCheck:
-    """Whether a run's cluster sizes look forced, why in words, and the two sorted profiles compared."""
-    forced: bool
-    reason: str
-    distance: float  # total variation between the sorted profiles, 0 (same) .. 1
-    run_shares: np.ndarray  # sorted largest first
-    reference_shares: np.ndarray  # sorted largest first
-
-
-def _describe(shares: np.ndarray) -> str:
-    rare = int((shares[shares > 0] < RARE_SHARE).sum())
-    text = f"largest {100 * shares[0]:.0f} %, smallest {100 * shares[shares > 0][-1]:.1f} %"
-    return text + (f", {rare} under {100 * RARE_SHARE:.0f} %" if rare else "")
-
-
-def check_forced_sizes(run_labels: np.ndarray, reference_shares: np.ndarray, balance: str = "uniform",
-                       threshold: float = UNEVEN_DISTANCE) -> SizeCheck:
-    """Compare a run's cluster sizes with the balance-aware free partition's (:func:`free_size_profile`).
-
-    Sizes look forced when the run's sorted size profile is more even than the reference's and differs from
-    it by more than ``threshold`` in total variation (half the summed absolute difference of the shares,
-    largest with largest). On the synthetic beds (3,000 images, 10 classes, 3 beds each) uniform runs on
-    the dominant bed measured 0.31–0.38, every run on the balanced bed at most 0.04.
-    """
-    check_balance(balance)
-    reference = np.sort(np.asarray(reference_shares, dtype=np.float64))[::-1]
-    k = len(reference)
-    labels = np.asarray(run_labels)
-    run = np.sort(size_profile(labels[labels >= 0], k))[::-1]
-    if len(np.unique(labels[labels >= 0])) > k:
-        raise InvalidInputError(f"the run has more clusters ({len(np.unique(labels[labels >= 0]))}) than the "
-                                f"reference profile ({k}); compute the reference with the run's K.")
-    distance = profile_distance(run, reference)
-    evener = run[0] < reference[0]
-    forced = distance > threshold and evener
-    if forced:
-        cause = ("it was made with balance='uniform', which pushes clusters towards equal sizes"
-                 if balance == "uniform" else "the heads drifted towards equal sizes")
-        reason = (f"Cluster sizes look forced: this run's clusters are {_describe(run)}, but the same images "
-                  f"clustered without the equal-size assumption give {_describe(reference)}. {cause.capitalize()}: "
-                  f"a large group is probably split over several clusters (see the possible merges) and rare "
-                  f"ones hidden in others."
-                  + (" Re-run with balance='estimated'." if balance == "uniform" else ""))
-    else:
-        reason = (f"Cluster sizes look natural: {_describe(run)}, close to what clustering without the "
-                  f"equal-size assumption gives ({_describe(reference)}).")
-    return SizeCheck(bool(forced), reason, distance, run, reference)

@@ -20,7 +20,7 @@ the model says. Excluded images get −1 and are never re-assigned. The rest (mo
   98.6 / 99.4 / 99.4 / 99.4 after audit-order decisions and 95.1 / 96.1 / 96.7 / 96.9 after random ones).
   Fresh heads (no ``heads`` given) train like TAC (:data:`FRESH`). With ``balance="estimated"`` (the
   default, as in :class:`~tac_core.cluster.tac.TAC`) and current cluster sizes that are uneven
-  (:func:`~tac_core.cluster.balance.uneven`), the heads aim at the current size profile (each cluster's share
+  (:func:`~tac_core.cluster.sizes.uneven`), the heads aim at the current size profile (each cluster's share
   split evenly over its columns) instead of equal sizes, and fresh heads start from the current clusters
   (:func:`~tac_core.cluster.heads.warm_start_heads`); even sizes keep the paper's entropy bonus.
   Head columns are named after clusters by overlap: Hungarian matching of the head's argmax with the current
@@ -40,7 +40,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ..devices import resolve_device
 from ..errors import InvalidInputError
-from .balance import check_balance, uneven
+from .sizes import check_balance, uneven
 from .heads import fit_heads, head_probabilities, warm_start_heads
 from .neighbors import cosine_knn
 from ..numerics import flush_denormals

@@ -46,7 +46,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from ..devices import resolve_device
 from ..errors import InvalidInputError
-from .balance import check_balance, merge_split_repair
+from .balance import merge_split_repair
+from .sizes import check_balance
 from .kmeans import spherical_kmeans
 from ..numerics import cluster_unit_means, flush_denormals, single_cpu_thread, validated_unit_rows
 from ..progress import CancelToken, ProgressFn, check_cancel, report

@@ -29,7 +29,8 @@ import torch
 
 from . import MODES
 from .anchors import Anchor, cluster_anchors
-from .balance import check_balance, merge_split_repair, size_profile, uneven
+from .balance import merge_split_repair
+from .sizes import check_balance, size_profile, uneven
 from ..devices import resolve_device
 from ..errors import EmptyInputError, InvalidInputError
 from .heads import fit_heads, warm_start_heads

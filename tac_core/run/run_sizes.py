@@ -1,6 +1,6 @@
 """Whether a finished run's cluster sizes look forced: decided once per run and kept beside it.
 
-The test is :func:`tac_core.cluster.balance.check_forced_sizes` — the run's sorted size profile against the
+The test is :func:`tac_core.cluster.sizes.check_forced_sizes` — the run's sorted size profile against the
 balance-aware free partition of the same rows ([x, t], the run's K and seed). That reference costs a k-means
 with restarts plus the merge–split swaps, so it is computed once: by the run's job right after the result is
 stored, or on the first view of a run made before this check existed. It is saved as :data:`SIZE_CHECK_FILE`
@@ -25,9 +25,8 @@ from typing import Optional
 import numpy as np
 
 from .. import atomic
-from ..cluster.balance import SizeCheck, check_forced_sizes, free_size_profile, merge_split_repair, size_profile
+from ..cluster.sizes import SizeCheck, check_forced_sizes, size_profile
 from ..devices import resolve_device
-from ..numerics import tac_features
 from ..workspace.workspace import Workspace
 from .params import RunParams
 
@@ -44,6 +43,7 @@ def run_size_check(workspace: Workspace, run_id: int, device: Optional[str] = No
     saved = load_size_check(workspace, run_id)
     if saved is not None:
         return saved
+    from ..numerics import tac_features  # torch: loaded only to compute a verdict, never to read one
     run = workspace.run(run_id)
     params = RunParams.from_dict(run["params"])
     x = workspace.load_run_array(run_id, "image_embeddings")
@@ -65,12 +65,13 @@ def run_size_check(workspace: Workspace, run_id: int, device: Optional[str] = No
 def reference_shares(features: np.ndarray, labels: np.ndarray, k: int, params: RunParams, reclustered: bool = False,
                      device="cpu") -> np.ndarray:
     """The balance-aware free partition's shares for a run with these labels and parameters, largest first."""
+    from ..cluster import balance  # torch, as above
     if params.mode == "free" and params.balance == "estimated" and not reclustered:
         repaired = labels
     elif params.mode == "free" and not reclustered:
-        repaired, _ = merge_split_repair(features, labels, k, random_state=params.seed, device=device)
+        repaired, _ = balance.merge_split_repair(features, labels, k, random_state=params.seed, device=device)
     else:
-        return free_size_profile(features, k, random_state=params.seed, device=device)
+        return balance.free_size_profile(features, k, random_state=params.seed, device=device)
     return np.sort(size_profile(repaired, k))[::-1]
 
 

@@ -61,6 +61,7 @@ new MutationObserver(records => {
 }).observe(document, {subtree: true, attributeOldValue: true, attributeFilter: ['data-test-script-state']});
 """
 IDLE = """([before, limit, fromNavigation, quiet]) => new Promise((resolve, reject) => {
+    const NO_RUN_MS = 60000;  // an input that starts no script run (a disabled button) is a failed step
     const start = performance.now();
     let idleSince = null;
     const idle = () => {
@@ -78,6 +79,11 @@ IDLE = """([before, limit, fromNavigation, quiet]) => new Promise((resolve, reje
             idleSince = now;  // idle from this frame on, unless another run starts within the quiet time
         } else if (now - idleSince >= quiet) {
             resolve(idleSince - (fromNavigation ? 0 : window.__tacClickAt));
+            return;
+        }
+        if (window.__tacRuns <= before && window.__tacRunStartedAt < (window.__tacClickAt || 0)
+                && now - start > NO_RUN_MS) {
+            reject(new Error('the input started no script run within ' + NO_RUN_MS + ' ms'));
             return;
         }
         if (now - start > limit) {
@@ -206,6 +212,7 @@ def review_actions(tab: Tab, url: str, reps: int) -> dict:
         return out  # a page that never drew has no buttons to time
     attempt(out, "reload (warm server)", lambda: tab.open(url, "edit(s) in effect"))
     small = CLUSTERS - 1
+    tab.choose("review_cluster", "2 · ")  # whichever cluster a reload opened: the timed choice changes it
     attempt(out, "open a cluster (select box)", lambda: tab.timed(lambda: tab.choose("review_cluster", "1 · ")))
     tab.choose("review_cluster", "0 · ")  # cluster 0 open: merges take clusters from the other end
 
@@ -274,6 +281,7 @@ def verify_samples(tab: Tab, reps: int) -> list:
     """``reps`` clicks of the open cluster's verify button (or its undoing twin), each timed to idle."""
     samples = []
     for _ in range(reps):
+        settle(tab.page, STEP_S * 1000)  # the buttons of a page still redrawing are disabled
         key = "review_verify_cluster" if tab.enabled("review_verify_cluster") else "review_unverify_cluster"
         samples.append(tab.timed(tab.press(key)))
     return samples

@@ -110,7 +110,7 @@ def test_thumbnails_on_the_map_and_a_hover_naming_file_and_cluster(server, page,
     point = page.locator(".js-plotly-plot .scatterlayer .trace").first.locator(".point").first
     spot = point.bounding_box()  # the drag layer above the points takes the hover: move the mouse there
     page.mouse.move(spot["x"] + spot["width"] / 2, spot["y"] + spot["height"] / 2)
-    hover = page.locator(".js-plotly-plot .hoverlayer")
+    hover = page.locator(".js-plotly-plot").first.locator(".hoverlayer")  # the map (the sizes chart is below)
     expect(hover).to_contain_text(re.compile(r"station-a/camera-left/solar_cell_inspection_\d{4}\.png"))
     expect(hover).to_contain_text("0 · cluster 0 (9)")
     page.locator(".st-key-review_map_thumbnails label").first.click()

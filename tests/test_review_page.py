@@ -80,7 +80,7 @@ def test_renders_map_cluster_list_and_gallery(workspace):
     ws, run_id, ids = workspace
     at = open_page(ws, run_id)
     charts = at.get("plotly_chart")
-    assert len(charts) == 1
+    assert len(charts) == 2 and json.loads(charts[1].proto.spec)["data"][0]["type"] == "bar"  # the map, the sizes
     spec = chart_spec(at)
     names = [trace["name"] for trace in spec["data"]]
     assert names == ["0 · cluster 0 (9)", "1 · cluster 1 (8)", "2 · cluster 2 (7)"]

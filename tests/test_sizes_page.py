@@ -9,12 +9,12 @@ import threading
 import time
 import types
 
-import pyarrow as pa
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.runtime import context as st_context
 
-from apptest_helpers import elements, open_app
+from apptest_helpers import open_app
 from review_workspace import split_class_workspace
 import ui.cluster_sizes
 from tac_core.run.run_sizes import SIZE_CHECK_FILE
@@ -38,10 +38,11 @@ def uniform_run(data_dir, elpv_images):
 
 
 def size_chart(at):
-    """The size chart's rows (label, name, size, share) in drawing order."""
-    chart = next(e for e in elements(at) if getattr(e, "type", "") == "vega_lite_chart")
-    assert json.loads(chart.proto.spec)["layer"][1]["mark"]["type"] == "text"  # the sizes are written on the bars
-    return pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pandas()
+    """The size chart's rows (label, name, size) in drawing order."""
+    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    bars = next(spec["data"][0] for spec in specs if spec["data"] and spec["data"][0]["type"] == "bar")
+    assert bars["text"] == bars["y"] and bars["textposition"] == "outside"  # the sizes are written on the bars
+    return pd.DataFrame({"label": bars["x"], "name": [row[0] for row in bars["customdata"]], "size": bars["y"]})
 
 
 def settled(at):

@@ -93,11 +93,12 @@ def size_chart(clusters: pd.DataFrame) -> go.Figure:
     import and its chart's checks cost ~0.3 s of a first render at 20,000 images)."""
     frame = clusters[["cluster", "name", "size"]].sort_values(["size", "cluster"], ascending=[False, True])
     sizes = frame["size"].to_numpy()
+    total = max(1, int(sizes.sum()))
     many = len(frame) > ROTATE_ABOVE
     bars = {"type": "bar", "x": frame["cluster"].astype(str).tolist(), "y": sizes.tolist(), "text": sizes.tolist(),
             "textposition": "outside", "textangle": -90 if many else 0, "cliponaxis": False,
             "textfont": {"size": 10}, "marker": {"color": BAR_COLOUR},
-            "customdata": [[plotly_text(name, 60), size / max(1, int(sizes.sum()))]
+            "customdata": [[plotly_text(name, 60), size / total]
                            for name, size in zip(frame["name"], sizes.tolist())],
             "hovertemplate": "Cluster %{x}: %{customdata[0]}<br>%{y} images (%{customdata[1]:.1%})<extra></extra>"}
     layout = {"height": CHART_HEIGHT, "margin": {"l": 0, "r": 0, "t": 4, "b": 0}, "showlegend": False,

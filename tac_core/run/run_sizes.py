@@ -52,8 +52,9 @@ def run_size_check(workspace: Workspace, run_id: int, device: Optional[str] = No
     if x is None or t is None or len(x) != len(labels) or len(t) != len(labels):
         return None
     k = int(run["n_clusters"])
-    reference = reference_shares(tac_features(x, t).astype(np.float32), labels, k, params,
-                                 reclustered="recluster" in run["params"],
+    reclustered = "recluster" in run["params"]
+    features = None if labels_are_reference(params, reclustered) else tac_features(x, t).astype(np.float32)
+    reference = reference_shares(features, labels, k, params, reclustered=reclustered,
                                  device=resolve_device(device or params.device))
     check = check_forced_sizes(labels, reference, params.balance)
     atomic.write_json(workspace.run_dir(run_id) / SIZE_CHECK_FILE, {
@@ -62,11 +63,18 @@ def run_size_check(workspace: Workspace, run_id: int, device: Optional[str] = No
     return check
 
 
-def reference_shares(features: np.ndarray, labels: np.ndarray, k: int, params: RunParams, reclustered: bool = False,
-                     device="cpu") -> np.ndarray:
-    """The balance-aware free partition's shares for a run with these labels and parameters, largest first."""
+def labels_are_reference(params: RunParams, reclustered: bool = False) -> bool:
+    """Whether the run's own labels are the balance-aware free partition (free mode, balance "estimated", not
+    re-clustered): then its reference needs no features and no clustering."""
+    return params.mode == "free" and params.balance == "estimated" and not reclustered
+
+
+def reference_shares(features: Optional[np.ndarray], labels: np.ndarray, k: int, params: RunParams,
+                     reclustered: bool = False, device="cpu") -> np.ndarray:
+    """The balance-aware free partition's shares for a run with these labels and parameters, largest first
+    (``features`` may be None when :func:`labels_are_reference`)."""
     from ..cluster import balance  # torch, as above
-    if params.mode == "free" and params.balance == "estimated" and not reclustered:
+    if labels_are_reference(params, reclustered):
         repaired = labels
     elif params.mode == "free" and not reclustered:
         repaired, _ = balance.merge_split_repair(features, labels, k, random_state=params.seed, device=device)

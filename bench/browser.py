@@ -309,9 +309,8 @@ def map_reruns(tab: Tab, url: str, reps: int) -> dict:
     attempt(out, "rename", rename)
 
     def box() -> list:
-        plot = tab.page.locator(".js-plotly-plot").first
-        tab.page.locator('.js-plotly-plot .modebar-btn[data-val="select"]').first.click()
-        area = plot.locator(".nsewdrag").first.bounding_box()
+        tab.page.locator(".tacmap button[data-tool=box]").click()
+        area = tab.page.locator(".tacmap canvas.overlay").bounding_box()
         samples = []
         for i in range(reps):
             x0, y0 = area["x"] + area["width"] * (0.30 + 0.02 * i), area["y"] + area["height"] * 0.30

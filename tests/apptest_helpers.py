@@ -1,7 +1,7 @@
 """Opening the app in Streamlit's AppTest the way a browser does, and what AppTest only keeps privately.
 
 Pages are addressed by file (``"pages/review.py"``), as ``app.py`` registers them with ``st.navigation``.
-:func:`elements`, :func:`registered_pages` and :func:`select_on_chart` are the only places that read AppTest's
+:func:`elements`, :func:`registered_pages` and :func:`select_on_map` are the only places that read AppTest's
 private attributes (``_tree``, ``_registered_pages``, ``_run``): when a Streamlit upgrade renames them, this
 file is the one to fix.
 """
@@ -49,18 +49,32 @@ def registered_pages(at: AppTest) -> list[dict]:
     return list(at._registered_pages.values())
 
 
-def select_on_chart(at: AppTest, chart, selection: dict) -> AppTest:
-    """Run ``at`` as after a box or lasso drawn on ``chart`` (an ``at.get("plotly_chart")`` element):
-    ``selection`` is what the browser reports (``points``, ``box``, ``lasso``). AppTest cannot interact with
-    a chart, so the chart's widget state is sent along with every other widget's, as a browser sends it."""
+def map_payload(at: AppTest):
+    """What the last run sent the Review map (:class:`ui.map_canvas.Payload`, with its hover texts), or None when
+    it drew no map."""
+    from ui.map_canvas import decode
+
+    parts = {e.proto.component_name: e.proto.bytes for e in at.get("bidi_component")}
+    if "tac_studio.review_map" not in parts:
+        return None
+    return decode(parts["tac_studio.review_map"], parts["tac_studio.review_map_texts"])
+
+
+def select_on_map(at: AppTest, selection: dict) -> AppTest:
+    """Run ``at`` as after a box or lasso drawn on the Review map: ``selection`` is what the browser reports
+    (``points``: positions of the drawn points caught, ``box``, ``lasso``). AppTest cannot draw on the canvas,
+    so the map's trigger is sent along with every other widget's state, as the browser sends it."""
+    from streamlit.components.v2.bidi_component.main import _make_trigger_id
     from streamlit.proto.WidgetStates_pb2 import WidgetState
 
+    chart = next(e for e in at.get("bidi_component") if e.proto.component_name == "tac_studio.review_map")
+    trigger = _make_trigger_id(chart.proto.id, "events")
     states = at._tree.get_widget_states()
-    kept = [w for w in states.widgets if w.id != chart.proto.id]
+    kept = [w for w in states.widgets if w.id != trigger]
     del states.widgets[:]
     states.widgets.extend(kept)
-    state = WidgetState(id=chart.proto.id)
-    state.string_value = json.dumps({"selection": {"points": [], "point_indices": [], "box": [], "lasso": [],
-                                                 **selection}})
+    state = WidgetState(id=trigger)
+    state.json_trigger_value = json.dumps([{"event": "select", "value": {"points": [], "box": [], "lasso": [],
+                                                                         **selection}}])
     states.widgets.append(state)
     return at._run(states)

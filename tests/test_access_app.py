@@ -149,6 +149,8 @@ def test_a_reviewer_edits_and_the_history_shows_their_name(shared, proxy):
     at.text_input(key="review_new_name").set_value("cracks")
     button(at, "Rename cluster").click().run()
     assert not at.exception
+    at.session_state["review_history"] = True  # open the toolbar's "History" popover
+    at.run()
     history = next(df.value for df in at.dataframe if "User" in df.value.columns)
     assert history["User"].tolist() == ["carl"] and history["Action"].iloc[0].endswith("to 'cracks'")
     row = line.connection().execute("SELECT user_name, user_email FROM events").fetchone()

@@ -197,10 +197,35 @@ def page(playwright_driver, tmp_path, output_dir):
 
 # -- driving Streamlit ---------------------------------------------------------------------------------------
 COUNT_RUNS = """
-window.__tacRuns = 0;  // script runs finished since the page loaded: stApp's data-test-script-state leaving "running"
-new MutationObserver(records => {
-    for (const record of records) if (record.oldValue === 'running') window.__tacRuns += 1;
-}).observe(document, {subtree: true, attributeOldValue: true, attributeFilter: ['data-test-script-state']});
+window.__tacRuns = 0;  // script runs finished since the page loaded: the server's "script finished" messages
+(() => {
+    // Counted off the WebSocket, not off stApp's data-test-script-state: React may apply a fast run's start
+    // and end in one render, and a run that never showed "running" in the page would be missed.
+    const finished = (data) => {  // a ForwardMsg (protobuf) whose field 6, script_finished, is set
+        if (!(data instanceof ArrayBuffer)) return false;
+        const bytes = new Uint8Array(data);
+        let at = 0;
+        const varint = () => {
+            let value = 0, shift = 0, byte;
+            do { byte = bytes[at++]; value += (byte & 127) * 2 ** shift; shift += 7; } while (byte & 128 && at < bytes.length);
+            return value;
+        };
+        while (at < bytes.length) {
+            const key = varint(), field = Math.floor(key / 8), wire = key % 8;
+            if (field === 6 && wire === 0) return true;
+            if (wire === 0) varint(); else if (wire === 1) at += 8; else if (wire === 2) at += varint();
+            else if (wire === 5) at += 4; else return false;
+        }
+        return false;
+    };
+    const Native = window.WebSocket;
+    window.WebSocket = class extends Native {
+        constructor(...args) {
+            super(...args);
+            this.addEventListener('message', (event) => { if (finished(event.data)) window.__tacRuns += 1; });
+        }
+    };
+})();
 """
 
 
@@ -335,8 +360,8 @@ def expect_sidebar(page, server: Server) -> None:
 
 def legend(page) -> dict[int, int]:
     """The map's legend: cluster id -> size (entries read "<id> · <name> (<size>)")."""
-    page.locator(".js-plotly-plot .legendtext").first.wait_for()  # the chart draws after the script run
-    entries = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+    page.locator(".tacmap .legendtext").first.wait_for()  # the chart draws after the script run
+    entries = page.locator(".tacmap .legendtext").all_text_contents()
     found = [re.match(r"^(\d+) · .* \((\d+)\)$", text) for text in entries]
     return {int(m[1]): int(m[2]) for m in found if m}
 
@@ -488,9 +513,9 @@ def test_whole_workflow(server, page, output_dir, tmp_path, tiny_model_config, t
     button(page, "Review this run").click()
     heading(page, "Review").wait_for()
     expect(page).to_have_url(re.compile(r"/review\?ws=[^&]+&run=1$"))
-    page.locator(".js-plotly-plot").first.wait_for()
+    page.locator(".tacmap").first.wait_for()
     see(page, "0 edit(s) in effect on run 1.")
-    expect(page.locator(".js-plotly-plot .imagelayer image").first).to_be_attached()  # thumbnails on the map
+    expect(page.locator(".tacmap")).not_to_have_attribute("data-thumbnails", re.compile("^0?$"))  # thumbnails
     shot(page, output_dir, "6-review")
     expect(page.get_by_text("Layout: PCA picture of the images' image and text features")).to_be_visible()
     sizes = legend(page)
@@ -741,7 +766,7 @@ def test_review_edits_survive_a_server_kill(start_server, page, output_dir, tmp_
     expect_sidebar(page, second)
     expect(page.get_by_text("Page not found")).to_have_count(0)
     assert legend(page) == {0: 16, 1: 8}
-    assert sorted(page.locator(".js-plotly-plot .legendtext").all_text_contents()) == ["0 · cracks (16)",
+    assert sorted(page.locator(".tacmap .legendtext").all_text_contents()) == ["0 · cracks (16)",
                                                                                      "1 · fingers (8)"]
     expect(page.get_by_text("Name: cracks", exact=True)).to_be_visible()
     expect(page.get_by_text("Verified cluster", exact=True)).to_be_visible()
@@ -756,7 +781,7 @@ def test_review_edits_survive_a_server_kill(start_server, page, output_dir, tmp_
     button(page, "Undo", "U").click()
     see(page, "Undid #4: renamed cluster 1 from 'cluster 1' to 'fingers'.")
     see(page, f"3 edit(s) in effect on run {run_id}.")
-    assert sorted(page.locator(".js-plotly-plot .legendtext").all_text_contents()) == ["0 · cracks (16)",
+    assert sorted(page.locator(".tacmap .legendtext").all_text_contents()) == ["0 · cracks (16)",
                                                                                      "1 · cluster 1 (8)"]
     second.stop()
 
@@ -829,13 +854,13 @@ def test_a_second_batch_is_sorted_into_the_reviewed_run(server, page, output_dir
     click(page, button(page, "Sort 14 new image(s) into this run"))
     see(page, re.compile(r"^Added 14 new image\(s\) to the reviewed clusters"), timeout=RUN_TIMEOUT_S * 1000)
     see(page, f"2 edit(s) in effect on run {run_id}.")  # the rename and the intake
-    page.locator(".js-plotly-plot .legendtext").first.wait_for()
-    entries = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+    page.locator(".tacmap .legendtext").first.wait_for()
+    entries = page.locator(".tacmap .legendtext").all_text_contents()
     assert "new (14)" in entries, entries
     assert sum(int(m[1]) for m in (re.match(r"^\d+ · .* \((\d+)\)$", e) for e in entries) if m) == 30
     shot(page, output_dir, "2-review-new")
 
     # colour the map by line: line 1's 16 photos and line 2's 14
     choose(page, "Colour by", "line")
-    expect(page.locator(".js-plotly-plot .legendtext")).to_contain_text(["line1 (16)", "line2 (14)"])
+    expect(page.locator(".tacmap .legendtext")).to_contain_text(["line1 (16)", "line2 (14)"])
     shot(page, output_dir, "3-review-by-line")

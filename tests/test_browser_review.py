@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from playwright.sync_api import expect
@@ -28,7 +29,8 @@ from playwright.sync_api import expect
 from review_workspace import real_workspace
 from tac_core.workspace.review import ReviewSession
 import test_browser as tb
-from test_browser import CHROMIUM, CHROMIUM_ARGS, COUNT_RUNS, VIEWPORT, button, choose, click, see, settle, shot
+from test_browser import (CHROMIUM, CHROMIUM_ARGS, COUNT_RUNS, VIEWPORT, after_run, button, choose, click, runs_done,
+                          see, settle, shot)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
@@ -70,13 +72,13 @@ def test_review_page_at_1400_px(server, page, output_dir, tmp_path, elpv_images)
     open_review(server, page, elpv_images, tmp_path)
     click(page, page.locator(".st-key-review_select_page button"))  # a selection, to see its place on the page
     see(page, "9 image(s) selected (9 in cluster 0).")
-    page.locator(".js-plotly-plot").first.wait_for()
+    page.locator(".tacmap").first.wait_for()
     settle(page)
     shot(page, output_dir, "review-1400")
 
     # laid out for 1,400 px: map and cluster list side by side, each whole; the page well under 3,600 px
     assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]
-    plot, table = box(page, ".js-plotly-plot"), box(page, ".st-key-review_cluster_table")
+    plot, table = box(page, ".tacmap"), box(page, ".st-key-review_cluster_table")
     assert plot["width"] >= 400 and plot["x"] + plot["width"] <= table["x"] and abs(plot["y"] - table["y"]) < 80
     scroller = page.locator(".st-key-review_cluster_table .dvn-scroller").first
     assert scroller.evaluate("s => s.scrollWidth <= s.clientWidth + 1"), "the cluster list scrolls sideways"
@@ -99,22 +101,74 @@ def test_review_page_at_1400_px(server, page, output_dir, tmp_path, elpv_images)
     expect(button(page, "Verify cluster", "V")).to_be_visible()
 
 
+FIND_COLOUR = """([canvas, rgb]) => {  // where the canvas shows this colour (CSS pixels), or null
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    const ratio = canvas.width / canvas.clientWidth;
+    for (let i = 0; i < data.length; i += 4) {
+        if (Math.abs(data[i] - rgb[0]) + Math.abs(data[i + 1] - rgb[1]) + Math.abs(data[i + 2] - rgb[2]) < 12) {
+            const p = i / 4;
+            return [(p % canvas.width) / ratio + 2, Math.floor(p / canvas.width) / ratio + 2];
+        }
+    }
+    return null;
+}"""
+CLUSTER_0 = (0x1F, 0x77, 0xB4)  # the first colour of the map's palette
+
+
+def canvas_spot(page, rgb) -> Optional[tuple[float, float]]:
+    """Page coordinates of a pixel of colour ``rgb`` on the map's canvas, or None when none is drawn."""
+    canvas = page.locator(".tacmap canvas.points")
+    found = canvas.evaluate("(c, rgb) => (" + FIND_COLOUR + ")([c, rgb])", list(rgb))
+    if found is None:
+        return None
+    where = canvas.bounding_box()
+    return where["x"] + found[0], where["y"] + found[1]
+
+
 def test_thumbnails_on_the_map_and_a_hover_naming_file_and_cluster(server, page, output_dir, tmp_path, elpv_images):
     open_review(server, page, elpv_images, tmp_path)
-    page.locator(".js-plotly-plot .imagelayer image").first.wait_for()
-    assert page.locator(".js-plotly-plot .imagelayer image").count() >= 3  # each cluster's most typical images
+    themap = page.locator(".tacmap")
+    expect(themap).to_have_attribute("data-thumbnails", re.compile(r"^([3-9]|\d\d+)$"))  # each cluster's typical images
     shot(page, output_dir, "review-map-thumbnails")
     page.locator(".st-key-review_map_thumbnails label").first.click()
-    expect(page.locator(".js-plotly-plot .imagelayer image")).to_have_count(0)  # the toggle takes them away
+    expect(themap).to_have_attribute("data-thumbnails", "0")  # the toggle takes them away
     settle(page)
-    point = page.locator(".js-plotly-plot .scatterlayer .trace").first.locator(".point").first
-    spot = point.bounding_box()  # the drag layer above the points takes the hover: move the mouse there
-    page.mouse.move(spot["x"] + spot["width"] / 2, spot["y"] + spot["height"] / 2)
-    hover = page.locator(".js-plotly-plot").first.locator(".hoverlayer")  # the map (the sizes chart is below)
-    expect(hover).to_contain_text(re.compile(r"station-a/camera-left/solar_cell_inspection_\d{4}\.png"))
-    expect(hover).to_contain_text("0 · cluster 0 (9)")
+    x, y = canvas_spot(page, CLUSTER_0)  # a point of cluster 0
+    page.mouse.move(x, y)
+    tip = themap.locator(".tip")
+    expect(tip).to_contain_text(re.compile(r"station-a/camera-left/solar_cell_inspection_\d{4}\.png"))
+    expect(tip).to_contain_text("0 · cluster 0 (9)")
     page.locator(".st-key-review_map_thumbnails label").first.click()
-    page.locator(".js-plotly-plot .imagelayer image").first.wait_for()
+    expect(themap).not_to_have_attribute("data-thumbnails", "0")
+
+
+def test_a_box_on_the_map_selects_what_it_holds_and_the_legend_hides_a_cluster(server, page, tmp_path,
+                                                                                elpv_images):
+    open_review(server, page, elpv_images, tmp_path)
+    page.locator(".st-key-review_map_thumbnails label").first.click()  # points only: their colours are findable
+    expect(page.locator(".tacmap")).to_have_attribute("data-thumbnails", "0")
+    settle(page)
+    area = page.locator(".tacmap canvas.overlay").bounding_box()
+    page.locator(".tacmap button[data-tool=box]").click()
+
+    def drag_box() -> None:
+        before = runs_done(page)
+        page.mouse.move(area["x"] + 2, area["y"] + 2)
+        page.mouse.down()
+        page.mouse.move(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2, steps=4)
+        page.mouse.move(area["x"] + area["width"] - 2, area["y"] + area["height"] - 2, steps=4)
+        page.mouse.up()
+        after_run(page, before)
+
+    drag_box()  # the whole map: every image of the run
+    see(page, "24 image(s) selected")
+    page.mouse.dblclick(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2)  # clears it
+    see(page, "Nothing selected")
+    page.locator(".tacmap .legend .item", has_text="0 · cluster 0 (9)").click()  # hide cluster 0
+    assert canvas_spot(page, CLUSTER_0) is None  # its points are gone from the canvas
+    drag_box()
+    see(page, "15 image(s) selected")  # the other two clusters only
+    expect(page.get_by_text("9 in cluster 0")).to_have_count(0)
 
 
 def test_captions_are_cut_in_the_middle_on_one_line(server, page, tmp_path, elpv_images):

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import elements, open_app
+from apptest_helpers import elements, map_payload, open_app
+from ui import map_canvas, size_bars
 from bad_inputs import encode, pattern
 from review_workspace import planted_arrays
 from tac_core.workspace import ingest
@@ -44,7 +45,8 @@ VERBATIM = {"workspaces": [WORKSPACE_NAME], "images": [WORKSPACE_NAME, SKIPPED_N
 #: Proto fields Streamlit shows as plain text (or never shows: ids, urls); everything else may render Markdown.
 PLAIN_FIELDS = {("Text", "body"), ("Code", "code_text"), ("Json", "body"), ("Selectbox", "options"),
                 ("Selectbox", "raw_value"), ("MultiSelect", "options"), ("MultiSelect", "raw_values"),
-                ("TextInput", "value"), ("TextInput", "default"), ("TextArea", "value"), ("TextArea", "default")}
+                ("TextInput", "value"), ("TextInput", "default"), ("TextArea", "value"), ("TextArea", "default"),
+                ("BidiComponent", "json")}  # the app's components write their data as text (checked below)
 UNSHOWN_FIELDS = {"id", "form_id", "query_param_key", "url", "page", "page_script_hash", "deferred_file_id",
                   "element_id"}
 
@@ -97,7 +99,7 @@ def proto_strings(message, path=()):
 def sent(at: AppTest):
     """(proto name, field path, text) of every string the page sent, and every dataframe cell as ("cell", (), text).
 
-    AppTest's nodes hold each element's own proto ("Markdown", "Alert", "Expandable", "PlotlyChart" …)."""
+    AppTest's nodes hold each element's own proto ("Markdown", "Alert", "Expandable", "BidiComponent" …)."""
     for node in elements(at):
         proto = getattr(node, "proto", None)
         if proto is None or not hasattr(proto, "ListFields"):
@@ -117,28 +119,32 @@ def rendered_hostile(at: AppTest) -> list[tuple[str, tuple, str]]:
     for kind, path, text in sent(at):
         if kind == "cell" or path[-1] in UNSHOWN_FIELDS or (kind, path[-1]) in PLAIN_FIELDS:
             continue
-        if kind == "PlotlyChart" and path[-1] == "spec":  # Plotly renders a subset of HTML, not Markdown
-            strings = [s for s in _json_strings(json.loads(text)) if "<img" in s or ("<a" in s and "javascript:" in s)]
-            found += [(kind, path, s) for s in strings]
-            continue
         if any(payload in text for payload in PAYLOADS):
             found.append((kind, path, text))
     return found
 
 
+def test_the_review_map_writes_user_text_as_text(hostile):
+    """The map's legend and hover and the size bars' tooltips get user text (cluster names, file names) as data
+    and put it on the page as text only: their scripts have no way to turn a string into markup."""
+    ws, run_id = hostile
+    at = open_page("review", ws, run_id)
+    payload = map_payload(at)
+    assert payload.header["groups"][0]["label"].startswith("0 · CL <img src=x onerror=alert(1)>")  # as typed
+    assert any(text.startswith("FILE <img src=x onerror=alert(1)>") for text in payload.hover)
+    scripts = ((ROOT / "ui" / "map_canvas.js").read_text(encoding="utf-8"), size_bars.JS, map_canvas.TEXTS_JS)
+    for script in scripts:
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "DOMParser",
+                     "createContextualFragment", "eval(", "Function("):
+            assert sink not in script, sink
+    assert all("textContent" in script for script in scripts[:2])  # the texts' script only keeps them
+    bars = json.loads(next(c for c in at.get("bidi_component")
+                           if c.proto.component_name == "tac_studio.cluster_sizes").proto.json)["bars"]
+    assert CLUSTER_NAME in [bar["name"] for bar in bars]  # whole, as data
+
+
 def plain_texts(at: AppTest) -> list[str]:
     return [text for kind, path, text in sent(at) if kind == "cell" or (kind, path[-1]) in PLAIN_FIELDS]
-
-
-def _json_strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _json_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _json_strings(item)
 
 
 # -- every page -------------------------------------------------------------------------------------------
@@ -153,7 +159,10 @@ def test_hostile_text_is_shown_verbatim_and_never_rendered(hostile, page):
     assert rendered_hostile(at) == []
     protos = [node.proto for node in elements(at) if hasattr(getattr(node, "proto", None), "DESCRIPTOR")]
     names = {proto.DESCRIPTOR.name for proto in protos}
-    assert not names & {"Html", "IFrame", "BidiComponent", "ComponentInstance"}, names  # no raw HTML element
+    assert not names & {"Html", "IFrame", "ComponentInstance"}, names  # no raw HTML element
+    components = {p.component_name for p in protos if p.DESCRIPTOR.name == "BidiComponent"}
+    assert components <= {"tac_studio.review_map", "tac_studio.review_map_texts", "tac_studio.cluster_sizes"}, \
+        components  # the app's own: they write text as text
     assert not [p.body for p in protos if p.DESCRIPTOR.name == "Markdown" and p.allow_html]
     plain = plain_texts(at)
     for text in VERBATIM[page]:
@@ -175,8 +184,11 @@ def test_escaped_text_reads_as_typed_in_alerts(hostile):
 
 
 def test_the_ui_never_opts_into_raw_html():
-    """No page or view passes user text to st.html, components or unsafe_allow_html (a grep of the code)."""
-    sources = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "ui").glob("*.py"))]
+    """No page or view passes user text to st.html, components or unsafe_allow_html (a grep of the code). The one
+    component, the Review map (``ui/map_canvas.py``), has fixed HTML and gets user text only as data, which its
+    script writes as text (:func:`test_the_review_map_writes_user_text_as_text`)."""
+    sources = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")),
+               *sorted(p for p in (ROOT / "ui").glob("*.py") if p.name not in ("map_canvas.py", "size_bars.py"))]
     offenders = [f"{path.name}: {line.strip()}" for path in sources
                  for line in path.read_text(encoding="utf-8").splitlines()
                  if any(word in line for word in ("unsafe_allow_html", "st.html", "components.html",

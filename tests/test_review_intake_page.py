@@ -3,13 +3,12 @@ ringed on the map and can be shown alone, the map colours by a metadata field, t
 its images come from, unsorted images become a cluster, and the Audit queue starts with the new ones."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 import streamlit as st
 
-from apptest_helpers import open_app
+from apptest_helpers import map_payload, open_app
 from intake_workspace import bed_workspace
 from tac_core.workspace import metadata
 from tac_core.workspace.intake import BUCKET_NAME, record_intake
@@ -27,16 +26,14 @@ def bed(tmp_path, monkeypatch):
     st.cache_data.clear()
 
 
-def traces(at) -> list[dict]:
-    return json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
-
-
 def names(at) -> list[str]:
-    return [trace["name"] for trace in traces(at)]
+    """The map's legend: its groups, then the "new" rings when there are any."""
+    header = map_payload(at).header
+    return [group["label"] for group in header["groups"]] + ([header["rings"]["label"]] if header["rings"] else [])
 
 
 def drawn(at) -> int:
-    """Points drawn in the clusters' (or values') traces, read off their legend entries "<name> (<count>)"."""
+    """Points drawn in the clusters' (or values') groups, read off their legend entries "<name> (<count>)"."""
     return sum(int(n.rsplit("(", 1)[1][:-1]) for n in names(at) if not n.startswith(("new", "excluded")))
 
 
@@ -55,8 +52,10 @@ def test_a_batch_waits_then_shows_new_on_the_map_coloured_and_filtered(bed):
     at.run()
     assert not at.exception, at.exception
     assert not [b for b in at.button if b.key == "review_intake"]  # nothing left to sort in
-    new = next(t for t in traces(at) if t["name"] == f"new ({n_new})")
-    assert new["marker"]["symbol"] == "circle-open"
+    payload = map_payload(at)
+    assert payload.header["rings"]["label"] == f"new ({n_new})"
+    ringed = payload.arrays["position"][payload.arrays["ring"] == 1]
+    assert sorted(ringed.tolist()) == list(range(len(bed.run_ids), len(bed.run_ids) + n_new))  # every new image
     assert any(name.startswith(f"3 · {BUCKET_NAME}") for name in names(at))  # the bucket is a cluster on the map
     assert drawn(at) == len(bed.run_ids) + n_new
 
@@ -68,7 +67,7 @@ def test_a_batch_waits_then_shows_new_on_the_map_coloured_and_filtered(bed):
     assert not at.exception, at.exception
     by_line = [n for n in names(at) if not n.startswith("new")]
     assert sorted(n.split(" (")[0] for n in by_line) == ["line0", "line1", "line2"]
-    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["legend"]["title"]["text"] == "line"
+    assert map_payload(at).header["legend_title"] == "line"
 
     at.selectbox(key="review_filter_field").set_value("camera").run()
     at.multiselect(key="review_filter_values").set_value(["cam1"]).run()

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 import tac_core.cluster.projection
 import ui.map_view
-from apptest_helpers import open_app, select_on_chart
+from apptest_helpers import map_payload, open_app, select_on_map
 from review_workspace import real_workspace, synthetic_workspace
 from tac_core.workspace.review import ReviewSession
 
@@ -72,27 +72,31 @@ def click(at, key, whole_page: bool = True) -> AppTest:
     return at.run() if whole_page else at
 
 
-def chart_spec(at) -> dict:
-    return json.loads(at.get("plotly_chart")[0].proto.spec)
+def legend(at) -> list[str]:
+    return [group["label"] for group in map_payload(at).header["groups"]]
 
 
 def test_renders_map_cluster_list_and_gallery(workspace):
     ws, run_id, ids = workspace
     at = open_page(ws, run_id)
-    charts = at.get("plotly_chart")
-    assert len(charts) == 2 and json.loads(charts[1].proto.spec)["data"][0]["type"] == "bar"  # the map, the sizes
-    spec = chart_spec(at)
-    names = [trace["name"] for trace in spec["data"]]
-    assert names == ["0 · cluster 0 (9)", "1 · cluster 1 (8)", "2 · cluster 2 (7)"]
-    assert charts[0].proto.selection_mode  # lasso/box selection is on
-    # the hover names the file (its relative path) and, through the trace, its cluster
-    assert spec["data"][0]["hovertemplate"] == "%{text}<extra>%{fullData.name}</extra>"
-    rel_paths = set(ws.run_assignments(run_id)["rel_path"])
-    assert set(spec["data"][0]["text"]) <= rel_paths and len(spec["data"][0]["text"]) == 9
+    components = [c.proto.component_name for c in at.get("bidi_component")]
+    assert components == ["tac_studio.review_map", "tac_studio.review_map_texts", "tac_studio.cluster_sizes"]
+    payload = map_payload(at)
+    assert legend(at) == ["0 · cluster 0 (9)", "1 · cluster 1 (8)", "2 · cluster 2 (7)"]
+    # every point, in its cluster's group, at its place on the run's map
+    xy = ws.load_run_array(run_id, "projection")
+    position, group = payload.arrays["position"], payload.arrays["group"]
+    assert sorted(position.tolist()) == list(range(len(ids)))
+    labels = ReviewSession(ws, run_id).state.labels
+    assert (group == labels[position]).all()
+    assert np.allclose(payload.arrays["x"], xy[position, 0]) and np.allclose(payload.arrays["y"], xy[position, 1])
+    # the hover names the file (its relative path) and, through the group, its cluster
+    rel_paths = ws.run_assignments(run_id)["rel_path"].to_numpy()
+    assert payload.hover == rel_paths[position].tolist()
     # thumbnails on the map: each cluster's most confident images at their points, as small JPEGs
-    images = spec["layout"]["images"]
-    assert len(images) == 24 and all(i["source"].startswith("data:image/jpeg;base64,") for i in images)
-    assert {(i["xref"], i["yref"]) for i in images} == {("x", "y")}
+    images = payload.header["thumbnails"]
+    assert len(images) == 24 and all(uri.startswith("data:image/jpeg;base64,") for _, _, _, uri in images)
+    assert {(x, y) for x, y, _, _ in images} <= {(float(a), float(b)) for a, b in xy.astype(np.float32)}
     table = cluster_table(at)
     assert table.columns.tolist() == ["ID", "Name", "Size", "Excl.", "Coverage", "Verified", "Conf.", "Approved"]
     assert table["Size"].tolist() == [9, 8, 7] and table["Coverage"].tolist() == [0, 0, 0]
@@ -105,7 +109,7 @@ def test_renders_map_cluster_list_and_gallery(workspace):
     least = [t.split("\n") for t in texts(at) if t.startswith("cell")]
     assert least[0][0] != first and float(least[0][1][:4]) <= float(least[-1][1][:4])
     at.toggle(key="review_map_thumbnails").set_value(False).run()
-    assert chart_spec(at)["layout"]["images"] == []
+    assert map_payload(at).header["thumbnails"] == []
 
 
 def test_every_action_is_one_persisted_event_and_shows(workspace):
@@ -163,6 +167,9 @@ def test_every_action_is_one_persisted_event_and_shows(workspace):
     assert cluster_table(at).set_index("ID").loc[1, "Excl."] == 2
     assert [k for k, _ in events(ws, run_id)] == ["rename", "merge", "split", "move", "verify_images",
                                                   "verify_cluster", "exclude", "undo", "redo"]
+    assert not [df for df in at.dataframe if "Action" in df.value.columns]  # the history is drawn only when open
+    at.session_state["review_history"] = True  # open the toolbar's "History" popover
+    at.run()
     history = next(df.value for df in at.dataframe if "Action" in df.value.columns)
     assert len(history) == 9 and history["Action"][0].startswith("redid")
 
@@ -199,8 +206,7 @@ def test_markup_in_names_is_shown_as_text(workspace):
     for element in [*at.markdown, *at.success, *at.caption, *at.subheader]:  # Markdown: every trigger escaped
         assert not re.search(r"(?<!\\)(<|\*\*|:red|\$)", element.value), element.value
     assert any("\\<img" in element.value for element in at.subheader)  # the open cluster's gallery heading
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert spec["data"][0]["name"].startswith("0 · &lt;img src=x onerror=alert(1)&gt;")
+    assert legend(at)[0].startswith("0 · <img src=x onerror=alert(1)>")  # the map writes it as text
 
 
 def test_a_second_browser_session_sees_edits(workspace):
@@ -250,17 +256,17 @@ def test_a_run_without_a_map_gets_one_computed_once_and_saved(data_dir, elpv_ima
 def test_an_action_reruns_only_the_parts_it_changed(workspace, monkeypatch):
     ws, run_id, ids = workspace
     builds = []
-    build = ui.map_view.build_figure
-    monkeypatch.setattr(ui.map_view, "build_figure", lambda *a, **k: builds.append(1) or build(*a, **k))
+    build = ui.map_view.build_payload
+    monkeypatch.setattr(ui.map_view, "build_payload", lambda *a, **k: builds.append(1) or build(*a, **k))
     at = open_page(ws, run_id)
     assert len(builds) == 1
     click(at, "review_verify_cluster", whole_page=False)  # an action on one cluster that moves no image
-    assert not at.get("plotly_chart") and cluster_table(at)["Verified"][0]  # the map was not redrawn, the list was
+    assert map_payload(at) is None and cluster_table(at)["Verified"][0]  # the map was not redrawn, the list was
     assert not at.image  # nor the galleries
     at.run()  # the whole page again: the same figure, from the cache
-    assert len(builds) == 1 and at.get("plotly_chart")
+    assert len(builds) == 1 and map_payload(at) is not None
     click(at, "sign_off_approve", whole_page=False)  # a sign-off changes the list, not the map
-    assert not at.get("plotly_chart") and cluster_table(at)["Approved"][0] != ""
+    assert map_payload(at) is None and cluster_table(at)["Approved"][0] != ""
     at.run()
     assert len(builds) == 1
     at.session_state["review_selection_1"] = [int(i) for i in ids[:3]]
@@ -268,10 +274,10 @@ def test_an_action_reruns_only_the_parts_it_changed(workspace, monkeypatch):
     assert len(builds) == 1  # a selection draws nothing on the map
     at.text_input(key="review_new_name").input("cracks")
     click(at, "review_rename", whole_page=False)  # a name shows in the map's legend: rebuilt
-    assert len(builds) == 2 and chart_spec(at)["data"][0]["name"] == "0 · cracks (9)"
+    assert len(builds) == 2 and legend(at)[0] == "0 · cracks (9)"
     assert not at.image  # the galleries show no names
     click(at, "review_undo")
-    assert len(builds) == 3 and chart_spec(at)["data"][0]["name"] == "0 · cluster 0 (9)"
+    assert len(builds) == 3 and legend(at)[0] == "0 · cluster 0 (9)"
 
 
 def test_bulk_selection_never_takes_excluded_images(workspace):
@@ -299,15 +305,15 @@ def test_a_box_or_lasso_on_the_map_selects_every_image_inside(workspace):
     labels = ReviewSession(ws, run_id).state.labels
     box = {"x": [-1.5, 5.5], "y": [-1.5, 3.0]}  # cluster 0 around (0, 0) and part of cluster 1 around (4, 3)
     inside = (xy[:, 0] >= -1.5) & (xy[:, 0] <= 5.5) & (xy[:, 1] >= -1.5) & (xy[:, 1] <= 3.0)
-    caught = [{"customdata": int(p)} for p in np.flatnonzero(inside & (labels == 0))]  # cluster 1 hidden
-    select_on_chart(at, at.get("plotly_chart")[0], {"points": caught, "box": [box]})
+    caught = np.flatnonzero(inside & (labels == 0)).tolist()  # cluster 1 hidden in the legend
+    select_on_map(at, {"points": caught, "box": [box]})
     assert not at.exception
     assert at.session_state["review_selection_1"] == sorted(ids[inside & (labels == 0)].tolist())
-    assert not at.get("plotly_chart")  # selecting does not redraw the map
+    assert map_payload(at) is None  # selecting does not redraw the map
     at.run()
-    caught.append({"customdata": int(np.flatnonzero(inside & (labels == 1))[0])})
+    caught.append(int(np.flatnonzero(inside & (labels == 1))[0]))
     lasso = {"x": [-1.5, 5.5, 5.5, -1.5], "y": [-1.5, -1.5, 3.0, 3.0]}
-    select_on_chart(at, at.get("plotly_chart")[0], {"points": caught, "lasso": [lasso]})
+    select_on_map(at, {"points": caught, "lasso": [lasso]})
     selected = at.session_state["review_selection_1"]
     assert sorted(selected) == sorted(ids[inside & np.isin(labels, [0, 1])].tolist())
 
@@ -329,18 +335,17 @@ def test_a_million_points_render_and_a_box_selects_exactly(data_dir):
     ws, run_id = synthetic_workspace(data_dir, 1_000_000, 12, dim=4, thumbnails=False)
     try:
         at = open_app("pages/review.py", ws, run_id, timeout=600)
-        spec = chart_spec(at)
-        drawn = sum(len(trace["customdata"]["bdata"]) * 3 // 4 // 4 for trace in spec["data"])
-        assert drawn < 60_000  # a bounded sample, not a million points
-        sizes = {int(t["name"].split(" · ")[0]): int(t["name"].rsplit("(", 1)[1][:-1]) for t in spec["data"]}
+        payload = map_payload(at)
+        assert payload.header["n"] < 60_000  # a bounded sample, not a million points
+        sizes = {int(name.split(" · ")[0]): int(name.rsplit("(", 1)[1][:-1]) for name in legend(at)}
         labels = ws.run_assignments(run_id)["cluster"].to_numpy()
         assert sizes == dict(enumerate(np.bincount(labels).tolist()))  # exact sizes in the legend
         xy = ws.load_run_array(run_id, "projection")
         box = {"x": [-5.0, 5.0], "y": [-5.0, 5.0]}
         inside = (xy[:, 0] >= -5) & (xy[:, 0] <= 5) & (xy[:, 1] >= -5) & (xy[:, 1] <= 5)
         assert inside.sum() > 60_000  # more than the map draws
-        caught = [{"customdata": int(np.flatnonzero(inside & (labels == c))[0])} for c in np.unique(labels[inside])]
-        select_on_chart(at, at.get("plotly_chart")[0], {"points": caught, "box": [box]})
+        caught = [int(np.flatnonzero(inside & (labels == c))[0]) for c in np.unique(labels[inside])]
+        select_on_map(at, {"points": caught, "box": [box]})
         assert not at.exception
         assert len(at.session_state["review_selection_1"]) == int(inside.sum())
         assert any(t.value.startswith(f"{int(inside.sum())} image(s) selected") for t in at.text)

@@ -38,11 +38,11 @@ def uniform_run(data_dir, elpv_images):
 
 
 def size_chart(at):
-    """The size chart's rows (label, name, size) in drawing order."""
-    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-    bars = next(spec["data"][0] for spec in specs if spec["data"] and spec["data"][0]["type"] == "bar")
-    assert bars["text"] == bars["y"] and bars["textposition"] == "outside"  # the sizes are written on the bars
-    return pd.DataFrame({"label": bars["x"], "name": [row[0] for row in bars["customdata"]], "size": bars["y"]})
+    """The size chart's rows (label, name, size, share) in drawing order."""
+    [chart] = [c for c in at.get("bidi_component") if c.proto.component_name == "tac_studio.cluster_sizes"]
+    bars = pd.DataFrame(json.loads(chart.proto.json)["bars"])
+    assert abs(bars["share"].sum() - 1) < 1e-9  # each bar's share of all images, for its tooltip
+    return bars
 
 
 def settled(at):

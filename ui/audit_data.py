@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from tac_core.cluster.contact_sheet import contact_sheet
@@ -83,7 +84,8 @@ def snapshot(workspace: Workspace, session: ReviewSession, decided: np.ndarray, 
 
 
 def name_reasons(text: str, session: ReviewSession, rel_paths) -> str:
-    """The audit's reasons with clusters named as they are called now and images by file name."""
+    """The audit's reasons with clusters named as they are called now and images by file name (``rel_paths``:
+    by position, an array or a Series)."""
     names = session.state.names
 
     def cluster(match: re.Match) -> str:
@@ -92,7 +94,9 @@ def name_reasons(text: str, session: ReviewSession, rel_paths) -> str:
 
     def image(match: re.Match) -> str:
         pos = int(match.group(1))
-        return f"image {rel_paths[pos]}" if 0 <= pos < len(rel_paths) else match.group(0)
+        if not 0 <= pos < len(rel_paths):
+            return match.group(0)
+        return f"image {rel_paths.iat[pos] if isinstance(rel_paths, pd.Series) else rel_paths[pos]}"
 
     return _IMAGE_REF.sub(image, _CLUSTER_REF.sub(cluster, text))
 

@@ -181,7 +181,7 @@ def current_item(workspace: Workspace, session: ReviewSession, audit: AuditQueue
         show_image(workspace, row["sha256"], row["path"])
     with why:
         st.markdown("**Why it is here**")
-        st.text(name_reasons(audit.reasons[pos], session, paths["rel_path"].to_numpy()))
+        st.text(name_reasons(audit.reasons[pos], session, paths["rel_path"]))
         st.text(f"Suspicion {audit.score[pos]:.2f} · confidence in its cluster {audit.confidence[pos]:.2f}")
         st.markdown("**In cluster**")
         st.text(f"{own} · {state.names[own]}")
@@ -214,9 +214,10 @@ def current_item(workspace: Workspace, session: ReviewSession, audit: AuditQueue
 
 
 def _examples(workspace: Workspace, session: ReviewSession, cluster: int, exclude: int) -> None:
-    members = session.members(cluster)
-    members = members[(members["image_id"] != exclude) & ~members["excluded"]]
-    strip(workspace, members.head(4), columns=4)
+    """The cluster's four most confident images (not excluded, not the image in question)."""
+    state, positions = session.state, session.member_positions(cluster)
+    positions = positions[(state.image_ids[positions] != exclude) & ~state.excluded[positions]]
+    strip(workspace, session.images(positions[:4]), columns=4)
 
 
 def upcoming(session: ReviewSession, audit: AuditQueue, positions: np.ndarray, paths: pd.DataFrame) -> None:
@@ -224,11 +225,11 @@ def upcoming(session: ReviewSession, audit: AuditQueue, positions: np.ndarray, p
     if positions.size == 0:
         return
     state = session.state
-    rel = paths["rel_path"].to_numpy()
+    rel = paths["rel_path"]  # a few rows of it: converting all 20,000 Arrow strings would cost more than the rest
     names = state.names
     st.markdown("**Next in the queue**")
     st.dataframe(pd.DataFrame({
-        "Rank": audit.rank[positions] + 1, "Image": rel[positions],
+        "Rank": audit.rank[positions] + 1, "Image": rel.iloc[positions].to_numpy(),
         "Cluster": [names.get(int(c), "?") for c in state.labels[positions]],
         "Suggested": [names.get(int(c), "—") for c in audit.suggested[positions]],
         "Suspicion": audit.score[positions],

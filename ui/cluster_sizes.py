@@ -11,7 +11,6 @@ import threading
 from typing import Optional
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from tac_core.cluster.sizes import SizeCheck
@@ -20,16 +19,14 @@ from tac_core.run.run_sizes import load_size_check, run_size_check
 from tac_core.workspace.review import ReviewSession
 from tac_core.workspace.workspace import Workspace
 from ui.run_choices import BALANCE_LABELS
-from ui.safe_text import esc, plotly_text
+from ui.safe_text import esc
+from ui.size_bars import size_bars
 
 LOG = logging.getLogger("tac_studio")
-CHART_HEIGHT = 170
-BAR_COLOUR = "#4c78a8"
 WAIT_S = 1.0  # a small run's verdict is waited for, so it shows on the first view ...
 WAIT_UP_TO = 5_000  # ... up to this many images (a bigger one's takes longer: the page does not wait)
 CHECKING = ("Checking whether this run's sizes look forced (once per run, in the background); the answer shows "
             "on the page's next update.")
-ROTATE_ABOVE = 20  # more clusters than this: the sizes are written upwards, so that neighbours do not overlap
 ADVICE = (f"In the app: on the Cluster page choose Cluster sizes '{BALANCE_LABELS['estimated']}' and run again, "
           "or merge the pieces of one group listed under Possible merges on the Audit page.")
 
@@ -77,32 +74,10 @@ def render(workspace: Workspace, session: ReviewSession, clusters: pd.DataFrame)
         since = " (The verdict is about the run as clustered; the chart shows the clusters as reviewed now.)"
         st.warning(esc(f"{check.reason} {ADVICE}" + (since if session.state.labels_edited() else "")),
                    icon=":material/balance:")
-    st.plotly_chart(size_chart(clusters), key=f"review_sizes_{session.run_id}", width="stretch",
-                    config={"displayModeBar": False})
+    size_bars(clusters, key=f"review_sizes_{session.run_id}")
     sizes = clusters["size"].sort_values(ascending=False)
     total = max(1, int(sizes.sum()))
     summary = (f"{len(sizes)} clusters · largest {int(sizes.iloc[0])} ({sizes.iloc[0] / total:.0%}) · smallest "
                f"{int(sizes.iloc[-1])} ({sizes.iloc[-1] / total:.1%}) · median {int(sizes.median())}.")
     verdict = check.reason if check is not None and not check.forced else note
     st.caption(esc(f"{summary} {verdict}" if verdict else summary))
-
-
-def size_chart(clusters: pd.DataFrame) -> go.Figure:
-    """Bars largest first, each labelled with its size; cluster ids below, names and shares on hover. Plotly, as
-    the map: its library is already in the browser and nothing more loads for this chart (it was Altair: its
-    import and its chart's checks cost ~0.3 s of a first render at 20,000 images)."""
-    frame = clusters[["cluster", "name", "size"]].sort_values(["size", "cluster"], ascending=[False, True])
-    sizes = frame["size"].to_numpy()
-    total = max(1, int(sizes.sum()))
-    many = len(frame) > ROTATE_ABOVE
-    bars = {"type": "bar", "x": frame["cluster"].astype(str).tolist(), "y": sizes.tolist(), "text": sizes.tolist(),
-            "textposition": "outside", "textangle": -90 if many else 0, "cliponaxis": False,
-            "textfont": {"size": 10}, "marker": {"color": BAR_COLOUR},
-            "customdata": [[plotly_text(name, 60), size / total]
-                           for name, size in zip(frame["name"], sizes.tolist())],
-            "hovertemplate": "Cluster %{x}: %{customdata[0]}<br>%{y} images (%{customdata[1]:.1%})<extra></extra>"}
-    layout = {"height": CHART_HEIGHT, "margin": {"l": 0, "r": 0, "t": 4, "b": 0}, "showlegend": False,
-              "xaxis": {"type": "category", "title": {"text": "Cluster (largest first)"}, "fixedrange": True},
-              "yaxis": {"title": {"text": "Images"}, "fixedrange": True,
-                        "range": [0, float(sizes.max(initial=1)) * (1.3 if many else 1.15)]}}
-    return go.Figure({"data": [bars], "layout": layout}, _validate=False)

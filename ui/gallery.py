@@ -26,13 +26,14 @@ COLUMNS = 3
 CAPTION_CHARS = 17  # a file name on one line under a thumbnail a third of a half-width column wide at 1,400 px
 
 
-def page_of(frame: pd.DataFrame, key: str, page_size: int = PAGE_SIZE) -> pd.DataFrame:
-    """The rows of the current page; draws a "Page" pager under the caller's control when there are several."""
-    pages = max(1, math.ceil(len(frame) / page_size))
+def page_of(rows: np.ndarray, key: str, page_size: int = PAGE_SIZE) -> np.ndarray:
+    """The current page of ``rows`` (positions: their images' rows are then read for this page only); draws a
+    "Page" pager under the caller's control when there are several."""
+    pages = max(1, math.ceil(len(rows) / page_size))
     if st.session_state.get(key, 1) > pages:
         st.session_state.pop(key, None)  # back to page 1 (setting it would clash with the widget's default)
     page = st.pagination(pages, key=key, max_visible_pages=5) if pages > 1 else 1
-    return frame.iloc[(page - 1) * page_size: page * page_size]
+    return rows[(page - 1) * page_size: page * page_size]
 
 
 def _toggle(run_id: int, image_id: int, key: str) -> None:

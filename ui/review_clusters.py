@@ -9,6 +9,7 @@ filter.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -168,14 +169,14 @@ def members_part(workspace: Workspace, run_id: int) -> None:
     st.subheader(esc(short(f"Cluster {current} · {session.state.names[current]}", 60)), anchor=False)
     top = st.columns([4, 3, 3], vertical_alignment="center")
     least = top[0].toggle("Least confident first", key=LEAST_FIRST)
-    frame = session.members(current, "least_confident" if least else "confidence")
+    positions = session.member_positions(current, "least_confident" if least else "confidence")
     visible = review_metadata.map_view_of(workspace, session).visible
     if visible is not None:
-        frame = frame[frame["position"].isin(visible)]
-        st.caption(f"{len(frame):,} of its images pass the map's filter.")
-    shown = page_of(frame, CLUSTER_PAGE)
+        positions = positions[np.isin(positions, visible)]
+        st.caption(f"{len(positions):,} of its images pass the map's filter.")
+    shown = page_of(positions, CLUSTER_PAGE)
     top[1].button("Select page", key="review_select_page", on_click=actions.select_positions,
-                  args=(workspace, run_id, shown["position"].to_numpy()), width="stretch", disabled=shown.empty)
+                  args=(workspace, run_id, shown), width="stretch", disabled=not len(shown))
     top[2].button("Select cluster", key="review_select_cluster", on_click=actions.select_positions,
-                  args=(workspace, run_id, frame["position"].to_numpy()), width="stretch", disabled=frame.empty)
-    grid(workspace, run_id, shown, key="review_members")
+                  args=(workspace, run_id, positions), width="stretch", disabled=not len(positions))
+    grid(workspace, run_id, session.images(shown), key="review_members")

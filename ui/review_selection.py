@@ -80,4 +80,4 @@ def selected_part(workspace: Workspace, run_id: int) -> None:
     session = part_session(workspace, run_id)
     pos = selected_positions(session)
     if pos.size:
-        grid(workspace, run_id, page_of(session.images(np.sort(pos)), SELECTION_PAGE), key="review_selected")
+        grid(workspace, run_id, session.images(page_of(np.sort(pos), SELECTION_PAGE)), key="review_selected")

@@ -90,8 +90,11 @@ def _toolbar(workspace: Workspace, run_id: int, prefix: str, parts_for) -> None:
                    on_click=actions.redo, args=(workspace, run_id, parts_for), width="stretch",
                    help=access.help_text(redo_why))
     entries = session.history()
-    with cols[2].popover(f"History ({len(entries)})", width="stretch"):
-        history(entries)
+    # drawn only while open: a table of the last events on every click would cost each action ~10-20 ms
+    with cols[2].popover(f"History ({len(entries)})", width="stretch", key=f"{prefix}_history",
+                         on_change="rerun") as events:
+        if events.open:
+            history(entries)
     cols[3].text(f"{session.edit_count} edit(s) in effect on run {run_id}.")
     message = actions.take_flash()
     if message:

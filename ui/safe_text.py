@@ -1,13 +1,12 @@
 """Text a user typed (workspace and cluster names, anchor terms, file names, error messages naming them) shown
 as text, never as markup: the app's one place for it.
 
-Streamlit renders Markdown in headings, captions, alerts and widget labels, and Plotly renders a subset of
-HTML in legends and hover labels. Pages never put user text there directly: they use ``st.text`` or
-dataframes, or pass it through one of these helpers first.
+Streamlit renders Markdown in headings, captions, alerts and widget labels. Pages never put user text there
+directly: they use ``st.text`` or dataframes, or pass it through one of these helpers first; the app's own
+components (the Review map and size bars) get it as data and write it as text.
 """
 from __future__ import annotations
 
-import html
 import re
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^&])")
@@ -17,14 +16,6 @@ def esc(text: object) -> str:
     """``text`` with every character Markdown could interpret backslash-escaped, and line breaks as spaces, for
     places that render Markdown (st.error/success/…, widget labels, captions, st.markdown)."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
-
-
-def plotly_text(text: object, limit: int = 60) -> str:
-    """``text`` for a Plotly label: HTML entities escaped (Plotly decodes them back to the literal characters)."""
-    text = str(text)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return html.escape(text, quote=True)
 
 
 def short(text: object, limit: int = 60) -> str:

@@ -47,7 +47,7 @@ def in_polygon(xy: np.ndarray, xs: Sequence[float], ys: Sequence[float]) -> np.n
 
 def in_regions(xy: np.ndarray, boxes: Sequence[dict] = (), lassos: Sequence[dict] = ()) -> np.ndarray:
     """Per point: inside any of ``boxes`` (dicts with ``x`` and ``y`` ranges) or ``lassos`` (dicts with the
-    vertices' ``x`` and ``y``), the shapes a Plotly selection reports."""
+    vertices' ``x`` and ``y``), the shapes the Review map's selection reports."""
     inside = np.zeros(len(xy), bool)
     for box in boxes:
         inside |= in_box(xy, box["x"], box["y"])

@@ -308,12 +308,17 @@ class ReviewSession:
 
     def members(self, cluster: int, order: str = "confidence") -> pd.DataFrame:
         """The cluster's images, most confident first (``"confidence"``) or least confident first."""
+        return self.images(self.member_positions(cluster, order))
+
+    def member_positions(self, cluster: int, order: str = "confidence") -> np.ndarray:
+        """The positions of the cluster's images in :meth:`members` order: cheap, so that a page or a few examples
+        of a large cluster need :meth:`images` rows for just those."""
         if order not in MEMBER_ORDERS:
             raise InvalidInputError(f"member order {order!r} is not one of {', '.join(MEMBER_ORDERS)}.")
         state, cluster = self.state, self._cluster(cluster)
         pos = np.flatnonzero(state.labels == cluster)
         key = state.confidence[pos] if order == "least_confident" else -state.confidence[pos]
-        return self.images(pos[np.argsort(key, kind="stable")])
+        return pos[np.argsort(key, kind="stable")]
 
     def images(self, positions) -> pd.DataFrame:
         """One row per position given, in that order: image_id, position, path, rel_path, sha256, cluster,

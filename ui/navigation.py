@@ -17,7 +17,7 @@ from typing import Callable
 
 import streamlit as st
 
-from ui import heap, identity
+from ui import identity
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 HOME = "pages/workspaces.py"
@@ -45,7 +45,6 @@ _routing = threading.local()  # one script run per thread: set while the router 
 def run() -> None:
     """Declare the pages, set up the tab and the logo, and run the page the URL asks for, for a signed-in user on
     a server that may serve at all (``ui/identity.py``); anyone else gets the refusal page and nothing more."""
-    heap.freeze_after_imports()  # what the last run imported (the page's modules) leaves the collector's sight
     # the app's own favicon before the navigation: otherwise the browser fetches the page's Material icon from Google
     st.set_page_config(page_icon=str(ASSETS / "logo_icon.svg"), layout="wide")
     refused = identity.problem()
@@ -65,7 +64,6 @@ def run() -> None:
         chosen.run()
     finally:
         _routing.active = False
-    heap.freeze_after_imports()  # the page's own imports: the clicks that follow run its parts alone
 
 
 def page(render: Callable[[], None]) -> None:

@@ -13,12 +13,9 @@ applies (inside the write transaction) what others wrote since it last looked, s
 current state and an undo never skips someone else's newer edit. Applying is incremental: each applied
 edit keeps what it needs to be reverted, so no action replays the log.
 
-Every event records who made it (:mod:`tac_core.workspace.access`): the session's user name and e-mail next to
-the time and the browser session; events written before users existed read as ``"unknown"``. Editing needs the
-``reviewer`` role, checked inside each event's write transaction. Undo and redo reach only the top of the
-shared stacks, and a reviewer may undo or redo only an edit they made themselves; approvers and admins may
-undo or redo anyone's. Approving a cluster and withdrawing an approval are events too
-(:mod:`tac_core.workspace.sign_off`: the ``sign_off`` role, the two-person rule, which edits withdraw one).
+Every event records who made it (:mod:`tac_core.workspace.access`; ``"unknown"`` before users existed). Editing
+needs the ``reviewer`` role, checked inside each event's write transaction; a reviewer may undo or redo only
+their own edit, approvers and admins anyone's. Approvals are events too (:mod:`tac_core.workspace.sign_off`).
 """
 from __future__ import annotations
 
@@ -311,8 +308,7 @@ class ReviewSession:
         return self.images(self.member_positions(cluster, order))
 
     def member_positions(self, cluster: int, order: str = "confidence") -> np.ndarray:
-        """The positions of the cluster's images in :meth:`members` order: cheap, so that a page or a few examples
-        of a large cluster need :meth:`images` rows for just those."""
+        """Their positions, in that order: cheap (a page of a large cluster needs :meth:`images` rows for it only)."""
         if order not in MEMBER_ORDERS:
             raise InvalidInputError(f"member order {order!r} is not one of {', '.join(MEMBER_ORDERS)}.")
         state, cluster = self.state, self._cluster(cluster)

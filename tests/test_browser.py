@@ -213,8 +213,11 @@ window.__tacRuns = 0;  // script runs finished since the page loaded: the server
         while (at < bytes.length) {
             const key = varint(), field = Math.floor(key / 8), wire = key % 8;
             if (field === 6 && wire === 0) return true;
-            if (wire === 0) varint(); else if (wire === 1) at += 8; else if (wire === 2) at += varint();
-            else if (wire === 5) at += 4; else return false;
+            if (wire === 0) varint();
+            else if (wire === 1) at += 8;
+            else if (wire === 2) { const length = varint(); at += length; }  // not `at += varint()`: it moves `at`
+            else if (wire === 5) at += 4;
+            else return false;
         }
         return false;
     };

@@ -7,6 +7,9 @@ Each test fails on the page as it was before the fix it checks (issue #11, #17):
   on their buttons and working;
 - ``test_thumbnails_on_the_map_and_a_hover_naming_file_and_cluster``: thumbnails drawn on the map (a toggle takes
   them away), a hover naming the file's relative path and its cluster;
+- ``test_a_box_on_the_map_selects_what_it_holds_and_the_legend_hides_a_cluster``: a box drawn with the mouse
+  selects every image inside, a double-click clears it, a legend click takes a cluster off the canvas and out of
+  the next box;
 - ``test_captions_are_cut_in_the_middle_on_one_line``: a long name keeps its extension, on one line;
 - ``test_select_page_takes_no_excluded_image``: "Select page" never takes an excluded image, so "Verify
   selected" never verifies one;

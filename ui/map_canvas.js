@@ -47,9 +47,13 @@ function hoverText(key, position) {
 function viewOf(map) {
   let state = VIEWS.get(map.header.view);
   if (!state) {
-    state = { window: null, hidden: new Set(), tool: "lasso", shape: null };
-    map.header.groups.forEach((g) => g.hidden && state.hidden.add(g.key));
+    state = { window: null, hidden: new Set(), known: new Set(), tool: "lasso", shape: null };
     VIEWS.set(map.header.view, state);
+  }
+  for (const g of map.header.groups) { // a group seen for the first time starts as the server says (excluded: hidden)
+    if (state.known.has(g.key)) continue;
+    state.known.add(g.key);
+    if (g.hidden) state.hidden.add(g.key);
   }
   return state;
 }

@@ -83,9 +83,9 @@ def snapshot(workspace: Workspace, session: ReviewSession, decided: np.ndarray, 
     return snap, ""
 
 
-def name_reasons(text: str, session: ReviewSession, rel_paths) -> str:
+def name_reasons(text: str, session: ReviewSession, rel_paths: pd.Series) -> str:
     """The audit's reasons with clusters named as they are called now and images by file name (``rel_paths``:
-    by position, an array or a Series)."""
+    by position; only the names a reason mentions are read)."""
     names = session.state.names
 
     def cluster(match: re.Match) -> str:
@@ -94,9 +94,7 @@ def name_reasons(text: str, session: ReviewSession, rel_paths) -> str:
 
     def image(match: re.Match) -> str:
         pos = int(match.group(1))
-        if not 0 <= pos < len(rel_paths):
-            return match.group(0)
-        return f"image {rel_paths.iat[pos] if isinstance(rel_paths, pd.Series) else rel_paths[pos]}"
+        return f"image {rel_paths.iat[pos]}" if 0 <= pos < len(rel_paths) else match.group(0)
 
     return _IMAGE_REF.sub(image, _CLUSTER_REF.sub(cluster, text))
 

@@ -75,6 +75,12 @@ function thumbnail(uri, redraw) {
   return image.complete && image.naturalWidth ? image : null;
 }
 
+function outline(shape) {
+  // a drawn shape's vertices (data coordinates) and its bounding box
+  const xs = shape.map((p) => p[0]), ys = shape.map((p) => p[1]);
+  return { xs, ys, bx0: Math.min(...xs), bx1: Math.max(...xs), by0: Math.min(...ys), by1: Math.max(...ys) };
+}
+
 function insidePolygon(px, py, xs, ys) {
   let inside = false;
   for (let i = 0, j = xs.length - 1; i < xs.length; j = i++) {
@@ -208,11 +214,10 @@ export default function (component) {
     for (const g of [...header.groups, ...(header.rings ? [header.rings] : [])]) {
       const item = document.createElement("button");
       item.className = "item" + (state.hidden.has(g.key) ? " hidden" : "");
-      item.dataset.key = g.key;
       const swatch = document.createElement("span");
-      swatch.className = g.key === "new" ? "swatch ring" : "swatch";
+      swatch.className = "swatch";
       swatch.style.borderColor = g.colour;
-      if (g.key !== "new") swatch.style.background = g.colour;
+      if (g.key !== "new") swatch.style.background = g.colour; // the "new" layer: a ring, as on the map
       const label = document.createElement("span");
       label.className = "legendtext";
       label.textContent = g.label;
@@ -263,8 +268,7 @@ export default function (component) {
 
   function caughtBy(shape, kind) {
     const caught = new Set();
-    const xs = shape.map((p) => p[0]), ys = shape.map((p) => p[1]);
-    const [bx0, bx1] = [Math.min(...xs), Math.max(...xs)], [by0, by1] = [Math.min(...ys), Math.max(...ys)];
+    const { xs, ys, bx0, bx1, by0, by1 } = outline(shape);
     for (let i = 0; i < n; i++) {
       if (x[i] < bx0 || x[i] > bx1 || y[i] < by0 || y[i] > by1 || !visible(i)) continue;
       if (kind === "box" || insidePolygon(x[i], y[i], xs, ys)) caught.add(i);
@@ -275,8 +279,7 @@ export default function (component) {
   function select(shape, kind) {
     const caught = caughtBy(shape, kind);
     state.shape = { path: shape, kind, caught };
-    const xs = shape.map((p) => p[0]), ys = shape.map((p) => p[1]);
-    const [bx0, bx1] = [Math.min(...xs), Math.max(...xs)], [by0, by1] = [Math.min(...ys), Math.max(...ys)];
+    const { xs, ys, bx0, bx1, by0, by1 } = outline(shape);
     const region = kind === "box" ? { x: [bx0, bx1], y: [by0, by1] } : { x: xs, y: ys };
     setTriggerValue("select", {
       points: [...caught].map((i) => map.position[i]),

@@ -1,5 +1,5 @@
 """The Review map's drawing in the browser: a Streamlit component (``st.components.v2``) that draws the points on
-a 2-D canvas (``map_canvas.js``), and the one binary payload it is sent.
+a 2-D canvas (``map_canvas.js``), the binary payload it is sent and the hover texts that travel beside it.
 
 Why not a Plotly figure: Streamlit gives a Plotly chart a new identity whenever its figure changes, so every edit
 (a rename, a move) rebuilt the chart in the browser — a megabyte of JSON parsed twice and a new WebGL scene,
@@ -16,10 +16,10 @@ stays), ``texts`` (the key of the hover texts), ``height``, ``marker``, ``round_
 ``legend_title``.
 
 The hover texts (each drawn point's file) are a second, invisible element (:func:`encode_texts`): ``b"TACT"``, the
-header's length, the header (``key``, ``n``, ``offsets``, ``text_bytes``), ``position`` (int32, ascending) and
+header's length, the header (``key``, ``n``, ``offsets``, ``sizes``), ``position`` (int32, ascending) and
 ``text`` (UTF-8, one line per position). They change only when the set of drawn points does, so after an edit
-Streamlit answers with a reference to the copy the browser already has: an edit at 20,000 points sends ~220 kB
-instead of ~780 kB. Text reaches the page only as text (``textContent``).
+Streamlit answers with a reference to the copy the browser already has: a rename at 20,000 points (thumbnails on)
+receives ~480 kB instead of ~800 kB. Text reaches the page only as text (``textContent``).
 """
 from __future__ import annotations
 
@@ -174,12 +174,11 @@ def decode(payload: bytes, texts: Optional[bytes] = None) -> Payload:
     return Payload(header, arrays, hover)
 
 
-def review_map(payload: bytes, texts: bytes, key: str, on_select: Callable[[], None]):
+def review_map(payload: bytes, texts: bytes, key: str, on_select: Callable[[], None]) -> None:
     """Draw the map and hand the browser its hover texts; ``on_select`` runs when a lasso or box is drawn (or a
     double-click clears it), with ``selection(key)`` holding what was caught."""
-    result = _COMPONENT(data=payload, key=key, on_select_change=on_select, width="stretch", height="content")
+    _COMPONENT(data=payload, key=key, on_select_change=on_select, width="stretch", height="content")
     _TEXTS(data=texts, key=f"{key}_texts", width="stretch", height="content")
-    return result
 
 
 def selection(key: str) -> dict:

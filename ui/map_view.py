@@ -135,10 +135,11 @@ def _hover(workspace_path: str, run_id: int, batches: tuple, _rel_paths: pd.Seri
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _texts(workspace_path: str, run_id: int, batches: tuple, drawn_digest: str, _drawn: np.ndarray,
+def _texts(workspace_path: str, run_id: int, batches: tuple, drawn_digest: str, _ordered: np.ndarray,
            _hover: np.ndarray) -> bytes:
-    """The hover texts of the drawn points: the same bytes while the same points are drawn, whatever the edits."""
-    return map_canvas.encode_texts(np.sort(_drawn), _hover)
+    """The hover texts of the drawn points (``_ordered``: their positions, ascending): the same bytes while the
+    same points are drawn, whatever the edits."""
+    return map_canvas.encode_texts(_ordered, _hover)
 
 
 class MapPayload(NamedTuple):
@@ -174,8 +175,9 @@ def _payload(workspace_path: str, run_id: int, version: int, focus: Optional[int
         codes, names = review_metadata.colour_groups(review_metadata.review_metadata(_workspace, _session),
                                                      _view.colour)
         colour_by = (_view.colour, codes, names)
-    digest = hashlib.sha1(np.sort(drawn).astype(np.int64).tobytes()).hexdigest()
-    texts = _texts(workspace_path, run_id, batches_of(_session), digest, drawn, hover)
+    ordered = np.sort(drawn).astype(np.int64)
+    texts = _texts(workspace_path, run_id, batches_of(_session), hashlib.sha1(ordered.tobytes()).hexdigest(),
+                   ordered, hover)
     payload = build_payload(_xy, _session, drawn, map_canvas.texts_key(texts), thumbnails, colour_by=colour_by,
                             shown=shown)
     return MapPayload(payload, texts, len(drawn), len(labels) if shown is None else len(shown))
